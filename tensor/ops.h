@@ -1,0 +1,99 @@
+// The differentiable ops. Each is implemented in ops/*.cpp with its backward right below its
+// forward. Binary arithmetic follows NumPy broadcasting; gradients of broadcast inputs are
+// reduced back to the input's shape by sum_to().
+#pragma once
+
+#include <optional>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace ink {
+
+// ---- elementwise arithmetic (broadcasting) ----
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor add(const Tensor& a, float b);
+Tensor sub(const Tensor& a, float b);
+Tensor mul(const Tensor& a, float b);
+Tensor div(const Tensor& a, float b);
+Tensor rsub(float a, const Tensor& b);  // a - b
+Tensor rdiv(float a, const Tensor& b);  // a / b
+
+Tensor operator+(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a, const Tensor& b);
+Tensor operator*(const Tensor& a, const Tensor& b);
+Tensor operator/(const Tensor& a, const Tensor& b);
+Tensor operator+(const Tensor& a, float b);
+Tensor operator-(const Tensor& a, float b);
+Tensor operator*(const Tensor& a, float b);
+Tensor operator/(const Tensor& a, float b);
+Tensor operator+(float a, const Tensor& b);
+Tensor operator-(float a, const Tensor& b);
+Tensor operator*(float a, const Tensor& b);
+Tensor operator/(float a, const Tensor& b);
+Tensor operator-(const Tensor& a);
+
+// ---- elementwise functions ----
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor pow(const Tensor& x, float exponent);
+Tensor relu(const Tensor& x);
+Tensor sigmoid(const Tensor& x);  // stable for large |x|: finite value and gradient at +-1000
+Tensor tanh(const Tensor& x);
+// Clamps to [min, max]; either bound may be absent. The gradient passes where min <= x <= max.
+Tensor clamp(const Tensor& x, std::optional<float> min, std::optional<float> max);
+
+// ---- matrix products ----
+// 2-D [M, K] x [K, N] -> [M, N]; batched 3-D [B, M, K] x [B, K, N] -> [B, M, N];
+// and 3-D x 2-D [B, M, K] x [K, N] -> [B, M, N].
+Tensor matmul(const Tensor& a, const Tensor& b);
+// y = x W^T + b, as torch.nn.functional.linear: x [*, in], weight [out, in], bias [out] or
+// undefined. Computed without materialising W^T.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// ---- shape ops ----
+// reshape/view share storage; one size may be -1 (inferred).
+Tensor reshape(const Tensor& x, const Shape& shape);
+Tensor view(const Tensor& x, const Shape& shape);
+Tensor flatten(const Tensor& x, int64_t start_dim = 0, int64_t end_dim = -1);
+Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1);  // copies
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);  // copies
+Tensor unsqueeze(const Tensor& x, int64_t dim);
+Tensor squeeze(const Tensor& x, int64_t dim);  // a no-op when that size is not 1, as PyTorch
+Tensor cat(const std::vector<Tensor>& tensors, int64_t dim);
+// Broadcasts x to `shape` (materialised copy); the backward is sum_to.
+Tensor expand(const Tensor& x, const Shape& shape);
+
+// ---- reductions ----
+Tensor sum(const Tensor& x);
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+// Max along one dim. values is differentiable (the gradient goes to the first argmax);
+// indices is an Int64 tensor.
+struct MaxResult {
+  Tensor values;
+  Tensor indices;
+};
+MaxResult max(const Tensor& x, int64_t dim, bool keepdim = false);
+// Sums `grad` over broadcast dims so that it has `shape` (the inverse of broadcasting).
+Tensor sum_to(const Tensor& grad, const Shape& shape);
+
+// ---- indexing ----
+// Rows of weight [V, D] picked by Int64 `indices` of any shape -> [*indices.shape, D].
+// The backward scatter-adds, so repeated ids sum; the padding row (if given) gets no gradient.
+// An index outside [0, V) is an ink::Error.
+Tensor embedding(const Tensor& weight, const Tensor& indices,
+                 std::optional<int64_t> padding_idx = std::nullopt);
+
+// ---- non-differentiable helpers ----
+// True when both tensors have the same shape and every element is within
+// atol + rtol * |b| (NaNs never match).
+bool allclose(const Tensor& a, const Tensor& b, float rtol = 1e-5f, float atol = 1e-8f);
+
+}  // namespace ink

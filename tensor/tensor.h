@@ -1,0 +1,159 @@
+// Tensor: the value type of inkgrad. A Tensor is a cheap handle: copies share the same data
+// and the same autograd identity, like torch.Tensor in Python. Use clone() for a deep copy.
+//
+// Storage is row-major and contiguous. A view (reshape, view, squeeze, unsqueeze, detach)
+// shares the storage of its base; transpose and permute copy, which keeps every kernel simple.
+// dtype is Float32 for values and Int64 for index tensors (token ids).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tensor/random.h"
+#include "tensor/shape.h"
+
+namespace ink {
+
+enum class DType : uint8_t { Float32, Int64 };
+const char* dtype_name(DType dtype);
+size_t dtype_size(DType dtype);
+
+// What this object represents: a block of 64-byte aligned memory. Freed blocks are kept in a
+// small cache keyed by size, so a training loop that makes the same tensors every step does
+// not go back to the operating system.
+class Storage {
+ public:
+  explicit Storage(size_t nbytes);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() { return data_; }
+  const void* data() const { return data_; }
+  size_t nbytes() const { return nbytes_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t nbytes_ = 0;
+};
+
+struct Node;
+struct TensorImpl;
+
+// Counts TensorImpl objects alive in this process (for leak tests).
+int64_t live_tensor_count();
+
+class Tensor {
+ public:
+  Tensor() = default;  // an undefined tensor; defined() is false
+  explicit Tensor(std::shared_ptr<TensorImpl> impl);
+
+  bool defined() const { return impl_ != nullptr; }
+
+  // ---- shape and type ----
+  const Shape& shape() const;
+  int64_t dim() const;
+  int64_t size(int64_t dim) const;  // negative dims count from the end
+  int64_t numel() const;
+  DType dtype() const;
+
+  // ---- raw data (contiguous, row-major). Throws if the dtype does not match. ----
+  float* data();
+  const float* data() const;
+  int64_t* data_i64();
+  const int64_t* data_i64() const;
+
+  float item() const;              // a one-element Float32 tensor's value
+  int64_t item_i64() const;        // a one-element Int64 tensor's value
+  std::vector<float> to_vector() const;
+  std::vector<int64_t> to_vector_i64() const;
+  std::string to_string() const;  // shape, dtype and (a summary of) the values
+
+  // ---- autograd ----
+  bool requires_grad() const;
+  // Marks a leaf as needing a gradient. Returns *this (a handle to the same tensor).
+  Tensor set_requires_grad(bool requires_grad = true);
+  // The accumulated gradient of a leaf (undefined until a backward reaches it).
+  Tensor grad() const;
+  // Replaces the accumulated gradient (an undefined tensor clears it).
+  void set_grad(const Tensor& grad);
+  // Zeroes the accumulated gradient in place (keeps its buffer, so a loop allocates nothing).
+  void zero_grad();
+  bool is_leaf() const;                         // not produced by a recorded op
+  const std::shared_ptr<Node>& grad_fn() const;  // the op that produced this tensor, if recorded
+
+  // Runs reverse-mode autodiff from this tensor. A non-scalar needs an explicit gradient of its
+  // shape. Leaves accumulate into grad(). The graph is freed unless retain_graph is true.
+  void backward(const Tensor& gradient = Tensor(), bool retain_graph = false) const;
+
+  // A new handle on the same storage that is cut from the graph and never requires grad.
+  Tensor detach() const;
+  // A deep copy of the data (recorded by autograd, gradient flows to *this).
+  Tensor clone() const;
+
+  // A name for leaves (parameters), shown by to_dot.
+  const std::string& name() const;
+  Tensor set_name(std::string name);
+
+  // ---- common ops as methods (see ops.h for the full list) ----
+  Tensor reshape(const Shape& shape) const;
+  Tensor view(const Shape& shape) const;
+  Tensor transpose(int64_t dim0, int64_t dim1) const;
+  Tensor permute(const std::vector<int64_t>& dims) const;
+  Tensor unsqueeze(int64_t dim) const;
+  Tensor squeeze(int64_t dim) const;
+  Tensor sum() const;
+  Tensor sum(const std::vector<int64_t>& dims, bool keepdim = false) const;
+  Tensor mean() const;
+  Tensor mean(const std::vector<int64_t>& dims, bool keepdim = false) const;
+
+  TensorImpl* impl() const { return impl_.get(); }
+  const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
+
+ private:
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+// What this object represents: the state behind a Tensor handle. Internal to the library,
+// but public so that kernels and tests can look inside.
+struct TensorImpl {
+  TensorImpl(std::shared_ptr<Storage> storage, int64_t offset, Shape shape, DType dtype);
+  ~TensorImpl();
+  TensorImpl(const TensorImpl&) = delete;
+  TensorImpl& operator=(const TensorImpl&) = delete;
+
+  std::shared_ptr<Storage> storage;
+  int64_t offset = 0;  // in elements, from the start of storage
+  Shape shape;
+  int64_t numel = 0;
+  DType dtype = DType::Float32;
+  bool requires_grad = false;
+  std::shared_ptr<TensorImpl> grad;  // accumulated gradient (leaves only)
+  std::shared_ptr<Node> grad_fn;     // the op that produced this tensor, if recorded
+  std::string name;
+};
+
+// ---- factories ----
+Tensor empty(const Shape& shape, DType dtype = DType::Float32);  // uninitialised
+Tensor zeros(const Shape& shape, DType dtype = DType::Float32);
+Tensor ones(const Shape& shape);
+Tensor full(const Shape& shape, float value);
+Tensor scalar(float value);  // a rank-0 tensor
+Tensor zeros_like(const Tensor& t);
+Tensor ones_like(const Tensor& t);
+// Copies `values` into a new tensor; values.size() must equal the shape's element count.
+Tensor from_vector(const std::vector<float>& values, const Shape& shape);
+Tensor from_vector_i64(const std::vector<int64_t>& values, const Shape& shape);
+// [start, start+step, ...) below end, as Float32.
+Tensor arange(float start, float end, float step = 1.0f);
+Tensor arange(int64_t end);  // 0, 1, ..., end-1 as Float32
+// Standard normal / uniform [0, 1) samples; uses default_generator() when gen is null.
+Tensor randn(const Shape& shape, Generator* gen = nullptr);
+Tensor rand(const Shape& shape, Generator* gen = nullptr);
+// Uniform in [low, high).
+Tensor uniform(const Shape& shape, float low, float high, Generator* gen = nullptr);
+
+}  // namespace ink
