@@ -20,11 +20,11 @@ class Error : public std::runtime_error {
 
 // INK_CHECK(condition, "op: format {}", args...) throws ink::Error with the formatted message.
 // Use it for anything a user can cause; it is never compiled out.
-#define INK_CHECK(cond, ...)                               \
-  do {                                                     \
-    if (!(cond)) [[unlikely]] {                            \
-      throw ::ink::Error(::fmt::format(__VA_ARGS__));      \
-    }                                                      \
+#define INK_CHECK(cond, ...)                          \
+  do {                                                \
+    if (!(cond)) [[unlikely]] {                       \
+      throw ::ink::Error(::fmt::format(__VA_ARGS__)); \
+    }                                                 \
   } while (0)
 
 // INK_FAIL("op: ...", args...) throws unconditionally.

@@ -61,7 +61,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 Tensor reshape(const Tensor& x, const Shape& shape);
 Tensor view(const Tensor& x, const Shape& shape);
 Tensor flatten(const Tensor& x, int64_t start_dim = 0, int64_t end_dim = -1);
-Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1);  // copies
+Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1);      // copies
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);  // copies
 Tensor unsqueeze(const Tensor& x, int64_t dim);
 Tensor squeeze(const Tensor& x, int64_t dim);  // a no-op when that size is not 1, as PyTorch

@@ -133,9 +133,13 @@ void set_num_threads(int n) {
   if (pool().num_threads() != n) pool().resize(n);
 }
 
-int get_num_threads() { return pool().num_threads(); }
+int get_num_threads() {
+  return pool().num_threads();
+}
 
-bool in_parallel_region() { return t_in_parallel; }
+bool in_parallel_region() {
+  return t_in_parallel;
+}
 
 void parallel_for(int64_t begin, int64_t end, int64_t grain,
                   const std::function<void(int64_t, int64_t)>& fn) {

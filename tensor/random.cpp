@@ -41,11 +41,17 @@ uint64_t Generator::next_u64() {
   return (hi << 32u) | next_u32();
 }
 
-float Generator::uniform() { return static_cast<float>(next_u32() >> 8) * 0x1.0p-24f; }
+float Generator::uniform() {
+  return static_cast<float>(next_u32() >> 8) * 0x1.0p-24f;
+}
 
-float Generator::uniform(float low, float high) { return low + (high - low) * uniform(); }
+float Generator::uniform(float low, float high) {
+  return low + (high - low) * uniform();
+}
 
-double Generator::uniform_double() { return static_cast<double>(next_u64() >> 11) * 0x1.0p-53; }
+double Generator::uniform_double() {
+  return static_cast<double>(next_u64() >> 11) * 0x1.0p-53;
+}
 
 float Generator::normal() {
   // Box-Muller. u1 is shifted into (0, 1] so log never sees 0.
@@ -72,6 +78,8 @@ Generator& default_generator() {
   return gen;
 }
 
-void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
+void manual_seed(uint64_t seed) {
+  default_generator().manual_seed(seed);
+}
 
 }  // namespace ink

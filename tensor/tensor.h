@@ -66,8 +66,8 @@ class Tensor {
   int64_t* data_i64();
   const int64_t* data_i64() const;
 
-  float item() const;              // a one-element Float32 tensor's value
-  int64_t item_i64() const;        // a one-element Int64 tensor's value
+  float item() const;        // a one-element Float32 tensor's value
+  int64_t item_i64() const;  // a one-element Int64 tensor's value
   std::vector<float> to_vector() const;
   std::vector<int64_t> to_vector_i64() const;
   std::string to_string() const;  // shape, dtype and (a summary of) the values
@@ -82,7 +82,7 @@ class Tensor {
   void set_grad(const Tensor& grad);
   // Zeroes the accumulated gradient in place (keeps its buffer, so a loop allocates nothing).
   void zero_grad();
-  bool is_leaf() const;                         // not produced by a recorded op
+  bool is_leaf() const;                          // not produced by a recorded op
   const std::shared_ptr<Node>& grad_fn() const;  // the op that produced this tensor, if recorded
 
   // Runs reverse-mode autodiff from this tensor. A non-scalar needs an explicit gradient of its

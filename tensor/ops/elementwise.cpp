@@ -1,0 +1,299 @@
+// Elementwise ops: arithmetic with NumPy broadcasting, and unary functions.
+// Every forward has its backward right below it, with the maths in one comment line.
+#include <cmath>
+
+#include "tensor/ops/ops_internal.h"
+
+namespace ink {
+
+namespace detail {
+std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out) {
+  const size_t pad = out.size() - in.size();
+  std::vector<int64_t> strides(out.size(), 0);
+  const auto in_strides = contiguous_strides(in);
+  for (size_t d = 0; d < in.size(); ++d) strides[pad + d] = in[d] == 1 ? 0 : in_strides[d];
+  return strides;
+}
+}  // namespace detail
+
+using namespace detail;
+
+namespace {
+
+// Applies f elementwise over the broadcast of a and b.
+template <class F>
+Tensor broadcast_binary(const Tensor& a, const Tensor& b, const char* op, F f) {
+  check_float(a, op);
+  check_float(b, op);
+  const Shape out_shape = broadcast_shapes(a.shape(), b.shape(), op);
+  Tensor out = empty(out_shape);
+  const float* pa = a.data();
+  const float* pb = b.data();
+  float* po = out.data();
+  if (a.shape() == b.shape()) {
+    map_binary(pa, pb, po, out.numel(), f);
+    return out;
+  }
+  const auto sa = broadcast_strides(a.shape(), out_shape);
+  const auto sb = broadcast_strides(b.shape(), out_shape);
+  for_each_broadcast_row(out_shape, sa, sb,
+                         [&](int64_t o, int64_t ia, int64_t da, int64_t ib, int64_t db, int64_t n) {
+                           float* dst = po + o;
+                           const float* x = pa + ia;
+                           const float* y = pb + ib;
+                           // Specialised loops let the compiler vectorise the common cases.
+                           if (da == 1 && db == 1) {
+                             for (int64_t j = 0; j < n; ++j) dst[j] = f(x[j], y[j]);
+                           } else if (da == 1) {
+                             for (int64_t j = 0; j < n; ++j) dst[j] = f(x[j], y[0]);
+                           } else if (db == 1) {
+                             for (int64_t j = 0; j < n; ++j) dst[j] = f(x[0], y[j]);
+                           } else {
+                             for (int64_t j = 0; j < n; ++j) dst[j] = f(x[0], y[0]);
+                           }
+                         });
+  return out;
+}
+
+template <class F>
+Tensor unary(const Tensor& x, const char* op, F f) {
+  check_float(x, op);
+  Tensor out = empty(x.shape());
+  map_unary(x.data(), out.data(), x.numel(), f);
+  return out;
+}
+
+}  // namespace
+
+// ---- add ----
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor out = broadcast_binary(a, b, "add", [](float x, float y) { return x + y; });
+  // d(a+b)/da = 1, d(a+b)/db = 1
+  return record_op(out, "add", {a, b}, [sa = a.shape(), sb = b.shape()](const Tensor& g) {
+    return std::vector<Tensor>{sum_to(g, sa), sum_to(g, sb)};
+  });
+}
+
+// ---- sub ----
+Tensor sub(const Tensor& a, const Tensor& b) {
+  Tensor out = broadcast_binary(a, b, "sub", [](float x, float y) { return x - y; });
+  // d(a-b)/da = 1, d(a-b)/db = -1
+  return record_op(out, "sub", {a, b}, [sa = a.shape(), sb = b.shape()](const Tensor& g) {
+    return std::vector<Tensor>{sum_to(g, sa), sum_to(neg(g), sb)};
+  });
+}
+
+// ---- mul ----
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor out = broadcast_binary(a, b, "mul", [](float x, float y) { return x * y; });
+  // d(a*b)/da = b, d(a*b)/db = a
+  return record_op(out, "mul", {a, b}, [a = a.detach(), b = b.detach()](const Tensor& g) {
+    return std::vector<Tensor>{sum_to(mul(g, b), a.shape()), sum_to(mul(g, a), b.shape())};
+  });
+}
+
+// ---- div ----
+Tensor div(const Tensor& a, const Tensor& b) {
+  Tensor out = broadcast_binary(a, b, "div", [](float x, float y) { return x / y; });
+  // d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
+  return record_op(out, "div", {a, b}, [a = a.detach(), b = b.detach()](const Tensor& g) {
+    Tensor ga = sum_to(div(g, b), a.shape());
+    Tensor gb = sum_to(neg(div(mul(g, a), mul(b, b))), b.shape());
+    return std::vector<Tensor>{ga, gb};
+  });
+}
+
+// ---- ops with a scalar ----
+Tensor add(const Tensor& a, float s) {
+  Tensor out = unary(a, "add", [s](float x) { return x + s; });
+  // d(a+s)/da = 1
+  return record_op(out, "add_scalar", {a}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
+}
+
+Tensor sub(const Tensor& a, float s) {
+  return add(a, -s);
+}
+
+Tensor mul(const Tensor& a, float s) {
+  Tensor out = unary(a, "mul", [s](float x) { return x * s; });
+  // d(a*s)/da = s
+  return record_op(out, "mul_scalar", {a},
+                   [s](const Tensor& g) { return std::vector<Tensor>{mul(g, s)}; });
+}
+
+Tensor div(const Tensor& a, float s) {
+  Tensor out = unary(a, "div", [s](float x) { return x / s; });
+  // d(a/s)/da = 1/s
+  return record_op(out, "div_scalar", {a},
+                   [s](const Tensor& g) { return std::vector<Tensor>{div(g, s)}; });
+}
+
+Tensor rsub(float s, const Tensor& b) {
+  return add(neg(b), s);
+}
+
+Tensor rdiv(float s, const Tensor& b) {
+  Tensor out = unary(b, "rdiv", [s](float x) { return s / x; });
+  // d(s/b)/db = -s/b^2
+  return record_op(out, "rdiv_scalar", {b}, [s, b = b.detach()](const Tensor& g) {
+    return std::vector<Tensor>{div(mul(g, -s), mul(b, b))};
+  });
+}
+
+Tensor operator+(const Tensor& a, const Tensor& b) {
+  return add(a, b);
+}
+Tensor operator-(const Tensor& a, const Tensor& b) {
+  return sub(a, b);
+}
+Tensor operator*(const Tensor& a, const Tensor& b) {
+  return mul(a, b);
+}
+Tensor operator/(const Tensor& a, const Tensor& b) {
+  return div(a, b);
+}
+Tensor operator+(const Tensor& a, float b) {
+  return add(a, b);
+}
+Tensor operator-(const Tensor& a, float b) {
+  return sub(a, b);
+}
+Tensor operator*(const Tensor& a, float b) {
+  return mul(a, b);
+}
+Tensor operator/(const Tensor& a, float b) {
+  return div(a, b);
+}
+Tensor operator+(float a, const Tensor& b) {
+  return add(b, a);
+}
+Tensor operator-(float a, const Tensor& b) {
+  return rsub(a, b);
+}
+Tensor operator*(float a, const Tensor& b) {
+  return mul(b, a);
+}
+Tensor operator/(float a, const Tensor& b) {
+  return rdiv(a, b);
+}
+Tensor operator-(const Tensor& a) {
+  return neg(a);
+}
+
+// ---- neg ----
+Tensor neg(const Tensor& x) {
+  Tensor out = unary(x, "neg", [](float v) { return -v; });
+  // d(-x)/dx = -1
+  return record_op(out, "neg", {x}, [](const Tensor& g) { return std::vector<Tensor>{neg(g)}; });
+}
+
+// ---- exp ----
+Tensor exp(const Tensor& x) {
+  Tensor out = unary(x, "exp", [](float v) { return std::exp(v); });
+  // d/dx exp(x) = exp(x)
+  return record_op(out, "exp", {x},
+                   [y = out.detach()](const Tensor& g) { return std::vector<Tensor>{mul(g, y)}; });
+}
+
+// ---- log ----
+Tensor log(const Tensor& x) {
+  Tensor out = unary(x, "log", [](float v) { return std::log(v); });
+  // d/dx log(x) = 1/x
+  return record_op(out, "log", {x},
+                   [x = x.detach()](const Tensor& g) { return std::vector<Tensor>{div(g, x)}; });
+}
+
+// ---- sqrt ----
+Tensor sqrt(const Tensor& x) {
+  Tensor out = unary(x, "sqrt", [](float v) { return std::sqrt(v); });
+  // d/dx sqrt(x) = 1 / (2 sqrt(x))
+  return record_op(out, "sqrt", {x}, [y = out.detach()](const Tensor& g) {
+    return std::vector<Tensor>{div(g, mul(y, 2.0f))};
+  });
+}
+
+// ---- pow by a scalar ----
+Tensor pow(const Tensor& x, float e) {
+  Tensor out = unary(x, "pow", [e](float v) { return std::pow(v, e); });
+  // d/dx x^e = e * x^(e-1)
+  return record_op(out, "pow", {x}, [e, x = x.detach()](const Tensor& g) {
+    Tensor d = unary(x, "pow_backward", [e](float v) { return e * std::pow(v, e - 1.0f); });
+    return std::vector<Tensor>{mul(g, d)};
+  });
+}
+
+// ---- relu ----
+Tensor relu(const Tensor& x) {
+  Tensor out = unary(x, "relu", [](float v) { return v > 0.0f ? v : 0.0f; });
+  // d/dx relu(x) = 1 if x > 0 else 0
+  return record_op(out, "relu", {x}, [y = out.detach()](const Tensor& g) {
+    Tensor gx = empty(g.shape());
+    map_binary(g.data(), y.data(), gx.data(), g.numel(),
+               [](float gv, float yv) { return yv > 0.0f ? gv : 0.0f; });
+    return std::vector<Tensor>{gx};
+  });
+}
+
+// ---- sigmoid ----
+namespace {
+// Never evaluates exp of a large positive number, so +-1000 give 1 and 0 exactly, not NaN.
+inline float stable_sigmoid(float v) {
+  if (v >= 0.0f) return 1.0f / (1.0f + std::exp(-v));
+  const float e = std::exp(v);
+  return e / (1.0f + e);
+}
+}  // namespace
+
+Tensor sigmoid(const Tensor& x) {
+  Tensor out = unary(x, "sigmoid", stable_sigmoid);
+  // d/dx sigmoid = s * (1 - s)
+  return record_op(out, "sigmoid", {x}, [s = out.detach()](const Tensor& g) {
+    Tensor gx = empty(g.shape());
+    map_binary(g.data(), s.data(), gx.data(), g.numel(),
+               [](float gv, float sv) { return gv * sv * (1.0f - sv); });
+    return std::vector<Tensor>{gx};
+  });
+}
+
+// ---- tanh ----
+Tensor tanh(const Tensor& x) {
+  Tensor out = unary(x, "tanh", [](float v) { return std::tanh(v); });
+  // d/dx tanh = 1 - tanh^2
+  return record_op(out, "tanh", {x}, [t = out.detach()](const Tensor& g) {
+    Tensor gx = empty(g.shape());
+    map_binary(g.data(), t.data(), gx.data(), g.numel(),
+               [](float gv, float tv) { return gv * (1.0f - tv * tv); });
+    return std::vector<Tensor>{gx};
+  });
+}
+
+// ---- clamp ----
+Tensor clamp(const Tensor& x, std::optional<float> min, std::optional<float> max) {
+  INK_CHECK(min || max, "clamp: at least one of min and max must be given");
+  INK_CHECK(!(min && max) || *min <= *max, "clamp: min ({}) must not exceed max ({})",
+            min.value_or(0.0f), max.value_or(0.0f));
+  const float lo = min.value_or(-INFINITY);
+  const float hi = max.value_or(INFINITY);
+  Tensor out = unary(x, "clamp", [lo, hi](float v) { return v < lo ? lo : (v > hi ? hi : v); });
+  // d/dx clamp(x) = 1 where lo <= x <= hi, else 0
+  return record_op(out, "clamp", {x}, [lo, hi, x = x.detach()](const Tensor& g) {
+    Tensor gx = empty(g.shape());
+    map_binary(g.data(), x.data(), gx.data(), g.numel(),
+               [lo, hi](float gv, float xv) { return xv >= lo && xv <= hi ? gv : 0.0f; });
+    return std::vector<Tensor>{gx};
+  });
+}
+
+bool allclose(const Tensor& a, const Tensor& b, float rtol, float atol) {
+  check_float(a, "allclose");
+  check_float(b, "allclose");
+  if (a.shape() != b.shape()) return false;
+  const float* pa = a.data();
+  const float* pb = b.data();
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    if (!(std::fabs(pa[i] - pb[i]) <= atol + rtol * std::fabs(pb[i]))) return false;
+  }
+  return true;
+}
+
+}  // namespace ink
