@@ -13,6 +13,8 @@ namespace ink {
 
 namespace {
 thread_local bool t_grad_enabled = true;
+// Set while backward closures run, so anomaly detection blames the op whose backward it is.
+thread_local bool t_in_backward = false;
 bool g_detect_anomaly = false;
 
 bool all_finite(const Tensor& t) {
@@ -78,7 +80,7 @@ void Node::release() {
 
 Tensor record_op(Tensor output, const char* op_name, std::vector<Tensor> inputs,
                  BackwardFn backward) {
-  if (g_detect_anomaly && !all_finite(output)) {
+  if (g_detect_anomaly && !t_in_backward && !all_finite(output)) {
     INK_FAIL(
         "detect_anomaly: op {} produced a non-finite value (NaN or Inf) in its output of "
         "shape {}",
@@ -176,7 +178,15 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
               "backward: the graph through op {} was already freed by an earlier backward; pass "
               "retain_graph=true to that backward to run backward twice",
               node.op_name);
-    std::vector<Tensor> input_grads = node.backward(grad);
+    t_in_backward = true;
+    std::vector<Tensor> input_grads;
+    try {
+      input_grads = node.backward(grad);
+    } catch (...) {
+      t_in_backward = false;
+      throw;
+    }
+    t_in_backward = false;
     INK_CHECK(input_grads.size() == node.inputs.size(),
               "backward: op {} returned {} gradients for {} inputs (a bug in that op)",
               node.op_name, input_grads.size(), node.inputs.size());
