@@ -1,0 +1,68 @@
+// The safetensors checkpoint format (https://github.com/huggingface/safetensors), format level
+// only: named tensors to bytes and back, plus the atomic file writer that checkpoints are saved
+// with.
+//
+// Layout: an 8-byte little-endian header length N, N bytes of JSON header, then the raw
+// little-endian tensor data. The header maps each name to
+//   {"dtype": "F32" | "I64", "shape": [...], "data_offsets": [begin, end]}
+// with offsets relative to the start of the data section, plus an optional "__metadata__" object
+// of strings. Files written here load with Python's safetensors.torch.load_file, and files
+// written by it load here (as long as every tensor is F32 or I64).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace ink {
+
+// Tensors by name, in insertion order (which is also the order of their data in a written file).
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+// The contents of a safetensors file. `tensors` keeps the order of the header.
+struct SafetensorsFile {
+  NamedTensors tensors;
+  std::map<std::string, std::string> metadata;
+};
+
+// The largest JSON header the reader accepts, as in the reference implementation.
+inline constexpr uint64_t kSafetensorsMaxHeaderBytes = 100'000'000;
+
+// The bytes of a safetensors file holding `tensors` (Float32 or Int64, any rank up to kMaxRank,
+// including scalars and zero-size tensors). The data is laid out in the given order and the
+// header is padded with spaces to a multiple of 8 bytes. An empty `metadata` writes no
+// "__metadata__" entry. Throws ink::Error on a duplicate or reserved name, an undefined tensor,
+// or a name or metadata string that is not valid UTF-8.
+std::vector<uint8_t> serialize_safetensors(const NamedTensors& tensors,
+                                           const std::map<std::string, std::string>& metadata = {
+                                               {"format", "pt"}});
+
+// serialize_safetensors, then write_file_atomic: the file at `path` is either the previous one
+// or the complete new one, never a mixture.
+void save_safetensors(const std::string& path, const NamedTensors& tensors,
+                      const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+
+// Parses a whole safetensors file held in memory. The bytes are untrusted: anything malformed
+// (see the list in safetensors.cpp) throws ink::Error "safetensors: <source_name>: <problem>".
+// Tensors are allocated only after the whole header has been validated against the data, so the
+// memory used is bounded by the size of `bytes`.
+SafetensorsFile parse_safetensors(std::span<const uint8_t> bytes,
+                                  const std::string& source_name = "<memory>");
+
+// Reads and parses the file at `path`. A missing, unreadable, empty or non-regular file (such as
+// a directory) throws ink::Error naming the path.
+SafetensorsFile load_safetensors(const std::string& path);
+
+// Replaces the file at `path` with `bytes` atomically: writes a uniquely named temporary file in
+// the same folder, flushes it to disk, renames it over `path` and flushes the folder. On failure
+// the temporary file is removed, the previous file at `path` is left untouched, and ink::Error
+// names the path and the system's reason. Suitable for any output that must never be half
+// written (checkpoints, config.json, images).
+void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes);
+
+}  // namespace ink
