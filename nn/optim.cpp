@@ -1,0 +1,427 @@
+// Adam and SGD: PyTorch's update rules as fused loops over raw floats, and the optimizer state
+// file (layout documented in optim.h).
+//
+// The loops follow PyTorch's order of float32 operations (each hyper-parameter is a double
+// rounded to float, as PyTorch does with a Python scalar; bias corrections are computed in
+// double), so results agree with torch.optim to rounding. Each element is updated
+// independently, so splitting the loop across threads does not change any bit.
+#include "nn/optim.h"
+
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "tensor/error.h"
+#include "tensor/parallel.h"
+
+namespace ink::nn {
+
+namespace {
+
+// Elements per thread below which a parameter is updated on the calling thread.
+constexpr int64_t kUpdateGrain = 1 << 15;
+
+void copy_values(Tensor& dst, const Tensor& src) {
+  std::memcpy(dst.data(), src.data(), static_cast<size_t>(src.numel()) * sizeof(float));
+}
+
+Tensor copy_of(const Tensor& src) {
+  Tensor out = empty(src.shape());
+  copy_values(out, src);
+  return out;
+}
+
+void throw_problems(const std::string& what, const std::vector<std::string>& problems) {
+  if (problems.size() == 1) INK_FAIL("{}: {}", what, problems[0]);
+  if (!problems.empty()) {
+    INK_FAIL("{}: {} problems:\n  {}", what, problems.size(), fmt::join(problems, "\n  "));
+  }
+}
+
+}  // namespace
+
+// ---- metadata numbers ----
+
+std::string format_number(double value) {
+  return fmt::format("{}", value);
+}
+
+double parse_number(const std::map<std::string, std::string>& metadata, const std::string& key,
+                    std::vector<std::string>& problems) {
+  auto found = metadata.find(key);
+  if (found == metadata.end()) {
+    problems.push_back(fmt::format("metadata lacks \"{}\"", key));
+    return 0.0;
+  }
+  const std::string& text = found->second;
+  double value = 0.0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size() || !std::isfinite(value)) {
+    problems.push_back(fmt::format("metadata \"{}\" is \"{}\", not a finite number", key, text));
+  }
+  return value;
+}
+
+// ---- Optimizer ----
+
+Optimizer::Optimizer(std::string type_name, NamedTensors params)
+    : type_name_(std::move(type_name)), params_(std::move(params)) {
+  std::unordered_set<std::string> names;
+  std::unordered_set<const void*> tensors;
+  for (const auto& [name, param] : params_) {
+    INK_CHECK(!name.empty(), "{}: a parameter has an empty name", type_name_);
+    INK_CHECK(names.insert(name).second, "{}: parameter name \"{}\" appears more than once",
+              type_name_, name);
+    INK_CHECK(param.defined() && param.dtype() == DType::Float32,
+              "{}: parameter \"{}\" must be a defined Float32 tensor", type_name_, name);
+    INK_CHECK(tensors.insert(param.impl()).second,
+              "{}: parameter \"{}\" is the same tensor as an earlier parameter", type_name_, name);
+  }
+}
+
+void Optimizer::zero_grad() {
+  for (auto& [name, param] : params_) {
+    if (param.grad().defined()) param.zero_grad();
+  }
+}
+
+void Optimizer::check_grad(size_t index, const Tensor& grad) const {
+  const auto& [name, param] = params_[index];
+  INK_CHECK(grad.dtype() == DType::Float32 && grad.shape() == param.shape(),
+            "{}: the grad of \"{}\" is {} {}, expected Float32 {}", type_name_, name,
+            dtype_name(grad.dtype()), shape_str(grad.shape()), shape_str(param.shape()));
+}
+
+SafetensorsFile Optimizer::state_dict() const {
+  SafetensorsFile state;
+  state.metadata = hyperparameters();
+  state.metadata["format"] = "pt";
+  state.metadata["optimizer"] = type_name_;
+  state.tensors.emplace_back("state.step", from_vector_i64({step_}, {}));
+  // slots() hands out pointers for load_state_dict to write through; here they are only read.
+  const std::vector<Slot> slot_list = const_cast<Optimizer*>(this)->slots();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    for (const Slot& slot : slot_list) {
+      const Tensor& tensor = (*slot.tensors)[i];
+      if (tensor.defined()) {
+        state.tensors.emplace_back("state." + params_[i].first + "." + slot.name, tensor);
+      }
+    }
+  }
+  return state;
+}
+
+void Optimizer::load_state_dict(const SafetensorsFile& state) {
+  std::vector<std::string> problems;
+  auto type = state.metadata.find("optimizer");
+  if (type == state.metadata.end()) {
+    problems.push_back(fmt::format("metadata lacks \"optimizer\" (expected \"{}\")", type_name_));
+  } else if (type->second != type_name_) {
+    problems.push_back(
+        fmt::format("the state is for optimizer \"{}\", not \"{}\"", type->second, type_name_));
+  }
+  read_hyperparameters(state.metadata, problems, /*apply=*/false);
+
+  std::unordered_map<std::string, const Tensor*> given;
+  for (const auto& [name, tensor] : state.tensors) {
+    if (!given.emplace(name, &tensor).second) {
+      problems.push_back(fmt::format("\"{}\" appears more than once", name));
+    }
+  }
+  std::unordered_set<std::string> known{"state.step"};
+  int64_t step = 0;
+  auto step_entry = given.find("state.step");
+  if (step_entry == given.end()) {
+    problems.push_back("missing \"state.step\"");
+  } else {
+    const Tensor& t = *step_entry->second;
+    if (t.dtype() != DType::Int64 || t.dim() != 0 || t.item_i64() < 0) {
+      problems.push_back(fmt::format("\"state.step\" must be a non-negative I64 scalar, got {} {}",
+                                     dtype_name(t.dtype()), shape_str(t.shape())));
+    } else {
+      step = t.item_i64();
+    }
+  }
+
+  // (slot, parameter index) -> source tensor, or null when the file has none.
+  std::vector<Slot> slot_list = slots();
+  std::vector<std::vector<const Tensor*>> sources(slot_list.size());
+  for (size_t s = 0; s < slot_list.size(); ++s) {
+    sources[s].assign(params_.size(), nullptr);
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const auto& [param_name, param] = params_[i];
+      const std::string name = "state." + param_name + "." + slot_list[s].name;
+      known.insert(name);
+      auto found = given.find(name);
+      if (found == given.end()) {
+        if (slot_list[s].required) problems.push_back(fmt::format("missing \"{}\"", name));
+        continue;
+      }
+      const Tensor& t = *found->second;
+      if (t.dtype() != DType::Float32 || t.shape() != param.shape()) {
+        problems.push_back(fmt::format("\"{}\" expected Float32 {}, file has {} {}", name,
+                                       shape_str(param.shape()), dtype_name(t.dtype()),
+                                       shape_str(t.shape())));
+        continue;
+      }
+      sources[s][i] = &t;
+    }
+  }
+  for (const auto& [name, tensor] : state.tensors) {
+    if (!known.contains(name)) {
+      problems.push_back(
+          fmt::format("unexpected \"{}\" (no parameter or slot of that name)", name));
+    }
+  }
+  throw_problems(type_name_ + ".load_state_dict", problems);
+
+  read_hyperparameters(state.metadata, problems, /*apply=*/true);
+  step_ = step;
+  for (size_t s = 0; s < slot_list.size(); ++s) {
+    std::vector<Tensor>& tensors = *slot_list[s].tensors;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const Tensor* source = sources[s][i];
+      if (source == nullptr) {
+        tensors[i] = Tensor();
+      } else if (tensors[i].defined()) {
+        copy_values(tensors[i], *source);
+      } else {
+        tensors[i] = copy_of(*source);
+      }
+    }
+  }
+}
+
+void Optimizer::save(const std::string& path) const {
+  SafetensorsFile state = state_dict();
+  save_safetensors(path, state.tensors, state.metadata);
+}
+
+void Optimizer::load(const std::string& path) {
+  SafetensorsFile state = load_safetensors(path);
+  try {
+    load_state_dict(state);
+  } catch (const Error& e) {
+    throw Error(fmt::format("{}\n  (while loading {})", e.what(), path));
+  }
+}
+
+// ---- Adam ----
+
+namespace {
+
+void check_adam_options(const AdamOptions& o, std::vector<std::string>& problems) {
+  if (!(o.lr >= 0.0)) problems.push_back(fmt::format("invalid learning rate: {}", o.lr));
+  if (!(o.eps >= 0.0)) problems.push_back(fmt::format("invalid epsilon value: {}", o.eps));
+  if (!(o.betas.first >= 0.0 && o.betas.first < 1.0)) {
+    problems.push_back(fmt::format("invalid beta parameter at index 0: {}", o.betas.first));
+  }
+  if (!(o.betas.second >= 0.0 && o.betas.second < 1.0)) {
+    problems.push_back(fmt::format("invalid beta parameter at index 1: {}", o.betas.second));
+  }
+  if (!(o.weight_decay >= 0.0)) {
+    problems.push_back(fmt::format("invalid weight_decay value: {}", o.weight_decay));
+  }
+}
+
+// The per-tensor Adam update; see the formula in optim.h. Plain data, so the parallel_for
+// closure holds one pointer and std::function does not allocate.
+struct AdamUpdate {
+  float* param;
+  const float* grad;
+  float* exp_avg;
+  float* exp_avg_sq;
+  float beta1, one_minus_beta1, beta2, one_minus_beta2;
+  float weight_decay, eps;
+  float bias_correction2_sqrt;
+  float neg_step_size;  // -lr / bias_correction1
+
+  void run(int64_t begin, int64_t end) const {
+    for (int64_t i = begin; i < end; ++i) {
+      float g = grad[i];
+      if (weight_decay != 0.0f) g = g + weight_decay * param[i];
+      const float m = exp_avg[i] * beta1 + one_minus_beta1 * g;
+      const float v = exp_avg_sq[i] * beta2 + one_minus_beta2 * g * g;
+      exp_avg[i] = m;
+      exp_avg_sq[i] = v;
+      const float denom = std::sqrt(v) / bias_correction2_sqrt + eps;
+      param[i] = param[i] + neg_step_size * m / denom;
+    }
+  }
+};
+
+}  // namespace
+
+Adam::Adam(NamedTensors params, AdamOptions options)
+    : Optimizer("Adam", std::move(params)), options_(options) {
+  std::vector<std::string> problems;
+  check_adam_options(options_, problems);
+  throw_problems("Adam", problems);
+  for (const auto& [name, param] : params_) {
+    exp_avg_.push_back(zeros(param.shape()));
+    exp_avg_sq_.push_back(zeros(param.shape()));
+  }
+}
+
+void Adam::step() {
+  ++step_;
+  const auto [beta1, beta2] = options_.betas;
+  const double bias_correction1 = 1.0 - std::pow(beta1, static_cast<double>(step_));
+  const double bias_correction2 = 1.0 - std::pow(beta2, static_cast<double>(step_));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& param = params_[i].second;
+    Tensor grad = param.grad();
+    if (!grad.defined()) continue;
+    check_grad(i, grad);
+    const AdamUpdate update{
+        param.data(),
+        grad.data(),
+        exp_avg_[i].data(),
+        exp_avg_sq_[i].data(),
+        static_cast<float>(beta1),
+        static_cast<float>(1.0 - beta1),
+        static_cast<float>(beta2),
+        static_cast<float>(1.0 - beta2),
+        static_cast<float>(options_.weight_decay),
+        static_cast<float>(options_.eps),
+        static_cast<float>(std::sqrt(bias_correction2)),
+        static_cast<float>(-(options_.lr / bias_correction1)),
+    };
+    const AdamUpdate* u = &update;
+    parallel_for(0, param.numel(), kUpdateGrain,
+                 [u](int64_t begin, int64_t end) { u->run(begin, end); });
+  }
+}
+
+std::vector<Optimizer::Slot> Adam::slots() {
+  return {{"exp_avg", true, &exp_avg_}, {"exp_avg_sq", true, &exp_avg_sq_}};
+}
+
+std::map<std::string, std::string> Adam::hyperparameters() const {
+  return {{"lr", format_number(options_.lr)},
+          {"beta1", format_number(options_.betas.first)},
+          {"beta2", format_number(options_.betas.second)},
+          {"eps", format_number(options_.eps)},
+          {"weight_decay", format_number(options_.weight_decay)}};
+}
+
+void Adam::read_hyperparameters(const std::map<std::string, std::string>& metadata,
+                                std::vector<std::string>& problems, bool apply) {
+  AdamOptions o;
+  o.lr = parse_number(metadata, "lr", problems);
+  o.betas.first = parse_number(metadata, "beta1", problems);
+  o.betas.second = parse_number(metadata, "beta2", problems);
+  o.eps = parse_number(metadata, "eps", problems);
+  o.weight_decay = parse_number(metadata, "weight_decay", problems);
+  check_adam_options(o, problems);
+  if (apply) options_ = o;
+}
+
+// ---- SGD ----
+
+namespace {
+
+void check_sgd_options(const SGDOptions& o, std::vector<std::string>& problems) {
+  if (!(o.lr >= 0.0)) problems.push_back(fmt::format("invalid learning rate: {}", o.lr));
+  if (!(o.momentum >= 0.0))
+    problems.push_back(fmt::format("invalid momentum value: {}", o.momentum));
+  if (!(o.weight_decay >= 0.0)) {
+    problems.push_back(fmt::format("invalid weight_decay value: {}", o.weight_decay));
+  }
+  if (o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0)) {
+    problems.push_back("nesterov momentum requires a momentum and zero dampening");
+  }
+}
+
+struct SGDUpdate {
+  float* param;
+  const float* grad;
+  float* buffer;  // null without momentum
+  bool first;     // the buffer is initialised to g on a parameter's first step
+  float weight_decay, momentum, one_minus_dampening, neg_lr;
+  bool nesterov;
+
+  void run(int64_t begin, int64_t end) const {
+    for (int64_t i = begin; i < end; ++i) {
+      float g = grad[i];
+      if (weight_decay != 0.0f) g = g + weight_decay * param[i];
+      if (buffer) {
+        const float b = first ? g : buffer[i] * momentum + one_minus_dampening * g;
+        buffer[i] = b;
+        g = nesterov ? g + momentum * b : b;
+      }
+      param[i] = param[i] + neg_lr * g;
+    }
+  }
+};
+
+}  // namespace
+
+SGD::SGD(NamedTensors params, SGDOptions options)
+    : Optimizer("SGD", std::move(params)), options_(options), momentum_buffer_(params_.size()) {
+  std::vector<std::string> problems;
+  check_sgd_options(options_, problems);
+  throw_problems("SGD", problems);
+}
+
+void SGD::step() {
+  ++step_;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& param = params_[i].second;
+    Tensor grad = param.grad();
+    if (!grad.defined()) continue;
+    check_grad(i, grad);
+    bool first = false;
+    if (options_.momentum != 0.0 && !momentum_buffer_[i].defined()) {
+      momentum_buffer_[i] = empty(param.shape());  // the one allocation, on the first step
+      first = true;
+    }
+    const SGDUpdate update{
+        param.data(),
+        grad.data(),
+        options_.momentum != 0.0 ? momentum_buffer_[i].data() : nullptr,
+        first,
+        static_cast<float>(options_.weight_decay),
+        static_cast<float>(options_.momentum),
+        static_cast<float>(1.0 - options_.dampening),
+        static_cast<float>(-options_.lr),
+        options_.nesterov,
+    };
+    const SGDUpdate* u = &update;
+    parallel_for(0, param.numel(), kUpdateGrain,
+                 [u](int64_t begin, int64_t end) { u->run(begin, end); });
+  }
+}
+
+std::vector<Optimizer::Slot> SGD::slots() {
+  return {{"momentum_buffer", false, &momentum_buffer_}};
+}
+
+std::map<std::string, std::string> SGD::hyperparameters() const {
+  return {{"lr", format_number(options_.lr)},
+          {"momentum", format_number(options_.momentum)},
+          {"dampening", format_number(options_.dampening)},
+          {"weight_decay", format_number(options_.weight_decay)},
+          {"nesterov", options_.nesterov ? "true" : "false"}};
+}
+
+void SGD::read_hyperparameters(const std::map<std::string, std::string>& metadata,
+                               std::vector<std::string>& problems, bool apply) {
+  SGDOptions o;
+  o.lr = parse_number(metadata, "lr", problems);
+  o.momentum = parse_number(metadata, "momentum", problems);
+  o.dampening = parse_number(metadata, "dampening", problems);
+  o.weight_decay = parse_number(metadata, "weight_decay", problems);
+  auto nesterov = metadata.find("nesterov");
+  if (nesterov == metadata.end() || (nesterov->second != "true" && nesterov->second != "false")) {
+    problems.push_back("metadata \"nesterov\" must be \"true\" or \"false\"");
+  } else {
+    o.nesterov = nesterov->second == "true";
+  }
+  check_sgd_options(o, problems);
+  if (apply) options_ = o;
+}
+
+}  // namespace ink::nn
