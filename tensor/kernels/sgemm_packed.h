@@ -58,6 +58,11 @@ const MicroKernel& microkernel_generic();
 const MicroKernel* microkernel_avx2();
 const MicroKernel* microkernel_avx512();
 
+// Defined in the x86 files and returned without any check; only microkernel_avx2/avx512 (which
+// check the CPU first) call them.
+const MicroKernel& microkernel_avx2_unchecked();
+const MicroKernel& microkernel_avx512_unchecked();
+
 // The best set this CPU supports, chosen once at first use.
 const MicroKernel& best_microkernel();
 
@@ -94,8 +99,8 @@ Plan plan_for_shape(const Problem& pr, const MicroKernel& uk);
 
 // Computes rows [m_begin, m_end) and columns [n_begin, n_end) of C, over all of K, on the calling
 // thread. Disjoint ranges may run concurrently: each thread packs into its own buffers.
-void run_range(const Problem& pr, const Plan& plan, int64_t m_begin, int64_t m_end,
-               int64_t n_begin, int64_t n_end);
+void run_range(const Problem& pr, const Plan& plan, int64_t m_begin, int64_t m_end, int64_t n_begin,
+               int64_t n_end);
 
 // C = beta * C without reading C when beta == 0 (the K == 0 case).
 void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc);
@@ -105,8 +110,8 @@ void sgemm_packed_with(const MicroKernel& uk, Trans trans_a, Trans trans_b, int6
                        int64_t K, float alpha, const float* A, int64_t lda, const float* B,
                        int64_t ldb, float beta, float* C, int64_t ldc);
 // Kernel 4 with an explicit micro-kernel set.
-void sgemm_packed_mt_with(const MicroKernel& uk, Trans trans_a, Trans trans_b, int64_t M,
-                          int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                          const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+void sgemm_packed_mt_with(const MicroKernel& uk, Trans trans_a, Trans trans_b, int64_t M, int64_t N,
+                          int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+                          int64_t ldb, float beta, float* C, int64_t ldc);
 
 }  // namespace ink::kernels::packed

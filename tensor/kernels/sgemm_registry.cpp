@@ -4,12 +4,16 @@
 
 #include "tensor/error.h"
 #include "tensor/kernels/sgemm.h"
+#include "tensor/kernels/sgemm_packed.h"
 
 namespace ink::kernels {
 
 const std::vector<SgemmKernel>& sgemm_kernels() {
   static const std::vector<SgemmKernel> kernels = {
       {"naive", &sgemm_naive},
+      {"blocked", &sgemm_blocked},
+      {"packed", &sgemm_packed},
+      {"packed_mt", &sgemm_packed_mt},
   };
   return kernels;
 }
@@ -26,7 +30,11 @@ SgemmFn sgemm_kernel(const std::string& name) {
 void sgemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha,
            const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
            int64_t ldc) {
-  sgemm_naive(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  sgemm_packed_mt(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+const char* sgemm_isa() {
+  return packed::best_microkernel().isa;
 }
 
 }  // namespace ink::kernels
