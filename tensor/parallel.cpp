@@ -43,7 +43,11 @@ class ThreadPool {
     stop_workers();
     num_threads_ = num_threads;
     stopping_ = false;
-    for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    // New workers must not mistake the last finished job for a new one.
+    const uint64_t current = generation_;
+    for (int i = 1; i < num_threads_; ++i) {
+      workers_.emplace_back([this, i, current] { worker_loop(i, current); });
+    }
   }
 
   // Runs job(slice) for slice in [0, num_slices) across the pool; the caller runs slice 0.
@@ -77,8 +81,7 @@ class ThreadPool {
     t_in_parallel = false;
   }
 
-  void worker_loop(int index) {
-    uint64_t seen = 0;
+  void worker_loop(int index, uint64_t seen) {
     for (;;) {
       const std::function<void(int)>* job = nullptr;
       {

@@ -20,11 +20,18 @@ void reduce_sum_dim(const float* in, float* out, int64_t outer, int64_t R, int64
   const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, R * inner));
   parallel_for(0, outer, grain, [&](int64_t lo, int64_t hi) {
     for (int64_t o = lo; o < hi; ++o) {
-      float* dst = out + o * inner;
-      std::fill(dst, dst + inner, 0.0f);
-      for (int64_t r = 0; r < R; ++r) {
-        const float* src = in + (o * R + r) * inner;
-        for (int64_t i = 0; i < inner; ++i) dst[i] += src[i];
+      float* __restrict dst = out + o * inner;
+      const float* __restrict src = in + o * R * inner;
+      if (inner == 1) {  // a contiguous row: one running sum
+        float acc = 0.0f;
+        for (int64_t r = 0; r < R; ++r) acc += src[r];
+        dst[0] = acc;
+        continue;
+      }
+      std::copy(src, src + inner, dst);
+      for (int64_t r = 1; r < R; ++r) {
+        const float* __restrict row = src + r * inner;
+        for (int64_t i = 0; i < inner; ++i) dst[i] += row[i];
       }
     }
   });
