@@ -289,8 +289,12 @@ class HeaderReader {
     return "?";
   }
 
-  // nlohmann's messages end with the last token read, which may be huge or binary.
+  // nlohmann's messages start with an id ("[json.exception.parse_error.101] ") and end with the
+  // last token read, which may be huge or binary.
   static std::string shortened(std::string_view message) {
+    if (message.starts_with("[json.exception.") && message.find("] ") != std::string_view::npos) {
+      message.remove_prefix(message.find("] ") + 2);
+    }
     constexpr size_t kMaxShown = 200;
     std::string out;
     for (size_t i = 0; i < message.size() && i < kMaxShown; ++i) {

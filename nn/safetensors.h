@@ -47,10 +47,14 @@ std::vector<uint8_t> serialize_safetensors(const NamedTensors& tensors,
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
-// Parses a whole safetensors file held in memory. The bytes are untrusted: anything malformed
-// (see the list in safetensors.cpp) throws ink::Error "safetensors: <source_name>: <problem>".
-// Tensors are allocated only after the whole header has been validated against the data, so the
-// memory used is bounded by the size of `bytes`.
+// Parses a whole safetensors file held in memory. The bytes are untrusted: a file shorter than
+// 8 bytes, a header length over 100 MB or past the end, invalid JSON, duplicate keys, missing,
+// unknown or wrongly typed fields, dtypes other than F32 and I64, shapes that are negative,
+// fractional, over rank 4 or overflowing, sizes that disagree with the offsets, and data_offsets
+// that overlap, leave gaps, run past the end or leave bytes over all throw
+// ink::Error "safetensors: <source_name>: <problem>". Header entries may come in any order (as
+// the reference reader allows); `tensors` keeps the header's order. Tensors are allocated only
+// after the whole header has been checked against the data, so they hold at most bytes.size().
 SafetensorsFile parse_safetensors(std::span<const uint8_t> bytes,
                                   const std::string& source_name = "<memory>");
 
