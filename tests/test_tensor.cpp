@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <mutex>
+#include <thread>
 
 #include "tensor/inkgrad.h"
 
@@ -324,6 +326,23 @@ TEST(Threads, ParallelForCoversTheRangeOnceAndRethrows) {
                             }),
                Error);
   set_num_threads(1);
+}
+
+TEST(Threads, ResizingBetweenJobsRunsEachJobOnce) {
+  // Workers created by a resize once replayed the previous (finished) job.
+  int64_t total = 0;
+  std::mutex m;
+  for (int round = 0; round < 200; ++round) {
+    set_num_threads(1 + round % 2);
+    // Give new workers time to wake before the next job, as a busy program would.
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+    parallel_for(0, 64, 1, [&](int64_t lo, int64_t hi) {
+      std::lock_guard<std::mutex> lock(m);
+      total += hi - lo;
+    });
+  }
+  set_num_threads(1);
+  EXPECT_EQ(total, 200 * 64);
 }
 
 TEST(Threads, ElementwiseResultsDoNotDependOnThreadCount) {
