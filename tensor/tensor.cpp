@@ -28,6 +28,20 @@ namespace {
 constexpr size_t kAlignment = 64;
 constexpr size_t kMaxCachedBytes = size_t{64} << 20;  // keep at most 64 MiB of free blocks
 
+// Under AddressSanitizer every block goes straight back to malloc, so a use after free of
+// tensor storage is reported instead of silently reading a recycled block.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kCacheDisabled = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kCacheDisabled = true;
+#else
+constexpr bool kCacheDisabled = false;
+#endif
+#else
+constexpr bool kCacheDisabled = false;
+#endif
+
 class BlockCache {
  public:
   void* allocate(size_t bytes) {
@@ -47,6 +61,10 @@ class BlockCache {
   }
 
   void release(void* p, size_t bytes) {
+    if (kCacheDisabled) {
+      std::free(p);
+      return;
+    }
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (cached_bytes_ + bytes <= kMaxCachedBytes) {
