@@ -208,6 +208,24 @@ TEST(Trainer, ResumeRejectsAnotherRunsSettingsAndLeavesTheTrainerAlone) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(Trainer, ANonFiniteLossStopsBeforeTheUpdateAndNamesTheStep) {
+  Trainer trainer(tiny_config());
+  trainer.train_epoch();
+  // Poison one weight: the next forward gives NaN everywhere.
+  auto params = trainer.model().named_parameters();
+  Tensor weight = params.back().second;  // image_generator.decoder.6.bias
+  weight.data()[0] = std::nanf("");
+  const auto before = params.front().second.to_vector();
+  try {
+    trainer.train_epoch();
+    FAIL() << "expected the NaN guard to stop training";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("the loss became nan at epoch 2, step 1 of 7"));
+  }
+  EXPECT_EQ(trainer.epoch(), 1);                         // the failed epoch is not counted
+  EXPECT_EQ(params.front().second.to_vector(), before);  // no update was applied
+}
+
 TEST(Trainer, ResultsDoNotDependOnTheThreadCount) {
   set_num_threads(1);
   Trainer one(tiny_config());
