@@ -32,12 +32,14 @@ namespace ink::kernels::packed {
 namespace {
 
 // One micro-kernel call for a tile of exactly M_ROWS rows and NV registers per row, the last
-// register holding t.n - (NV - 1) * lanes columns when kRagged.
+// register holding t.n - (NV - 1) * lanes columns when kRagged. kRowsApart: A's rows are
+// t.a_row_stride apart (A read in place from [M, K] storage) instead of adjacent (packed, or
+// [K, M] storage); fixing the adjacent case at compile time keeps its addressing to constants.
 //
 // The inner loop is an outer product: per step p, NV registers of B (one row of the B panel)
 // and M_ROWS broadcasts of A update M_ROWS * NV accumulators held in registers for the whole
 // call. C is read and written once per call, after k steps, which is why KC is large.
-template <class V, int M_ROWS, int NV, bool kRagged>
+template <class V, int M_ROWS, int NV, bool kRagged, bool kRowsApart>
 void tile_kernel(const MicroTile& t) {
   using reg = typename V::reg;
   constexpr int kLanes = V::lanes;
@@ -47,6 +49,7 @@ void tile_kernel(const MicroTile& t) {
   float* const c_tile = t.c;
   const int64_t ldc = t.ldc;
   const int64_t k = t.k;
+  const int64_t a_row_stride = kRowsApart ? t.a_row_stride : 1;
 
   // Ask for C's cache lines now; they arrive while the K loop runs instead of stalling the
   // stores at the end (with a small K, as in A^T * B at batch 64, that stall is not small).
@@ -76,7 +79,7 @@ void tile_kernel(const MicroTile& t) {
     }
 #pragma GCC unroll 32
     for (int i = 0; i < M_ROWS; ++i) {
-      const reg ai = V::broadcast(a + i);
+      const reg ai = V::broadcast(a + i * a_row_stride);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(ai, bv[v], acc[i][v]);
     }
@@ -112,15 +115,15 @@ void tile_kernel(const MicroTile& t) {
 // The edge path: a table of tile_kernel instances, one per (rows present, registers present,
 // last register full or not), so a ragged tile at the right or bottom edge runs the same
 // register code with fewer rows or columns instead of a slow scalar loop.
-template <class V, int MR, int NV>
+template <class V, int MR, int NV, bool kRowsApart>
 struct TileTable {
   using Fn = void (*)(const MicroTile&);
   Fn fns[MR][NV][2];
 
   template <int M_ROWS, int... Vs>
   constexpr void fill_row(std::integer_sequence<int, Vs...>) {
-    ((fns[M_ROWS - 1][Vs][0] = &tile_kernel<V, M_ROWS, Vs + 1, false>,
-      fns[M_ROWS - 1][Vs][1] = &tile_kernel<V, M_ROWS, Vs + 1, true>),
+    ((fns[M_ROWS - 1][Vs][0] = &tile_kernel<V, M_ROWS, Vs + 1, false, kRowsApart>,
+      fns[M_ROWS - 1][Vs][1] = &tile_kernel<V, M_ROWS, Vs + 1, true, kRowsApart>),
      ...);
   }
   template <int... Ms>
@@ -132,10 +135,12 @@ struct TileTable {
 
 template <class V, int MR, int NV>
 void tile_dispatch(const MicroTile& t) {
-  static constexpr TileTable<V, MR, NV> table;
+  static constexpr TileTable<V, MR, NV, false> adjacent;
+  static constexpr TileTable<V, MR, NV, true> apart;
   const int registers = (t.n + V::lanes - 1) / V::lanes;
   const bool ragged = t.n % V::lanes != 0;
-  table.fns[t.m - 1][registers - 1][ragged](t);
+  const auto& table = t.a_row_stride == 1 ? adjacent.fns : apart.fns;
+  table[t.m - 1][registers - 1][ragged](t);
 }
 
 // Transposes the 8x8 block held in r[0..7] (row q becomes column q).
@@ -166,10 +171,12 @@ inline void transpose8x8(__m256 r[8]) {
   r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
-// The transposing pack (see MicroKernel::pack_transposed), 8x8 blocks at a time: 8 loads,
-// 24 shuffles and 8 stores move 64 floats, about 4x faster than an element-by-element copy.
-void pack_transposed_avx(const float* src, int64_t ld, int64_t kc, int w, int width, float* dst) {
-  int j = 0;
+// The transposing pack (see MicroKernel::pack_transposed) for panel columns [j_begin, w) and the
+// zero padding up to `width`, 8x8 blocks at a time: 8 loads, 24 shuffles and 8 stores move 64
+// floats, several times faster than an element-by-element copy.
+void pack_transposed_from(const float* src, int64_t ld, int64_t kc, int j_begin, int w, int width,
+                          float* dst) {
+  int j = j_begin;
   for (; j + 8 <= w; j += 8) {
     int64_t p = 0;
     for (; p + 8 <= kc; p += 8) {
@@ -182,7 +189,7 @@ void pack_transposed_avx(const float* src, int64_t ld, int64_t kc, int w, int wi
       for (int q = 0; q < 8; ++q) dst[p * width + j + q] = src[(j + q) * ld + p];
     }
   }
-  // Columns left over (w not a multiple of 8), then the zero padding up to the panel width.
+  // Columns left over (w - j_begin not a multiple of 8), then the zero padding.
   for (int64_t p = 0; p < kc; ++p) {
     for (int jj = j; jj < w; ++jj) dst[p * width + jj] = src[jj * ld + p];
     for (int jj = w; jj < width; ++jj) dst[p * width + jj] = 0.0f;

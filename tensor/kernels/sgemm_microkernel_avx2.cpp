@@ -32,6 +32,10 @@ struct Avx2 {
   static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
 };
 
+void pack_transposed_avx2(const float* src, int64_t ld, int64_t kc, int w, int width, float* dst) {
+  pack_transposed_from(src, ld, kc, 0, w, width, dst);
+}
+
 constexpr int kMR = 6;
 constexpr int kRegistersPerRow = 2;
 
@@ -40,7 +44,7 @@ constexpr MicroKernel kAvx2{"avx2",
                             kRegistersPerRow* Avx2::lanes,
                             Avx2::lanes,
                             &tile_dispatch<Avx2, kMR, kRegistersPerRow>,
-                            &pack_transposed_avx};
+                            &pack_transposed_avx2};
 
 }  // namespace
 

@@ -30,6 +30,52 @@ struct Avx512 {
   static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
 };
 
+// Copies the 16x16 block src[q * ld + p] (q, p < 16) to dst[p * width + q], in registers:
+// four rounds of shuffles (64 in all) interleave 32-bit pairs, then 64-bit pairs, then 128-bit
+// lanes twice. Not inlined on purpose: inside the packing loop the compiler would keep 16 row
+// pointers alive and spill them and the 32 registers the transpose needs.
+[[gnu::noinline]] void transpose16x16(const float* src, int64_t ld, float* dst, int64_t width) {
+  __m512 r[16], t[16];
+  for (int q = 0; q < 16; ++q) r[q] = _mm512_loadu_ps(src + q * ld);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d t0 = _mm512_castps_pd(t[4 * i]), t1 = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d t2 = _mm512_castps_pd(t[4 * i + 2]), t3 = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+  }
+  for (int i = 0; i < 2; ++i) {
+    for (int q = 0; q < 4; ++q) {
+      t[8 * i + q] = _mm512_shuffle_f32x4(r[8 * i + q], r[8 * i + 4 + q], 0x88);
+      t[8 * i + 4 + q] = _mm512_shuffle_f32x4(r[8 * i + q], r[8 * i + 4 + q], 0xdd);
+    }
+  }
+  for (int q = 0; q < 8; ++q) {
+    _mm512_storeu_ps(dst + q * width, _mm512_shuffle_f32x4(t[q], t[8 + q], 0x88));
+    _mm512_storeu_ps(dst + (8 + q) * width, _mm512_shuffle_f32x4(t[q], t[8 + q], 0xdd));
+  }
+}
+
+// The transposing pack, 16x16 blocks at a time (a quarter of a shuffle per float, half of what
+// the 8x8 AVX blocks need); columns left over go through the 8x8 path.
+void pack_transposed_avx512(const float* src, int64_t ld, int64_t kc, int w, int width,
+                            float* dst) {
+  int j = 0;
+  for (; j + 16 <= w; j += 16) {
+    int64_t p = 0;
+    for (; p + 16 <= kc; p += 16) transpose16x16(src + j * ld + p, ld, dst + p * width + j, width);
+    for (; p < kc; ++p) {
+      for (int q = 0; q < 16; ++q) dst[p * width + j + q] = src[(j + q) * ld + p];
+    }
+  }
+  pack_transposed_from(src, ld, kc, j, w, width, dst);
+}
+
 constexpr int kMR = 8;
 constexpr int kRegistersPerRow = 3;
 
@@ -38,7 +84,7 @@ constexpr MicroKernel kAvx512{"avx512",
                               kRegistersPerRow* Avx512::lanes,
                               Avx512::lanes,
                               &tile_dispatch<Avx512, kMR, kRegistersPerRow>,
-                              &pack_transposed_avx};
+                              &pack_transposed_avx512};
 
 }  // namespace
 

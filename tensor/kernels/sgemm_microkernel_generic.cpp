@@ -31,11 +31,12 @@ void tile_generic(const MicroTile& t) {
   float acc[kMR][kNR] = {};
   const float* a = t.a;
   const float* b = t.b;
+  const int64_t rs = t.a_row_stride;
   if (t.m == kMR && t.n == kNR) {
     // Full tile: constant trip counts, so the j loop becomes SIMD code and acc stays in registers.
     for (int64_t p = 0; p < t.k; ++p) {
       for (int i = 0; i < kMR; ++i) {
-        const float ai = a[i];
+        const float ai = a[i * rs];
         for (int j = 0; j < kNR; ++j) acc[i][j] += ai * b[j];
       }
       a += t.a_k_stride;
@@ -45,7 +46,7 @@ void tile_generic(const MicroTile& t) {
     // Edge tile: only the m rows and n columns that exist are read.
     for (int64_t p = 0; p < t.k; ++p) {
       for (int i = 0; i < t.m; ++i) {
-        const float ai = a[i];
+        const float ai = a[i * rs];
         for (int j = 0; j < t.n; ++j) acc[i][j] += ai * b[j];
       }
       a += t.a_k_stride;

@@ -148,7 +148,8 @@ Plan plan_for_shape(const Problem& pr, const MicroKernel& uk) {
   // L1 set). Those cases, and the transposed layouts, are packed.
   constexpr int64_t kL1SetPeriod = 4 << 10;   // 48 KiB, 12 ways: 64 sets of 64 bytes
   constexpr int64_t kL2SetPeriod = 64 << 10;  // 1 MiB, 16 ways: 1024 sets of 64 bytes
-  plan.pack_a = pr.trans_a == Trans::N || rows_collide(plan.kc, pr.lda * 4, kL1SetPeriod, 4);
+  plan.pack_a = pr.trans_a == Trans::T ? rows_collide(plan.kc, pr.lda * 4, kL1SetPeriod, 4)
+                                       : rows_collide(uk.mr, pr.lda * 4, kL1SetPeriod, 4);
   plan.pack_b = pr.trans_b == Trans::T || rows_collide(plan.kc, pr.ldb * 4, kL2SetPeriod, 8);
   return plan;
 }
@@ -188,8 +189,16 @@ thread_local PackBuffer t_pack_b;
 // dst[p * width + j] = src[p * ld + j] for p < kc, j < w, zero for w <= j < width: the
 // non-transposing pack, a row-by-row copy.
 void pack_rows(const float* src, int64_t ld, int64_t kc, int w, int width, float* dst) {
+  constexpr int64_t kRowsAhead = 4;
   for (int64_t p = 0; p < kc; ++p) {
     const float* s = src + p * ld;
+#if defined(__GNUC__) || defined(__clang__)
+    // Each source row is a separate short run (often in another 4 KiB page), which the hardware
+    // prefetcher picks up too late; ask for a row a few steps ahead.
+    if (p + kRowsAhead < kc) {
+      for (int j = 0; j < w; j += 16) __builtin_prefetch(s + kRowsAhead * ld + j);
+    }
+#endif
     float* d = dst + p * width;
     for (int j = 0; j < w; ++j) d[j] = s[j];
     for (int j = w; j < width; ++j) d[j] = 0.0f;
@@ -253,11 +262,18 @@ void run_range(const Problem& pr, const Plan& plan, int64_t m_begin, int64_t m_e
         pack_a_block(pr, uk, ic, mc, pc, kc, a_buffer);
         a_block = a_buffer;
         a_strip_step = uk.mr * kc;
+        t.a_row_stride = 1;
         t.a_k_stride = uk.mr;
-      } else {  // Trans::T read in place
+      } else if (pr.trans_a == Trans::T) {  // read in place: a(i, p) = A[p * lda + i]
         a_block = pr.A + pc * pr.lda + ic;
         a_strip_step = uk.mr;
+        t.a_row_stride = 1;
         t.a_k_stride = pr.lda;
+      } else {  // read in place: a(i, p) = A[i * lda + p]
+        a_block = pr.A + ic * pr.lda + pc;
+        a_strip_step = uk.mr * pr.lda;
+        t.a_row_stride = pr.lda;
+        t.a_k_stride = 1;
       }
 
       for (int64_t jc = n_begin; jc < n_end; jc += plan.nc) {

@@ -17,16 +17,18 @@ namespace ink::kernels::packed {
 
 // The arguments of one micro-kernel call:
 //   C[i, j] = alpha * sum_{p < k} a(i, p) * b(p, j) + beta * C[i, j]   for i < m, j < n.
-// Both operands are "panels": along the tile, elements are contiguous; along K they are strided.
-//   a(i, p) = a[i + p * a_k_stride]   (a packed A panel has a_k_stride == MR)
-//   b(p, j) = b[p * b_k_stride + j]   (a packed B panel has b_k_stride == NR)
-// An unpacked operand can be passed directly when its storage already has that shape:
-// A stored [K, M] (Trans::T) with a_k_stride = lda, or B stored [K, N] (Trans::N) with
-// b_k_stride = ldb. Only the m rows and n columns that exist are read, so a ragged tile at the
-// matrix edge never touches memory outside the operands.
+// The operands are "panels":
+//   a(i, p) = a[i * a_row_stride + p * a_k_stride]
+//   b(p, j) = b[p * b_k_stride + j]   (along the tile, B's elements are contiguous)
+// A packed A panel has a_row_stride == 1 and a_k_stride == MR; a packed B panel has
+// b_k_stride == NR. An unpacked operand is passed directly with its own strides: A stored
+// [K, M] (Trans::T) as (1, lda), A stored [M, K] (Trans::N) as (lda, 1), B stored [K, N]
+// (Trans::N) with b_k_stride = ldb. Only the m rows and n columns that exist are read, so a
+// ragged tile at the matrix edge never touches memory outside the operands.
 struct MicroTile {
   int64_t k;
   const float* a;
+  int64_t a_row_stride;
   int64_t a_k_stride;
   const float* b;
   int64_t b_k_stride;
@@ -73,7 +75,7 @@ std::vector<const MicroKernel*> available_microkernels();
 struct Plan {
   const MicroKernel* uk;
   int64_t mc, kc, nc;  // block sizes, multiples of MR / 1 / NR
-  bool pack_a;         // false: A is read in place (only possible for Trans::T)
+  bool pack_a;         // false: A is read in place
   bool pack_b;         // false: B is read in place (only possible for Trans::N)
 };
 

@@ -3,8 +3,8 @@
 //
 // Legend: M, N, K as in sgemm.h; MR x NR = the micro-kernel tile; lanes = floats per register.
 //
-// Threads split C into disjoint column ranges (or row ranges when C is taller than wide), and
-// every thread runs the whole K loop for its range, packing into its own buffers. K is never
+// Threads split C into disjoint column ranges (or row ranges), and every thread runs the whole
+// K loop for its range, packing into its own buffers. K is never
 // split, and the K blocks depend only on the shape, so each element of C is the same sequence
 // of fused multiply-adds for any thread count: results are bit-identical with 1 or 2 threads.
 #include <algorithm>
@@ -36,10 +36,19 @@ void sgemm_packed_mt_with(const MicroKernel& uk, Trans trans_a, Trans trans_b, i
     run_range(pr, plan, 0, M, 0, N);
     return;
   }
-  // Split the longer side of C. Each thread packs the whole of the operand along the other
-  // side, so splitting the longer side duplicates the smaller copy. Column ranges start on a
-  // whole register (lanes floats), row ranges on a whole micro-tile (MR rows).
-  if (N >= M) {
+  // Which side of C to split: a thread working on a column range must still pack all of A
+  // (every row meets its columns), one on a row range all of B. Split so that the copy every
+  // thread repeats is the cheaper one (an operand read in place costs nothing; a transposing
+  // pack about twice a plain copy), and on a tie split the longer side.
+  const auto pack_cost = [](bool packed, bool transposing, int64_t rows, int64_t cols) {
+    return packed ? static_cast<double>(rows) * cols * (transposing ? 2.0 : 1.0) : 0.0;
+  };
+  const double repeated_if_columns = pack_cost(plan.pack_a, trans_a == Trans::N, M, K);
+  const double repeated_if_rows = pack_cost(plan.pack_b, trans_b == Trans::T, K, N);
+  const bool split_columns =
+      repeated_if_columns != repeated_if_rows ? repeated_if_columns < repeated_if_rows : N >= M;
+  // Column ranges start on a whole register (lanes floats), row ranges on a whole micro-tile.
+  if (split_columns) {
     const int64_t units = (N + uk.lanes - 1) / uk.lanes;
     parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
       run_range(pr, plan, 0, M, u0 * uk.lanes, std::min(N, u1 * uk.lanes));
