@@ -131,8 +131,8 @@ void accumulate_into_leaf(TensorImpl& leaf, const Tensor& grad) {
     leaf.grad = grad.clone().detach().impl_ptr();  // never alias a gradient another op holds
     return;
   }
-  float* dst = Tensor(leaf.grad).data();
-  const float* src = grad.data();
+  float* __restrict dst = Tensor(leaf.grad).data();
+  const float* __restrict src = grad.data();
   for (int64_t i = 0; i < leaf.numel; ++i) dst[i] += src[i];
 }
 
