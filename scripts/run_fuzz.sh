@@ -12,6 +12,7 @@ set -euo pipefail
 # fuzz/<name without "fuzz_">.dict as a dictionary if that file exists.
 TARGETS=(
   fuzz_safetensors
+  fuzz_tokenizer
 )
 
 seconds="${1:-60}"
