@@ -12,6 +12,12 @@
 // batch of 64, so its row blocks have no ragged edge.
 #include "tensor/kernels/sgemm_microkernel.h"
 
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+// GCC 12 warns about its own avx512fintrin.h here (the shuffles' pass-through operand is an
+// "undefined" register; GCC bug 105593, fixed in GCC 13). Not a problem in this file.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 namespace ink::kernels::packed {
 namespace {
 

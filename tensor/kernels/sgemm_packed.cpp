@@ -136,16 +136,17 @@ bool rows_collide(int64_t rows, int64_t stride_bytes, int64_t period_bytes,
 
 Plan plan_for_shape(const Problem& pr, const MicroKernel& uk) {
   Plan plan = base_plan(pr, uk);
-  // The micro-kernel can read A in place when A is stored [K, M] (Trans::T: MR consecutive
-  // floats are MR rows of C) and B in place when B is stored [K, N] (Trans::N). Skipping the
-  // copy matters for the model's small shapes: at batch 64, packing B costs 5-10% of the
-  // multiplication itself, because each packed element is then used only 64 / MR = 8 times.
+  // The micro-kernel can read A in place in either layout (it takes a row and a K stride for
+  // A) and B in place when B is stored [K, N] (Trans::N: NR consecutive floats are NR columns
+  // of C). Skipping the copy matters for the model's small shapes: at batch 64 each packed
+  // element of B would be used only 64 / MR = 8 times, so packing costs 5-15% of the
+  // multiplication itself.
   //
-  // Reading in place costs nothing extra as long as the rows the micro-kernel walks stay in
-  // cache: the A micro-panel (KC rows of MR floats) in L1, the B block (KC rows of NC floats)
-  // in L2. They do unless the leading dimension maps those rows onto a few cache sets, which
-  // rows_collide detects (e.g. a 1024-wide matrix: a 4 KiB stride puts every row in the same
-  // L1 set). Those cases, and the transposed layouts, are packed.
+  // Reading in place costs nothing extra as long as what the micro-kernel walks stays in
+  // cache: the A micro-panel (MR x KC) in L1, the B block (KC x NC) in L2. It does unless the
+  // leading dimension maps those rows onto a few cache sets, which rows_collide detects (e.g.
+  // a 1024-wide matrix: a 4 KiB stride puts every row in the same L1 sets). Those cases, and B
+  // stored [N, K], are packed.
   constexpr int64_t kL1SetPeriod = 4 << 10;   // 48 KiB, 12 ways: 64 sets of 64 bytes
   constexpr int64_t kL2SetPeriod = 64 << 10;  // 1 MiB, 16 ways: 1024 sets of 64 bytes
   plan.pack_a = pr.trans_a == Trans::T ? rows_collide(plan.kc, pr.lda * 4, kL1SetPeriod, 4)
