@@ -1,0 +1,185 @@
+// The run folder helpers of run_dir.h: config.json with nlohmann-json, losses.csv, messages.
+#include "apps/run_dir.h"
+
+#include <signal.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "nn/safetensors.h"
+#include "tensor/error.h"
+
+namespace ink::app {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string run_record_json(const RunRecord& r) {
+  nlohmann::ordered_json j;  // keeps the fields in this reading order
+  j["epochs"] = r.config.epochs;
+  j["samples_per_prompt"] = r.config.samples_per_prompt;
+  j["batch_size"] = r.config.batch_size;
+  j["lr"] = r.config.lr;
+  j["seed"] = r.config.seed;
+  j["optimizer"] = "Adam";
+  j["loss"] = "MSE";
+  j["threads"] = r.threads;
+  j["parameters"] = r.parameters;
+  j["inkgrad_version"] = r.version;
+  j["started_at"] = r.started_at;
+  j["updated_at"] = r.updated_at;
+  j["status"] = r.status;
+  j["epochs_completed"] = r.epochs_completed;
+  if (r.final_loss) {
+    j["final_loss"] = *r.final_loss;
+  } else {
+    j["final_loss"] = nullptr;
+  }
+  j["train_seconds"] = r.train_seconds;
+  return j.dump(2) + "\n";
+}
+
+RunRecord parse_run_record(std::string_view text, const std::string& source) {
+  const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  INK_CHECK(j.is_object(), "{} is not a valid JSON object (not written by inkgrad train?)", source);
+  auto field = [&](const char* name) -> const json& {
+    INK_CHECK(j.contains(name), "{} has no \"{}\" field", source, name);
+    return j.at(name);
+  };
+  auto integer = [&](const char* name) {
+    const json& v = field(name);
+    INK_CHECK(v.is_number_integer(), "{}: \"{}\" must be an integer, got {}", source, name,
+              v.dump());
+    return v.get<int64_t>();
+  };
+  RunRecord r;
+  r.config.epochs = integer("epochs");
+  r.config.samples_per_prompt = integer("samples_per_prompt");
+  r.config.batch_size = integer("batch_size");
+  const json& lr = field("lr");
+  INK_CHECK(lr.is_number(), "{}: \"lr\" must be a number, got {}", source, lr.dump());
+  r.config.lr = lr.get<double>();
+  const json& seed = field("seed");
+  INK_CHECK(seed.is_number_unsigned() || (seed.is_number_integer() && seed.get<int64_t>() >= 0),
+            "{}: \"seed\" must be a non-negative integer, got {}", source, seed.dump());
+  r.config.seed = seed.get<uint64_t>();
+  // The rest is informational: tolerate its absence.
+  if (j.contains("threads") && j.at("threads").is_number_integer())
+    r.threads = j.at("threads").get<int>();
+  if (j.contains("parameters") && j.at("parameters").is_number_integer()) {
+    r.parameters = j.at("parameters").get<int64_t>();
+  }
+  if (j.contains("inkgrad_version") && j.at("inkgrad_version").is_string()) {
+    r.version = j.at("inkgrad_version").get<std::string>();
+  }
+  if (j.contains("started_at") && j.at("started_at").is_string())
+    r.started_at = j.at("started_at").get<std::string>();
+  if (j.contains("updated_at") && j.at("updated_at").is_string())
+    r.updated_at = j.at("updated_at").get<std::string>();
+  if (j.contains("status") && j.at("status").is_string())
+    r.status = j.at("status").get<std::string>();
+  if (j.contains("epochs_completed") && j.at("epochs_completed").is_number_integer()) {
+    r.epochs_completed = j.at("epochs_completed").get<int64_t>();
+  }
+  if (j.contains("final_loss") && j.at("final_loss").is_number()) {
+    r.final_loss = j.at("final_loss").get<double>();
+  }
+  if (j.contains("train_seconds") && j.at("train_seconds").is_number()) {
+    r.train_seconds = j.at("train_seconds").get<double>();
+  }
+  return r;
+}
+
+RunRecord read_run_record(const std::string& dir) {
+  const fs::path path = fs::path(dir) / kConfigFile;
+  std::error_code ec;
+  INK_CHECK(fs::is_directory(dir, ec), "{} is not a folder", dir);
+  INK_CHECK(fs::is_regular_file(path, ec),
+            "{} not found: {} does not look like a folder written by inkgrad train", path.string(),
+            dir);
+  std::ifstream in(path, std::ios::binary);
+  INK_CHECK(in.good(), "cannot read {}", path.string());
+  std::ostringstream text;
+  text << in.rdbuf();
+  INK_CHECK(!in.bad(), "cannot read {}", path.string());
+  return parse_run_record(text.str(), path.string());
+}
+
+void write_run_record(const std::string& dir, const RunRecord& record) {
+  const std::string text = run_record_json(record);
+  write_file_atomic((fs::path(dir) / kConfigFile).string(),
+                    {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+}
+
+std::vector<std::string> run_files_in(const std::string& dir) {
+  std::vector<std::string> found;
+  std::error_code ec;
+  for (std::string_view name : kRunFiles) {
+    if (fs::exists(fs::path(dir) / name, ec)) found.emplace_back(name);
+  }
+  return found;
+}
+
+int remove_stale_temporaries(const std::string& dir) {
+  int removed = 0;
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    for (std::string_view file : kRunFiles) {
+      const std::string prefix = fmt::format(".{}.tmp-", file);
+      if (!name.starts_with(prefix)) continue;
+      const std::string rest = name.substr(prefix.size());  // "<pid>-<counter>"
+      char* end = nullptr;
+      const long pid = std::strtol(rest.c_str(), &end, 10);
+      if (end == rest.c_str() || *end != '-' || pid <= 0) continue;
+      if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // still running
+      std::error_code remove_error;
+      if (fs::remove(entry.path(), remove_error)) ++removed;
+    }
+  }
+  return removed;
+}
+
+std::string losses_csv(std::span<const float> losses) {
+  std::string out = "epoch,loss\n";
+  for (size_t i = 0; i < losses.size(); ++i) out += fmt::format("{},{:.9g}\n", i + 1, losses[i]);
+  return out;
+}
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm parts{};
+  gmtime_r(&now, &parts);
+  char buffer[32];
+  std::strftime(buffer, sizeof(buffer), "%Y-%m-%dT%H:%M:%SZ", &parts);
+  return buffer;
+}
+
+std::string one_line(std::string_view message, size_t max_lines) {
+  std::vector<std::string_view> lines;
+  while (!message.empty()) {
+    const size_t end = message.find('\n');
+    std::string_view line = message.substr(0, end);
+    while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.remove_suffix(1);
+    if (!line.empty()) lines.push_back(line);
+    if (end == std::string_view::npos) break;
+    message.remove_prefix(end + 1);
+  }
+  std::string out;
+  for (size_t i = 0; i < lines.size() && i < max_lines; ++i) {
+    if (i > 0) out += out.back() == ':' ? " " : "; ";
+    out += lines[i];
+  }
+  if (lines.size() > max_lines) out += fmt::format("; (and {} more)", lines.size() - max_lines);
+  return out;
+}
+
+}  // namespace ink::app
