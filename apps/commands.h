@@ -1,0 +1,28 @@
+// The subcommands of the inkgrad program. Each add_*_command registers its flags on the CLI11
+// app and returns the function that runs it once the command line has been parsed; that
+// function returns the exit code and reports failures by throwing ink::Error.
+#pragma once
+
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace ink::app {
+
+using Command = std::function<int()>;
+
+Command add_train_command(CLI::App& app);
+Command add_generate_command(CLI::App& app);
+Command add_data_command(CLI::App& app);
+Command add_graph_command(CLI::App& app);
+
+// Shared by the commands: a random 64-bit seed when the user gave none.
+uint64_t fresh_seed();
+// Prints "inkgrad: warning: <message>" on stderr.
+void warn(const std::string& message);
+// Creates the folder that will hold `file` (if any), with a clear error when it cannot.
+void make_parent_folder(const std::string& file);
+// Throws ink::Error "<flag> must be between <low> and <high>, got <value>" when out of range.
+void check_range(const char* flag, int64_t value, int64_t low, int64_t high);
+
+}  // namespace ink::app
