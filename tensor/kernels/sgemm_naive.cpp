@@ -1,4 +1,9 @@
 // Kernel 1 of the sgemm family: the reference triple loop, accumulating in double.
+//
+// Legend: M, N, K as in sgemm.h; C[i, j] = alpha * sum_p a(i, p) * b(p, j) + beta * C[i, j],
+// with a(i, p) = A[i * lda + p] (Trans::N) or A[p * lda + i] (Trans::T), and b(p, j) likewise.
+// The innermost loop walks p, so for Trans::N it reads B down a column, one cache line per
+// element: that is what kernel 2 (sgemm_blocked.cpp) fixes first.
 #include "tensor/kernels/sgemm.h"
 
 namespace ink::kernels {
