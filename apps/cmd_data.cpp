@@ -29,6 +29,7 @@ struct DataFlags {
 };
 
 int run_data(const DataFlags& flags) {
+  INK_CHECK(!flags.out.empty(), "--out needs a file name, got \"\"");
   const bool all = flags.prompt == "all";
   // A grid of all nine prompts shows one row each, 8 pictures per row unless -n says otherwise.
   const int64_t count = flags.count_option->count() > 0 ? flags.count : (all ? 8 : 16);

@@ -74,6 +74,8 @@ std::string file_stem(const std::string& text) {
 }
 
 int run_generate(const GenerateFlags& flags) {
+  INK_CHECK(!flags.checkpoint.empty(), "--checkpoint needs a file, got \"\"");
+  INK_CHECK(!flags.out.empty(), "--out needs a file name, got \"\"");
   check_range("-n", flags.count, 1, 4096);
   check_range("--scale", flags.scale, 1, 64);
   Generator init_generator(0);  // overwritten by the checkpoint

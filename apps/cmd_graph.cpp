@@ -24,6 +24,7 @@ struct GraphFlags {
 };
 
 int run_graph(const GraphFlags& flags) {
+  INK_CHECK(!flags.out.empty(), "--out needs a file name, got \"\"");
   check_range("--batch-size", flags.batch_size, 2, 64);  // BatchNorm1d trains on 2 or more
   Generator generator(flags.seed);
   TextToImageModel model(TextToImageConfig{}, &generator);

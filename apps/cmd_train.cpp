@@ -50,6 +50,7 @@ struct TrainFlags {
   bool quiet = false;
   CLI::Option* epochs_option = nullptr;
   CLI::Option* threads_option = nullptr;
+  CLI::Option* resume_option = nullptr;
   std::vector<CLI::Option*> fixed_by_resume;  // settings a resumed run takes from config.json
 };
 
@@ -118,7 +119,7 @@ class RunLock {
 std::string with_commas(int64_t value) {
   std::string digits = std::to_string(value < 0 ? -value : value);
   for (int i = static_cast<int>(digits.size()) - 3; i > 0; i -= 3) digits.insert(i, ",");
-  return value < 0 ? "-" + digits : digits;
+  return value < 0 ? fmt::format("-{}", digits) : digits;
 }
 
 // Quotes a path for a command the user may paste into a shell.
@@ -254,7 +255,9 @@ int run_train(TrainFlags& flags) {
   }
   set_detect_anomaly(flags.detect_anomaly);
 
-  const bool resuming = !flags.resume.empty();
+  const bool resuming = flags.resume_option->count() > 0;
+  INK_CHECK(!resuming || !flags.resume.empty(), "--resume needs the folder of a run, got \"\"");
+  INK_CHECK(!flags.out.empty(), "--out needs a folder, got \"\"");
   const std::string dir = resuming ? flags.resume : flags.out;
   RunRecord record;
   TrainConfig config = flags.config;
@@ -457,8 +460,9 @@ Command add_train_command(CLI::App& app) {
   flags->threads_option =
       sub->add_option("--threads", flags->threads,
                       "Threads for the kernels (default: INK_NUM_THREADS or the number of cores)");
-  sub->add_option("--resume", flags->resume,
-                  "Continue the run in this folder, with the settings of its config.json");
+  flags->resume_option =
+      sub->add_option("--resume", flags->resume,
+                      "Continue the run in this folder, with the settings of its config.json");
   sub->add_flag("--detect-anomaly", flags->detect_anomaly,
                 "Check every op for NaN/Inf and name the first that makes one (slow)");
   sub->add_flag("--quiet,-q", flags->quiet, "No per-epoch progress, only the header and summary");

@@ -556,6 +556,8 @@ TEST_F(InkgradCli, ResumeGivesTheLossesOfAnUninterruptedRun) {
   expect_error({"train", "--resume", path("resumed"), "--epochs", "2"},
                "--epochs 2 is fewer than the 3 epochs");
   expect_error({"train", "--resume", path("nothing-here")}, "is not a folder");
+  expect_error({"train", "--resume", ""}, "--resume needs the folder of a run");
+  expect_error({"train", "--out", ""}, "--out needs a folder");
   fs::create_directories(path("not-a-run"));
   expect_error({"train", "--resume", path("not-a-run")}, "config.json not found");
 }
