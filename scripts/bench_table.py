@@ -6,11 +6,15 @@ OpenBLAS (measured in the same run). Standard library only.
     python3 scripts/bench_table.py matmul.json [--threads 1] [--markdown]
 
 Row names look like  kernel/shape/layout/MxNxK/threads:T[/real_time].  With repetitions
-(--benchmark_repetitions), the median aggregate is used; otherwise the single run.
+(--benchmark_repetitions=N), each row's N runs are reduced to their median GFLOP/s, or to their
+best with --stat best (the better estimate on a machine shared with other work), and the % of
+OpenBLAS is recomputed from the two reduced rates. Without repetitions it is the row's own
+vs_openblas counter.
 """
 
 import argparse
 import json
+import statistics
 import sys
 
 KERNEL_ORDER = ["openblas", "naive", "blocked", "packed", "packed_mt"]
@@ -24,21 +28,31 @@ def parse_name(name):
     return kernel, shape, layout, dims, int(threads.split(":", 1)[1])
 
 
-def load_rows(path):
+def load_rows(path, stat):
     with (sys.stdin if path == "-" else open(path)) as f:
         data = json.load(f)
-    have_medians = any(b.get("aggregate_name") == "median" for b in data["benchmarks"])
-    rows = {}
+    runs = {}  # key -> list of (GFLOP/s, vs_openblas) of the individual runs
     for b in data["benchmarks"]:
-        if have_medians and b.get("aggregate_name") != "median":
-            continue
-        if not have_medians and b.get("run_type") == "aggregate":
+        if b.get("run_type") == "aggregate":
             continue
         key = parse_name(b.get("run_name", b["name"]))
         if key is None or "GFLOP" not in b:
             continue
         kernel, shape, layout, dims, threads = key
-        rows[(shape, layout, dims, threads, kernel)] = (b["GFLOP"], b.get("vs_openblas"))
+        runs.setdefault((shape, layout, dims, threads, kernel), []).append(
+            (b["GFLOP"], b.get("vs_openblas")))
+    rows = {}
+    for key, values in runs.items():
+        if len(values) == 1:
+            rows[key] = values[0]
+            continue
+        rates = sorted(v[0] for v in values)
+        rows[key] = (rates[-1] if stat == "best" else statistics.median(rates), None)
+    # With repetitions, the ratio comes from the reduced rates of the same run.
+    for (shape, layout, dims, threads, kernel), (rate, ratio) in list(rows.items()):
+        reference = rows.get((shape, layout, dims, threads, "openblas"))
+        if ratio is None and reference is not None:
+            rows[(shape, layout, dims, threads, kernel)] = (rate, rate / reference[0])
     return data.get("context", {}), rows
 
 
@@ -47,9 +61,11 @@ def main():
     parser.add_argument("json", help="Google Benchmark JSON output ('-' for stdin)")
     parser.add_argument("--threads", type=int, help="only this thread count")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--stat", choices=["median", "best"], default="median",
+                        help="how to reduce repetitions (default: median)")
     args = parser.parse_args()
 
-    context, rows = load_rows(args.json)
+    context, rows = load_rows(args.json, args.stat)
     kernels = sorted({k[4] for k in rows},
                      key=lambda k: (KERNEL_ORDER.index(k) if k in KERNEL_ORDER else 99, k))
     problems = []  # in the order the benchmark ran them
