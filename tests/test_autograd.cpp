@@ -6,21 +6,14 @@
 #include <cmath>
 
 #include "tensor/inkgrad.h"
+#include "tests/test_util.h"
 
 namespace ink {
 namespace {
 
-using ::testing::HasSubstr;
+using testing_util::expect_error;
 
-template <class Fn>
-void expect_error(Fn&& fn, const std::string& text) {
-  try {
-    fn();
-    FAIL() << "expected ink::Error containing: " << text;
-  } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr(text));
-  }
-}
+using ::testing::HasSubstr;
 
 TEST(Autograd, InputUsedTwiceSumsBothPaths) {
   Tensor a = scalar(3.0f).set_requires_grad(true);

@@ -8,9 +8,12 @@
 #include "nn/functional.h"
 #include "nn/layers.h"
 #include "tensor/inkgrad.h"
+#include "tests/test_util.h"
 
 namespace ink::nn {
 namespace {
+
+using testing_util::error_of;
 
 using ::testing::HasSubstr;
 using Inputs = std::vector<Tensor>;
@@ -18,16 +21,6 @@ using Inputs = std::vector<Tensor>;
 Tensor random_tensor(const Shape& shape, uint64_t seed, float low = -1.0f, float high = 1.0f) {
   Generator gen(seed);
   return uniform(shape, low, high, &gen);
-}
-
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no ink::Error thrown)";
 }
 
 // ---- Linear ----

@@ -9,23 +9,16 @@
 #include "nn/layers.h"
 #include "nn/module.h"
 #include "tensor/inkgrad.h"
+#include "tests/test_util.h"
 
 namespace ink::nn {
 namespace {
 
+using testing_util::error_of;
+
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no ink::Error thrown)";
-}
 
 std::vector<std::string> names_of(const NamedTensors& tensors) {
   std::vector<std::string> out;

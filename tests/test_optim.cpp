@@ -11,22 +11,15 @@
 #include "nn/layers.h"
 #include "nn/optim.h"
 #include "tensor/inkgrad.h"
+#include "tests/test_util.h"
 
 namespace ink::nn {
 namespace {
 
+using testing_util::error_of;
+
 using ::testing::AllOf;
 using ::testing::HasSubstr;
-
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no ink::Error thrown)";
-}
 
 std::string temp_path(const std::string& name) {
   return (std::filesystem::path(::testing::TempDir()) / name).string();

@@ -7,22 +7,14 @@
 #include <thread>
 
 #include "tensor/inkgrad.h"
+#include "tests/test_util.h"
 
 namespace ink {
 namespace {
 
-using ::testing::HasSubstr;
+using testing_util::expect_error;
 
-// Runs `fn`, expecting an ink::Error whose message contains `text`.
-template <class Fn>
-void expect_error(Fn&& fn, const std::string& text) {
-  try {
-    fn();
-    FAIL() << "expected ink::Error containing: " << text;
-  } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr(text));
-  }
-}
+using ::testing::HasSubstr;
 
 TEST(Tensor, FactoriesFillShapeAndValues) {
   Tensor z = zeros({2, 3});
