@@ -1,9 +1,11 @@
-// libFuzzer target for CharTokenizer and the printing of dropped characters: any bytes must
-// encode without failing, agree across encode / encode_into / encode_with_report, decode to
-// [a-z ] only, and every dropped character must print as one safe, valid UTF-8 line fragment.
+// libFuzzer target for CharTokenizer and the prompt handling of the inkgrad program: any bytes
+// must encode without failing, agree across encode / encode_into / encode_with_report, decode to
+// [a-z ] only; every dropped character must print as one safe, valid UTF-8 line fragment; and
+// app::check_prompt / app::quoted_text must give bounded one-line messages or ink::Error.
 //
 // Input layout: byte 0 picks max_length (so truncation is exercised at small and large lengths),
 // the rest is the prompt.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -13,7 +15,9 @@
 #include <unordered_set>
 #include <vector>
 
+#include "apps/prompt.h"
 #include "models/tokenizer.h"
+#include "tensor/error.h"
 
 namespace {
 
@@ -105,6 +109,45 @@ void check_printable(const std::string& dropped) {
   }
 }
 
+// A message shown to the user: valid UTF-8, one line, no C0 control character or DEL.
+// quoted_text keeps C1 controls and bidirectional/zero-width characters as they are (unlike
+// printable_character), so those are not checked here.
+void check_one_line(const std::string& message, const char* what) {
+  std::vector<uint32_t> code_points;
+  require(decode_utf8(message, code_points), what);
+  for (const uint32_t c : code_points) require(c >= 0x20 && c != 0x7F, what);
+}
+
+// app::quoted_text: quoted, one line, and at most max_characters characters of `text` (each
+// shown in at most 4 bytes) plus the "... (N characters)" suffix.
+void check_quoted(std::string_view text, size_t max_characters) {
+  const std::string quoted = ink::app::quoted_text(text, max_characters);
+  check_one_line(quoted, "quoted_text is not one line of valid UTF-8 without control characters");
+  require(quoted.size() >= 2 && quoted.front() == '"', "quoted_text does not start with a quote");
+  require(quoted.size() <= 2 + 4 * max_characters + 3 + 32, "quoted_text is not bounded");
+  const bool cut = quoted.back() != '"';
+  if (!cut) require(text.size() <= 4 * max_characters, "quoted_text kept too much without cutting");
+}
+
+void check_app_prompt(std::string_view text, const ink::CharTokenizer& tokenizer,
+                      const ink::Encoding& encoding) {
+  const bool usable = !text.empty() && std::any_of(encoding.tokens.begin(), encoding.tokens.end(),
+                                                   [](int64_t t) { return t > 1; });
+  std::vector<std::string> warnings;
+  try {
+    warnings = ink::app::check_prompt(text, tokenizer);
+  } catch (const ink::Error& error) {
+    require(!usable, "check_prompt refused a prompt with a known letter");
+    check_one_line(error.what(), "check_prompt's error is not one safe line");
+    return;
+  }
+  require(usable, "check_prompt accepted a prompt without a known letter");
+  require(warnings.size() <= 3, "check_prompt gave more than 3 warnings");
+  for (const std::string& warning : warnings) {
+    check_one_line(warning, "a check_prompt warning is not one safe line");
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -164,7 +207,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::unordered_set<std::string> distinct;
   for (const std::string& character : encoding.dropped) {
     require(!character.empty() && character.size() <= 4, "dropped character of 0 or > 4 bytes");
-    require(text.find(character) != std::string_view::npos, "dropped character not in the text");
+    // (Bounded, as a search per distinct character is quadratic on long inputs.)
+    if (text.size() <= 1024) {
+      require(text.find(character) != std::string_view::npos, "dropped character not in the text");
+    }
     require(distinct.insert(character).second, "dropped character listed twice");
     if (character.size() == 1) {
       require(reference_id(static_cast<unsigned char>(character[0])) < 0, "dropped a known byte");
@@ -174,5 +220,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   // printable_character must be safe on any short byte string, not only on what scan() drops.
   if (!text.empty() && text.size() <= 8) check_printable(std::string(text));
+
+  // The program's prompt checks and quoting (the default and a short quote length).
+  check_app_prompt(text, tokenizer, encoding);
+  check_quoted(text, 40);
+  check_quoted(text, 1 + data[0] % 8);
   return 0;
 }
