@@ -174,6 +174,13 @@ while :; do
   rc=0
   wait "$pid" 2>/dev/null || rc=$?  # (no "Killed" notice from the shell)
 
+  if [[ $rc -eq 0 ]] && grep -q '^done: ' "$log"; then
+    # Finished before the kill (a fast disk): nothing to check but a complete run; start again.
+    [[ $mode == fresh ]] || check_resumed_epoch "$log"
+    echo "  attempt $attempt: the $mode run completed before the kill after ${delay}s; starting fresh"
+    mode=fresh
+    continue
+  fi
   if [[ $rc -ne 137 ]]; then
     if [[ $mode == resume && $known -eq 0 && $rc -eq 1 ]] && ! grep -q '^  resuming ' "$log"; then
       echo "  attempt $attempt: the killed fresh run left nothing to resume ($(head -c 200 "$log")); starting fresh"
