@@ -76,10 +76,15 @@ std::string quoted_text(std::string_view text, size_t max_characters) {
         out += fmt::format("\\x{:02X}", c);
       }
       i += 1;
+    } else if (length > 1) {
+      // C1 controls, bidirectional overrides and invisible characters show as U+XXXX, so a
+      // prompt can never reorder or hide the text around it on a terminal.
+      out += printable_character(text.substr(i, length));
+      i += length;
     } else {
       if (c == '"' || c == '\\') out += '\\';
-      out.append(text.substr(i, length));
-      i += length;
+      out += static_cast<char>(c);
+      i += 1;
     }
   }
   out += '"';

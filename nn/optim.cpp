@@ -243,7 +243,7 @@ struct AdamUpdate {
 
 // The update loop, compiled for AVX-512, AVX2 and the baseline; the loader picks the best one
 // for this CPU. Restrict-qualified locals and no branch in the loop let each clone vectorise.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define INK_ADAM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define INK_ADAM_CLONES
