@@ -359,6 +359,7 @@ int run_train(TrainFlags& flags) {
   // Leaves the loop on a signal: the checkpoint on disk is the last completed epoch.
   const auto stop = [&](const char* when) {
     progress.clear_line();
+    trainer.wait_for_checkpoint();  // the last epoch's files are complete before we say so
     const int signal = g_stop_signal;
     try {
       write_loss_files(dir, trainer);
@@ -390,6 +391,7 @@ int run_train(TrainFlags& flags) {
         progress.clear_line();
         const std::string message = one_line(error.what());
         try {
+          trainer.wait_for_checkpoint();
           write_loss_files(dir, trainer);
           save_record("failed");
         } catch (const std::exception&) {
@@ -397,7 +399,8 @@ int run_train(TrainFlags& flags) {
         }
         INK_FAIL("{}; {} (the failed epoch was not saved)", message, saved_text());
       }
-      trainer.save_checkpoint(dir);
+      // Written by a background thread while the next epoch trains (each file atomically).
+      trainer.save_checkpoint_async(dir);
       // The checkpoint is what resume needs; the other files follow it at most every few
       // seconds, since each atomic write waits for the disk.
       const auto now = std::chrono::steady_clock::now();
@@ -416,6 +419,7 @@ int run_train(TrainFlags& flags) {
                trainer.epoch());
   }
   // The checkpoint of the last epoch was saved inside the loop: nothing changed since.
+  trainer.wait_for_checkpoint();
   write_loss_files(dir, trainer);
   write_pictures(dir, trainer);
   save_record("complete");

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cmath>
 #include <filesystem>
+#include <utility>
 
 #include "nn/functional.h"
 #include "nn/safetensors.h"
@@ -115,30 +116,75 @@ float Trainer::train_epoch(const std::function<void(const StepInfo&)>& on_step) 
   return mean_loss;
 }
 
-void Trainer::save_checkpoint(const std::string& dir) const {
+namespace {
+// Both files of a checkpoint, serialised in memory.
+struct CheckpointFiles {
+  std::string dir;
+  std::vector<uint8_t> state;  // optimizer.safetensors
+  std::vector<uint8_t> model;  // model.safetensors
+};
+
+void write_checkpoint_files(const CheckpointFiles& files) {
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  INK_CHECK(!ec, "save_checkpoint: cannot create directory {}: {}", dir, ec.message());
-  // The training state is one self-contained file (the optimizer's state, the exact weights it
-  // applies to, the epoch, the losses and the random streams), so a crash between the two
-  // writes below can never pair a model with an optimizer from another epoch.
-  SafetensorsFile state = optimizer_->state_dict();
-  for (auto& [name, tensor] : model_->state_dict()) {
+  std::filesystem::create_directories(files.dir, ec);
+  INK_CHECK(!ec, "save_checkpoint: cannot create directory {}: {}", files.dir, ec.message());
+  write_file_atomic((std::filesystem::path(files.dir) / kStateFile).string(), files.state);
+  write_file_atomic((std::filesystem::path(files.dir) / kModelFile).string(), files.model);
+}
+}  // namespace
+
+Trainer::~Trainer() {
+  if (writer_.joinable()) writer_.join();
+}
+
+// The training state is one self-contained file (the optimizer's state, the exact weights it
+// applies to, the epoch, the losses and the random streams), so a crash between the two writes
+// can never pair a model with an optimizer from another epoch. model.safetensors is the plain
+// model, loadable by PyTorch with strict=True.
+static CheckpointFiles snapshot(const std::string& dir, const TextToImageModel& model,
+                                const nn::Adam& optimizer, int64_t epoch,
+                                const std::vector<float>& losses, Generator::State noise,
+                                Generator::State data, const TrainConfig& config) {
+  SafetensorsFile state = optimizer.state_dict();
+  for (auto& [name, tensor] : model.state_dict()) {
     state.tensors.emplace_back(kModelPrefix + name, tensor);
   }
-  state.metadata["trainer.epoch"] = std::to_string(epoch_);
-  std::string losses;
-  for (float l : losses_) losses += fmt::format("{}{:.9g}", losses.empty() ? "" : ",", l);
-  state.metadata["trainer.losses"] = losses;
-  state.metadata["trainer.noise_rng"] = state_str(noise_generator_.get_state());
-  state.metadata["trainer.data_rng"] = state_str(dataset_.generator_state());
-  state.metadata["trainer.samples_per_prompt"] = std::to_string(config_.samples_per_prompt);
-  state.metadata["trainer.batch_size"] = std::to_string(config_.batch_size);
-  state.metadata["trainer.seed"] = std::to_string(config_.seed);
-  save_safetensors((std::filesystem::path(dir) / kStateFile).string(), state.tensors,
-                   state.metadata);
-  // The plain model file, loadable by PyTorch with strict=True.
-  nn::save_state_dict(*model_, (std::filesystem::path(dir) / kModelFile).string());
+  state.metadata["trainer.epoch"] = std::to_string(epoch);
+  std::string loss_text;
+  for (float l : losses) loss_text += fmt::format("{}{:.9g}", loss_text.empty() ? "" : ",", l);
+  state.metadata["trainer.losses"] = loss_text;
+  state.metadata["trainer.noise_rng"] = state_str(noise);
+  state.metadata["trainer.data_rng"] = state_str(data);
+  state.metadata["trainer.samples_per_prompt"] = std::to_string(config.samples_per_prompt);
+  state.metadata["trainer.batch_size"] = std::to_string(config.batch_size);
+  state.metadata["trainer.seed"] = std::to_string(config.seed);
+  return {dir, serialize_safetensors(state.tensors, state.metadata),
+          serialize_safetensors(model.state_dict(), {{"format", "pt"}})};
+}
+
+void Trainer::save_checkpoint(const std::string& dir) {
+  wait_for_checkpoint();
+  write_checkpoint_files(snapshot(dir, *model_, *optimizer_, epoch_, losses_,
+                                  noise_generator_.get_state(), dataset_.generator_state(),
+                                  config_));
+}
+
+void Trainer::save_checkpoint_async(const std::string& dir) {
+  wait_for_checkpoint();
+  writer_ = std::thread(
+      [this, files = snapshot(dir, *model_, *optimizer_, epoch_, losses_,
+                              noise_generator_.get_state(), dataset_.generator_state(), config_)] {
+        try {
+          write_checkpoint_files(files);
+        } catch (...) {
+          writer_error_ = std::current_exception();
+        }
+      });
+}
+
+void Trainer::wait_for_checkpoint() {
+  if (writer_.joinable()) writer_.join();
+  if (writer_error_) std::rethrow_exception(std::exchange(writer_error_, nullptr));
 }
 
 void Trainer::resume(const std::string& dir) {

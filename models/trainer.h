@@ -4,9 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "models/dataset.h"
@@ -38,6 +40,9 @@ struct StepInfo {
 class Trainer {
  public:
   explicit Trainer(const TrainConfig& config);
+  ~Trainer();  // waits for a checkpoint still being written (its error, if any, is dropped)
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
 
   // Trains one epoch and returns its mean batch loss (the notebook's epoch loss).
   // Throws ink::Error if the loss becomes NaN or infinite, naming the epoch and step; the
@@ -54,7 +59,14 @@ class Trainer {
   // Writes <dir>/model.safetensors and <dir>/optimizer.safetensors atomically. The optimizer
   // file's metadata also holds the epoch, the losses and the generators' states, so that
   // resume() continues exactly where the run stopped.
-  void save_checkpoint(const std::string& dir) const;
+  void save_checkpoint(const std::string& dir);
+  // The same, but only the snapshot (a copy of the state in memory) is taken now: the files are
+  // written by a background thread while training goes on. Each file is still replaced
+  // atomically, so a crash leaves the previous checkpoint or the new one. A later save waits
+  // for this one first.
+  void save_checkpoint_async(const std::string& dir);
+  // Waits until a background save has finished; rethrows its error (a full disk, say).
+  void wait_for_checkpoint();
   // Loads both files written by save_checkpoint; throws ink::Error (leaving this trainer
   // unchanged) if they are missing, corrupt, or do not match this configuration.
   void resume(const std::string& dir);
@@ -69,6 +81,8 @@ class Trainer {
   ShapeBatch batch_;  // reused every step
   int64_t epoch_ = 0;
   std::vector<float> losses_;
+  std::thread writer_;  // the background save, if one is running
+  std::exception_ptr writer_error_;
 };
 
 }  // namespace ink

@@ -52,9 +52,11 @@ fail() {
 "$bin" train --out "$reference" "${settings[@]}" "${threads[@]}" --quiet >"$work/reference.log" 2>&1 &
 reference_pid=$!
 
-# What the run folder must hold, from what the killed processes printed. A process prints
-# "epoch N/..." after saving epoch N, so the saved epoch is at least the last one printed and
-# at most one more (killed between the save and the print).
+# What the run folder must hold, from what the killed processes printed. After epoch N a
+# process starts writing its checkpoint in the background and prints "epoch N/..."; the write
+# of epoch N+1 starts only once epoch N's files are complete. So when "epoch N" is the last line
+# printed, the saved epoch is at least N-1 (N may still have been in flight) and at most N+1
+# (killed between starting the save of N+1 and printing it).
 lowest=0              # saved epoch >= lowest
 highest=0             # saved epoch <= highest
 known=1               # 0: a fresh run was killed before it recorded the run (may not resume)
@@ -88,21 +90,23 @@ update_expectations() {  # mode log
   printed="$(last_printed_epoch "$2")"
   if [[ $1 == fresh ]]; then
     if grep -q '^  output ' "$2"; then  # config.json of the new run is written
-      known=1 lowest=$printed highest=$((printed + 1)) model_expected=$((printed > 0))
+      known=1 lowest=$((printed > 0 ? printed - 1 : 0)) highest=$((printed + 1))
+      model_expected=$((printed > 1))
     else
       known=0 lowest=0 highest=0 model_expected=0
     fi
   elif grep -q '^  resuming ' "$2"; then
     check_resumed_epoch "$2"
     known=1
-    lowest=$(( printed > resumed_epoch ? printed : resumed_epoch ))
-    highest=$((lowest + 1))
-    if (( printed > 0 )); then model_expected=1; fi
+    local done_for_sure=$((printed > 0 ? printed - 1 : 0))
+    lowest=$(( done_for_sure > resumed_epoch ? done_for_sure : resumed_epoch ))
+    highest=$(( (printed > resumed_epoch ? printed : resumed_epoch) + 1 ))
+    if (( lowest > 0 )); then model_expected=1; fi
   fi
   # A resumed process killed before its header wrote no checkpoint: the bounds stand.
 }
 
-# model.safetensors must load whenever it exists, and exist once an epoch was printed.
+# model.safetensors must load whenever it exists, and exist once an epoch is surely saved.
 # Sets model_state.
 loadable=0
 model_state=""

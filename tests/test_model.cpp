@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "models/trainer.h"
+#include "nn/safetensors.h"
 #include "tensor/inkgrad.h"
 
 namespace ink {
@@ -183,6 +184,33 @@ TEST(Trainer, ResumeGivesBitIdenticalLossesAndWeights) {
     }
   }
   std::filesystem::remove_all(dir);
+}
+
+TEST(Trainer, BackgroundSaveWritesTheSameCheckpoint) {
+  const auto sync_dir = temp_dir("sync");
+  const auto async_dir = temp_dir("async");
+  Trainer trainer(tiny_config());
+  trainer.train_epoch();
+  trainer.save_checkpoint(sync_dir.string());
+  trainer.save_checkpoint_async(async_dir.string());
+  trainer.train_epoch();  // trains while the files are written from the snapshot
+  trainer.wait_for_checkpoint();
+  for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
+    const auto a = load_safetensors((sync_dir / file).string());
+    const auto b = load_safetensors((async_dir / file).string());
+    ASSERT_EQ(a.tensors.size(), b.tensors.size()) << file;
+    EXPECT_EQ(a.metadata, b.metadata) << file;
+    for (size_t i = 0; i < a.tensors.size(); ++i) {
+      if (a.tensors[i].second.dtype() == DType::Float32) {
+        EXPECT_EQ(a.tensors[i].second.to_vector(), b.tensors[i].second.to_vector());
+      }
+    }
+  }
+  // A failed background write surfaces at the next wait.
+  trainer.save_checkpoint_async("/proc/inkgrad-cannot-write-here");
+  EXPECT_THROW(trainer.wait_for_checkpoint(), Error);
+  std::filesystem::remove_all(sync_dir);
+  std::filesystem::remove_all(async_dir);
 }
 
 TEST(Trainer, ResumeRejectsAnotherRunsSettingsAndLeavesTheTrainerAlone) {
