@@ -17,11 +17,10 @@ namespace ink::kernels::packed {
 
 namespace {
 
-// Below this many flops per thread, waking another thread costs more than it saves. Handing a
-// job to the pool and waiting for it takes about 10 us on the target (a condition variable
-// round trip), while 4 MFLOP take about 20 us on one core: the model's first layer
-// (64 x 256 x 96, 3 MFLOP) stays on one thread, the larger ones split.
-constexpr double kMinFlopsPerThread = 4.0e6;
+// Below this many flops per thread, handing work to another thread costs more than it saves.
+// The pool's workers spin between jobs, so a hand-off costs about 1 us; 1 MFLOP takes about
+// 5 us on one core. Every layer of the model (the smallest is 64 x 256 x 96, 3 MFLOP) splits.
+constexpr double kMinFlopsPerThread = 1.0e6;
 
 }  // namespace
 
