@@ -32,8 +32,8 @@ void require(bool condition, const char* what) {
 int64_t max_length_for(uint8_t selector) {
   // 1..32 covers the default and short rows; a few larger values reach long prompts.
   if (selector < 224) return 1 + selector % 32;
-  static constexpr int64_t kLarger[] = {33, 64, 100, 255, 1000, 4096, 10000,
-                                        ink::CharTokenizer::kMaxMaxLength};
+  static constexpr int64_t kLarger[] = {33,   64,   100,   255,
+                                        1000, 4096, 10000, ink::CharTokenizer::kMaxMaxLength};
   return kLarger[selector % 8];
 }
 
@@ -98,10 +98,12 @@ void check_printable(const std::string& dropped) {
     // Replaced: must be U+XXXX (a well-formed but unsafe character) or \xNN per byte.
     const bool escaped_code_point = shown.rfind("U+", 0) == 0;
     const bool escaped_bytes = shown.size() == 4 * dropped.size() && shown.rfind("\\x", 0) == 0;
-    require(escaped_code_point || escaped_bytes, "printable_character replacement has no U+/\\x form");
+    require(escaped_code_point || escaped_bytes,
+            "printable_character replacement has no U+/\\x form");
     if (escaped_code_point) {
-      require(decode_utf8(dropped, original) && original.size() == 1 && unsafe_to_print(original[0]),
-              "printable_character escaped a safe, well-formed character");
+      require(
+          decode_utf8(dropped, original) && original.size() == 1 && unsafe_to_print(original[0]),
+          "printable_character escaped a safe, well-formed character");
     }
   } else {
     require(decode_utf8(dropped, original) && original.size() == 1,
@@ -170,7 +172,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   require(encoding.tokens.size() == n, "tokens.size() != max_length");
   require(encoding.length >= 0 && encoding.length <= max_length, "length outside [0, max_length]");
-  require(encoding.length == static_cast<int64_t>(expected.size()), "length != known characters kept");
+  require(encoding.length == static_cast<int64_t>(expected.size()),
+          "length != known characters kept");
   require(encoding.truncated == known - encoding.length, "truncated != known characters cut off");
   for (size_t i = 0; i < n; ++i) {
     const int64_t id = encoding.tokens[i];
