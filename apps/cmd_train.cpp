@@ -136,18 +136,21 @@ std::string shell_word(const std::string& text) {
 // Checks the settings before anything is written, naming each by where it came from: `name`
 // maps a TrainConfig field ("epochs") to a flag ("--epochs") or a config.json entry.
 void check_settings(const TrainConfig& c, const std::function<std::string(const char*)>& name) {
-  INK_CHECK(c.epochs >= 1 && c.epochs <= 1'000'000, "{} must be between 1 and 1000000, got {}",
-            name("epochs"), c.epochs);
-  INK_CHECK(c.samples_per_prompt >= 1 && c.samples_per_prompt <= 1'000'000,
-            "{} must be between 1 and 1000000, got {}", name("samples_per_prompt"),
-            c.samples_per_prompt);
+  INK_CHECK(c.epochs >= 1 && c.epochs <= TrainConfig::kMaxEpochs,
+            "{} must be between 1 and {}, got {}", name("epochs"), TrainConfig::kMaxEpochs,
+            c.epochs);
+  INK_CHECK(c.samples_per_prompt >= 1 && c.samples_per_prompt <= TrainConfig::kMaxSamplesPerPrompt,
+            "{} must be between 1 and {}, got {}", name("samples_per_prompt"),
+            TrainConfig::kMaxSamplesPerPrompt, c.samples_per_prompt);
   INK_CHECK(c.batch_size != 1,
             "{} must be at least 2: BatchNorm1d cannot train on batches of 1 sample",
             name("batch_size"));
-  INK_CHECK(c.batch_size >= 2 && c.batch_size <= 100'000, "{} must be between 2 and 100000, got {}",
-            name("batch_size"), c.batch_size);
-  INK_CHECK(std::isfinite(c.lr) && c.lr > 0.0 && c.lr <= 10.0,
-            "{} must be a number in (0, 10], got {}", name("lr"), c.lr);
+  INK_CHECK(
+      c.batch_size >= TrainConfig::kMinBatchSize && c.batch_size <= TrainConfig::kMaxBatchSize,
+      "{} must be between {} and {}, got {}", name("batch_size"), TrainConfig::kMinBatchSize,
+      TrainConfig::kMaxBatchSize, c.batch_size);
+  INK_CHECK(std::isfinite(c.lr) && c.lr > 0.0 && c.lr <= TrainConfig::kMaxLr,
+            "{} must be a number in (0, {}], got {}", name("lr"), TrainConfig::kMaxLr, c.lr);
   const int64_t total = c.samples_per_prompt * kNumShapePrompts;
   INK_CHECK(total % c.batch_size != 1,
             "{} {} with {} {} leaves a last batch of 1 sample ({} = {} x {} + 1), which "

@@ -55,16 +55,17 @@ const std::string& require(const std::map<std::string, std::string>& metadata,
 }  // namespace
 
 void TrainConfig::validate() const {
-  INK_CHECK(epochs >= 1 && epochs <= 1'000'000, "train: epochs must be in [1, 1000000], got {}",
-            epochs);
-  INK_CHECK(samples_per_prompt >= 1 && samples_per_prompt <= 1'000'000,
-            "train: samples_per_prompt must be in [1, 1000000], got {}", samples_per_prompt);
-  INK_CHECK(batch_size >= 2 && batch_size <= 100'000,
-            "train: batch_size must be in [2, 100000] (BatchNorm1d needs more than one sample "
+  INK_CHECK(epochs >= 1 && epochs <= kMaxEpochs, "train: epochs must be in [1, {}], got {}",
+            kMaxEpochs, epochs);
+  INK_CHECK(samples_per_prompt >= 1 && samples_per_prompt <= kMaxSamplesPerPrompt,
+            "train: samples_per_prompt must be in [1, {}], got {}", kMaxSamplesPerPrompt,
+            samples_per_prompt);
+  INK_CHECK(batch_size >= kMinBatchSize && batch_size <= kMaxBatchSize,
+            "train: batch_size must be in [{}, {}] (BatchNorm1d needs more than one sample "
             "per batch in training), got {}",
-            batch_size);
-  INK_CHECK(std::isfinite(lr) && lr > 0.0 && lr <= 10.0, "train: lr must be in (0, 10], got {}",
-            lr);
+            kMinBatchSize, kMaxBatchSize, batch_size);
+  INK_CHECK(std::isfinite(lr) && lr > 0.0 && lr <= kMaxLr, "train: lr must be in (0, {}], got {}",
+            kMaxLr, lr);
   const int64_t total = samples_per_prompt * kNumShapePrompts;
   INK_CHECK(total % batch_size != 1,
             "train: {} samples in batches of {} leave a last batch of 1 sample, which "

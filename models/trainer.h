@@ -18,6 +18,13 @@
 namespace ink {
 
 struct TrainConfig {
+  // The accepted ranges, shared by validate() and the command line's own checks.
+  static constexpr int64_t kMaxEpochs = 1'000'000;
+  static constexpr int64_t kMaxSamplesPerPrompt = 1'000'000;
+  static constexpr int64_t kMinBatchSize = 2;  // BatchNorm1d cannot train on one sample
+  static constexpr int64_t kMaxBatchSize = 100'000;
+  static constexpr double kMaxLr = 10.0;
+
   int64_t epochs = 100;
   int64_t samples_per_prompt = 500;
   int64_t batch_size = 64;
