@@ -1,0 +1,173 @@
+// DiffusionRecipe: the diffusion model's data, loss, optimiser, warm-up, clipping and EMA.
+#include "models/diffusion/recipe.h"
+
+#include <cmath>
+
+#include "models/scenes_dataset.h"
+#include "nn/functional.h"
+#include "tensor/error.h"
+#include "tensor/ops.h"
+
+namespace ink::diffusion {
+
+namespace {
+
+// The model's architecture for a run: the preset the run names, sized for its dataset.
+DiffusionConfig config_for(const TrainConfig& config) {
+  DiffusionConfig c = DiffusionConfig::preset(config.model_config);
+  if (config.dataset == "scenes") {
+    c.in_channels = scenes::kChannels;
+    c.image_size = scenes::kSide;
+    c.tokenizer = "word";
+    c.vocab_size = WordTokenizer().vocab_size();
+    c.max_length = WordTokenizer::kDefaultMaxLength;
+  } else {
+    c.in_channels = 1;
+    c.image_size = 28;
+    c.tokenizer = "char";
+    c.vocab_size = CharTokenizer::kVocabSize;
+    c.max_length = CharTokenizer::kDefaultMaxLength;
+  }
+  c.validate();
+  return c;
+}
+
+std::unique_ptr<Dataset> make_dataset(const TrainConfig& config, const Tokenizer& tokenizer,
+                                      Generator data) {
+  if (config.dataset == "scenes") {
+    return std::make_unique<ScenesDataset>(config.samples_per_prompt * 9,
+                                           config.batch_size, data);
+  }
+  return std::make_unique<ShapeDataset>(config.samples_per_prompt, config.batch_size, data,
+                                        dynamic_cast<const CharTokenizer&>(tokenizer));
+}
+
+// Scales every gradient so that their global L2 norm is at most max_norm (as
+// torch.nn.utils.clip_grad_norm_). Returns the norm before clipping.
+double clip_grad_norm(const NamedTensors& params, double max_norm) {
+  double sum = 0.0;
+  for (const auto& [name, p] : params) {
+    const Tensor g = p.grad();
+    if (!g.defined()) continue;
+    const float* v = std::as_const(g).data();
+    for (int64_t i = 0; i < g.numel(); ++i) sum += static_cast<double>(v[i]) * v[i];
+  }
+  const double norm = std::sqrt(sum);
+  if (max_norm > 0.0 && norm > max_norm) {
+    const auto scale = static_cast<float>(max_norm / (norm + 1e-6));
+    for (const auto& [name, p] : params) {
+      Tensor g = p.grad();
+      if (!g.defined()) continue;
+      float* v = g.data();
+      for (int64_t i = 0; i < g.numel(); ++i) v[i] *= scale;
+    }
+  }
+  return norm;
+}
+
+}  // namespace
+
+DiffusionRecipe::DiffusionRecipe(const TrainConfig& config, TrainingStreams& streams)
+    : config_(config) {
+  const DiffusionConfig model_config = config_for(config);
+  model_ = std::make_unique<TextToImageDiffusion>(model_config, &streams.init);
+  ema_model_ = std::make_unique<TextToImageDiffusion>(model_config, &streams.init);
+  nn::AdamWOptions options;
+  options.lr = config.lr;
+  options.weight_decay = config.weight_decay;
+  optimizer_ = std::make_unique<nn::AdamW>(model_->named_parameters(), options);
+  nn::LRSchedule::Options lr_options;
+  lr_options.base_lr = config.lr;
+  lr_options.warmup_steps = config.warmup_steps;
+  schedule_ = std::make_unique<nn::LRSchedule>(lr_options);
+  ema_ = std::make_unique<nn::EMA>(*model_, config.ema_decay);
+  dataset_ = make_dataset(config, model_->tokenizer(), streams.data);
+}
+
+Tensor DiffusionRecipe::loss(const DataBatch& batch, Generator& noise) {
+  const int64_t b = batch.size;
+  const NoiseSchedule& schedule = model_->schedule();
+  Tensor x0 = batch.images_tensor();  // [B, C, H, W] in [0, 1]
+  {
+    float* p = x0.data();
+    for (int64_t i = 0; i < x0.numel(); ++i) p[i] = p[i] * 2.0f - 1.0f;
+  }
+  Tensor t = empty({b}, DType::Int64);
+  Tensor t_float = empty({b});
+  for (int64_t i = 0; i < b; ++i) {
+    t.data_i64()[i] = noise.randint(0, schedule.num_timesteps());
+    t_float.data()[i] = static_cast<float>(t.data_i64()[i]);
+  }
+  const Tensor eps = randn(x0.shape(), &noise);
+  Tensor tokens = batch.tokens_tensor();  // [B, L]
+  {
+    int64_t* ids = tokens.data_i64();
+    const int64_t length = tokens.size(1), pad = model_->tokenizer().pad_id();
+    for (int64_t i = 0; i < b; ++i) {
+      if (noise.uniform() < config_.cond_dropout) std::fill(ids + i * length, ids + (i + 1) * length, pad);
+    }
+  }
+  Tensor x_t;
+  {
+    NoGradGuard no_grad;
+    x_t = schedule.add_noise(x0, eps, t);
+  }
+  return nn::functional::mse_loss(model_->forward(x_t, t_float, tokens), eps);
+}
+
+void DiffusionRecipe::before_step(int64_t step) {
+  if (config_.clip_grad_norm > 0.0) clip_grad_norm(model_->named_parameters(), config_.clip_grad_norm);
+  schedule_->apply(*optimizer_);
+}
+
+void DiffusionRecipe::after_step(int64_t step) {
+  ema_->update(*model_);
+}
+
+TextToImageDiffusion& DiffusionRecipe::inference_model() {
+  if (ema_copied_at_ != ema_->num_updates()) {
+    ema_->copy_to(*ema_model_);
+    ema_copied_at_ = ema_->num_updates();
+  }
+  return *ema_model_;
+}
+
+std::map<std::string, std::string> DiffusionRecipe::resume_settings() {
+  std::map<std::string, std::string> settings = Recipe::resume_settings();
+  settings["diffusion.ema_decay"] = fmt::format("{}", config_.ema_decay);
+  settings["diffusion.cond_dropout"] = fmt::format("{}", config_.cond_dropout);
+  settings["diffusion.warmup_steps"] = std::to_string(config_.warmup_steps);
+  settings["diffusion.clip_grad_norm"] = fmt::format("{}", config_.clip_grad_norm);
+  settings["diffusion.config"] = model_->config_json();
+  return settings;
+}
+
+void DiffusionRecipe::save_extra_state(SafetensorsFile& state) const {
+  const SafetensorsFile ema = ema_->state_dict();
+  for (const auto& [name, tensor] : ema.tensors) state.tensors.emplace_back("ema." + name, tensor);
+  for (const auto& [key, value] : ema.metadata) {
+    if (key != "format") state.metadata["ema." + key] = value;
+  }
+  state.metadata["diffusion.ema_decay"] = fmt::format("{}", config_.ema_decay);
+  state.metadata["diffusion.cond_dropout"] = fmt::format("{}", config_.cond_dropout);
+  state.metadata["diffusion.warmup_steps"] = std::to_string(config_.warmup_steps);
+  state.metadata["diffusion.clip_grad_norm"] = fmt::format("{}", config_.clip_grad_norm);
+  state.metadata["diffusion.config"] = model_->config_json();
+}
+
+void DiffusionRecipe::load_extra_state(const SafetensorsFile& state) {
+  SafetensorsFile ema;
+  ema.metadata["format"] = "pt";
+  for (const auto& [name, tensor] : state.tensors) {
+    INK_CHECK(name.rfind("ema.", 0) == 0,
+              "resume: the training state holds an unexpected tensor {}", quoted(name));
+    ema.tensors.emplace_back(name.substr(4), tensor);
+  }
+  for (const auto& [key, value] : state.metadata) {
+    if (key.rfind("ema.", 0) == 0) ema.metadata[key.substr(4)] = value;
+  }
+  ema_->load_state_dict(ema);  // checks everything before changing anything
+  ema_copied_at_ = -1;
+}
+
+}  // namespace ink::diffusion
