@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "nn/module.h"  // copy_values
 #include "tensor/error.h"
 #include "tensor/parallel.h"
 
@@ -22,10 +23,6 @@ namespace {
 
 // Elements per thread below which a parameter is updated on the calling thread.
 constexpr int64_t kUpdateGrain = 1 << 15;
-
-void copy_values(Tensor& dst, const Tensor& src) {
-  std::memcpy(dst.data(), src.data(), static_cast<size_t>(src.numel()) * sizeof(float));
-}
 
 Tensor copy_of(const Tensor& src) {
   Tensor out = empty(src.shape());
