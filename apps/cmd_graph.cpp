@@ -64,8 +64,7 @@ Command add_graph_command(CLI::App& app) {
       "Write the autograd graph of one training step (forward and MSE loss) as Graphviz DOT.");
   sub->add_option("--out,-o", flags->out, "DOT file to write")->required();
   sub->add_option("--batch-size", flags->batch_size, "Samples in the step")->capture_default_str();
-  sub->add_option("--seed", flags->seed, "Seed of the weights, data and noise")
-      ->capture_default_str();
+  add_seed_option(sub, flags->seed, "Seed of the weights, data and noise")->capture_default_str();
   return [flags] { return run_graph(*flags); };
 }
 

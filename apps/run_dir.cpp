@@ -23,6 +23,7 @@ using nlohmann::json;
 
 std::string run_record_json(const RunRecord& r) {
   nlohmann::ordered_json j;  // keeps the fields in this reading order
+  j["model"] = r.config.model;
   j["epochs"] = r.config.epochs;
   j["samples_per_prompt"] = r.config.samples_per_prompt;
   j["batch_size"] = r.config.batch_size;
@@ -60,6 +61,11 @@ RunRecord parse_run_record(std::string_view text, const std::string& source) {
     return v.get<int64_t>();
   };
   RunRecord r;
+  if (j.contains("model")) {  // absent in phase 1 records, which are all of the MLP
+    INK_CHECK(j.at("model").is_string(), "{}: \"model\" must be a string, got {}", source,
+              j.at("model").dump().substr(0, 60));
+    r.config.model = j.at("model").get<std::string>();
+  }
   r.config.epochs = integer("epochs");
   r.config.samples_per_prompt = integer("samples_per_prompt");
   r.config.batch_size = integer("batch_size");

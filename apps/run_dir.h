@@ -14,8 +14,8 @@
 namespace ink::app {
 
 // Every file `inkgrad train` writes into its folder.
-inline constexpr std::string_view kModelFile = "model.safetensors";
-inline constexpr std::string_view kOptimizerFile = "optimizer.safetensors";
+inline constexpr std::string_view kModelFile = kModelFileName;  // defined in models/trainer.h
+inline constexpr std::string_view kOptimizerFile = kTrainingStateFileName;
 inline constexpr std::string_view kConfigFile = "config.json";
 inline constexpr std::string_view kLossesFile = "losses.csv";
 inline constexpr std::string_view kLossPlotFile = "loss.png";
