@@ -19,6 +19,7 @@
 #include "apps/commands.h"
 #include "apps/figures.h"
 #include "apps/progress.h"
+#include "apps/replace_run.h"
 #include "apps/run_dir.h"
 #include "models/shapes.h"
 #include "models/trainer.h"
@@ -163,32 +164,6 @@ std::vector<std::string> prepare_new_run_folder(const std::string& dir, bool for
   fs::create_directories(dir, ec);
   INK_CHECK(!ec, "cannot create the output folder {}: {}", dir, ec.message());
   return existing;
-}
-
-// --force: removes only the files of the previous run, never anything else in the folder, and
-// either all of them or none: each is first moved into a hidden folder beside them (a rename,
-// which fails before anything is lost), and only then is that folder deleted. A file that cannot
-// be moved stops the removal with the files that were moved put back.
-void remove_run_files(const std::string& dir, const std::vector<std::string>& files) {
-  if (files.empty()) return;
-  const fs::path trash = fs::path(dir) / fmt::format(".inkgrad-replaced-{}", ::getpid());
-  std::error_code ec;
-  fs::remove_all(trash, ec);
-  fs::create_directory(trash, ec);
-  INK_CHECK(!ec, "--force: cannot remove the previous run's files from {}: {}", dir, ec.message());
-  std::vector<std::string> moved;
-  for (const std::string& file : files) {
-    fs::rename(fs::path(dir) / file, trash / file, ec);
-    if (ec) {
-      const std::string reason = ec.message();
-      for (const std::string& back : moved) fs::rename(trash / back, fs::path(dir) / back, ec);
-      fs::remove(trash, ec);
-      INK_FAIL("--force: cannot remove {}: {}; nothing was removed", in_dir(dir, file), reason);
-    }
-    moved.push_back(file);
-  }
-  fs::remove_all(trash, ec);
-  if (ec) warn(fmt::format("--force: could not delete {}: {}", trash.string(), ec.message()));
 }
 
 // samples.png and compare.png from the recipe's inference model, for every prompt of its data.
