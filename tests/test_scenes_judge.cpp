@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "models/scenes.h"
+#include "models/scenes_eval.h"
 #include "models/scenes_judge.h"
 #include "test_util.h"
 
@@ -107,6 +108,49 @@ TEST(ScenesJudge, SpecksAndABlackPictureHoldNoObjects) {
   const Verdict v = judge(parse_prompt("a circle"), find_objects(image.data()));
   EXPECT_FALSE(v.count_ok);
   EXPECT_FALSE(v.correct);
+}
+
+}  // namespace
+}  // namespace ink::scenes
+
+namespace ink::scenes {
+namespace {
+
+TEST(ScenesEvalTest, GroundTruthIsTheCeilingAndCollapseShows) {
+  const auto& prompts = eval_prompts();
+  int held = 0;
+  for (const auto& p : prompts) held += names_held_out(parse_prompt(p));
+  EXPECT_GE(held, 12);
+  EXPECT_GE(static_cast<int>(prompts.size()) - held, 20);
+
+  const ScenesEval truth =
+      evaluate_scenes(prompts, 64, ground_truth_source(1), ground_truth_source(2));
+  EXPECT_GE(truth.seen.picture_accuracy, 0.99);
+  EXPECT_GE(truth.held_out.picture_accuracy, 0.99);
+  EXPECT_GE(truth.seen.open_entropy, 0.9);
+  EXPECT_LE(truth.seen.open_entropy, 1.1);
+
+  // A "model" that always draws the same picture of the prompt: still correct where everything
+  // is named, but open attributes collapse.
+  const PictureSource gt = ground_truth_source(3);
+  const PictureSource collapsed = [&](const std::string& prompt, int64_t n,
+                                      std::vector<float>& images) {
+    std::vector<float> one;
+    gt(prompt, 1, one);
+    images.clear();
+    for (int64_t i = 0; i < n; ++i) images.insert(images.end(), one.begin(), one.end());
+  };
+  const ScenesEval c = evaluate_scenes(prompts, 32, collapsed, ground_truth_source(4));
+  EXPECT_GE(c.seen.picture_accuracy, 0.99);
+  EXPECT_LE(c.seen.open_entropy, 0.05);
+
+  // Black pictures: nothing is right.
+  const PictureSource black = [](const std::string&, int64_t n, std::vector<float>& images) {
+    images.assign(static_cast<size_t>(n * kImageFloats), 0.0f);
+  };
+  const ScenesEval b = evaluate_scenes(prompts, 4, black, ground_truth_source(5));
+  EXPECT_EQ(b.seen.picture_accuracy, 0.0);
+  EXPECT_EQ(b.held_out.count_accuracy, 0.0);
 }
 
 }  // namespace
