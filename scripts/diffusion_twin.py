@@ -9,6 +9,9 @@ Module names match the issue exactly, so a state_dict moves to and from inkgrad 
   diffusion_twin.py write-torch FILE [--config small] [--seed 0]
       a freshly initialised model's state_dict as safetensors, with the model kind and config in
       the metadata (for inkgrad to load)
+  diffusion_twin.py sampler-golden
+      writes tests/data/samplers_golden.json (schedules, timestep spacing and the samplers'
+      results for a closed-form Gaussian denoiser) for tests/test_samplers.cpp
   diffusion_twin.py check FILE
       loads a safetensors checkpoint (e.g. written by inkgrad) with strict=True, using the
       config in its metadata, and prints the U-Net's ε for fixed inputs
@@ -361,7 +364,7 @@ def cfg_denoiser(model, tokens, negative_tokens, guidance):
 
 
 def sample(denoise, x, abar, timesteps, sampler="ddim", eta=0.0, generator=None,
-           callback=None):
+           callback=None, clip=True):
     """Runs `sampler` from x = x_T ~ N(0, I) over `timesteps` (descending); returns x_0.
     denoise(x_t, t [B] int64) -> eps. callback(i, t, x_t, x0_hat) after each model call."""
     abar = abar.double()
@@ -371,14 +374,27 @@ def sample(denoise, x, abar, timesteps, sampler="ddim", eta=0.0, generator=None,
 
     def x0_of(x_t, t):
         eps = denoise(x_t, torch.full((x_t.shape[0],), t, dtype=torch.int64))
-        x0 = ((x_t - math.sqrt(1 - ab(t)) * eps) / math.sqrt(ab(t))).clamp(-1, 1)
+        x0 = (x_t - math.sqrt(1 - ab(t)) * eps) / math.sqrt(ab(t))
+        if clip:
+            x0 = x0.clamp(-1, 1)
         if callback is not None:
             callback(i, t, x_t, x0)
         return x0
 
     prev = list(timesteps[1:]) + [-1]
-    if sampler in ("ddim", "ddpm"):
-        eta = 1.0 if sampler == "ddpm" else eta
+    if sampler == "ddpm":  # the Gaussian posterior q(x_t' | x_t, x0_hat)
+        for i, (t, tp) in enumerate(zip(timesteps, prev)):
+            x0 = x0_of(x, t)
+            if tp < 0:
+                return x0
+            a = ab(t) / ab(tp)
+            b = 1 - a
+            x = (math.sqrt(ab(tp)) * b / (1 - ab(t))) * x0 + \
+                (math.sqrt(a) * (1 - ab(tp)) / (1 - ab(t))) * x
+            x = x + math.sqrt((1 - ab(tp)) / (1 - ab(t)) * b) * torch.randn(x.shape,
+                                                                           generator=generator)
+        return x
+    if sampler == "ddim":
         for i, (t, tp) in enumerate(zip(timesteps, prev)):
             x0 = x0_of(x, t)
             eps = (x - math.sqrt(ab(t)) * x0) / math.sqrt(1 - ab(t))
@@ -401,7 +417,7 @@ def sample(denoise, x, abar, timesteps, sampler="ddim", eta=0.0, generator=None,
         if s_next == 0:
             y = denoised
         elif sampler == "euler":
-            y = denoised + (s_next / s) * (y - denoised)
+            y = (1 - s_next / s) * denoised + (s_next / s) * y
         elif sampler == "dpmpp2m":
             h = math.log(s / s_next)  # lambda = -log sigma
             d = denoised
@@ -463,6 +479,51 @@ def count_flops(module, *inputs):
     return flops[0] + _attention_flops[0]
 
 
+def gaussian_denoiser(abar, mu, s):
+    """The exact E[eps | x_t] when x_0 ~ N(mu, s^2 I): sqrt(1 - a) (x_t - sqrt(a) mu) /
+    (a s^2 + 1 - a), a = abar_t. A test denoiser with a closed form and a non-trivial path."""
+    def denoise(x, t):
+        a = abar.double()[t][:, None, None, None]
+        return (1 - a).sqrt() * (x - a.sqrt() * mu) / (a * s * s + 1 - a)
+    return denoise
+
+
+def write_sampler_golden(path):
+    """tests/data/samplers_golden.json for tests/test_samplers.cpp: both schedules'
+    alphas_cumprod, trailing timesteps, and each deterministic sampler's result (float64) for
+    the Gaussian denoiser above from a fixed x_T (float32-exact values)."""
+    def values(x):
+        return [float(v) for v in x.double().flatten()]
+
+    linear = alphas_cumprod(linear_betas())
+    cosine = alphas_cumprod(cosine_betas())
+    g = torch.Generator().manual_seed(0)
+    shape = (2, 1, 3, 3)
+    x_T = torch.randn(shape, generator=g).double()
+    # Means inside and outside [-1, 1], so clipping is exercised in the early steps.
+    mu = (torch.randn((1,) + shape[1:], generator=g) * 0.8).double()
+    s = 0.5
+    runs = []
+    for schedule, abar in [("linear", linear), ("cosine", cosine)]:
+        for sampler in ["ddim", "euler", "dpmpp2m"]:
+            for steps, clip in [(10, True), (4, False)]:
+                out = sample(gaussian_denoiser(abar, mu, s), x_T, abar,
+                             trailing_timesteps(steps), sampler, clip=clip)
+                runs.append({"schedule": schedule, "sampler": sampler, "steps": steps,
+                             "clip_x0": clip, "x0": values(out)})
+    golden = {
+        "torch_version": torch.__version__,
+        "alphas_cumprod": {"linear": values(linear), "cosine": values(cosine)},
+        "trailing_timesteps": {str(n): trailing_timesteps(n) for n in [1, 3, 10, 16, 50, 1000]},
+        "gaussian": {"shape": list(shape), "x_T": values(x_T), "mu": values(mu), "s": s,
+                     "runs": runs},
+    }
+    with open(path, "w") as f:
+        json.dump(golden, f)
+        f.write("\n")
+    print(f"wrote {path}")
+
+
 def info(name, size):
     torch.manual_seed(0)
     config = CONFIGS[name]
@@ -493,6 +554,9 @@ def main():
     p.add_argument("file")
     p.add_argument("--config", default="small", choices=CONFIGS)
     p.add_argument("--seed", type=int, default=0)
+    p = commands.add_parser("sampler-golden")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "tests" /
+                                        "data" / "samplers_golden.json"))
     p = commands.add_parser("check")
     p.add_argument("file")
     p = commands.add_parser("sample")
@@ -514,6 +578,8 @@ def main():
         model = TextToImageDiffusion(CONFIGS[args.config])
         save_file(model.state_dict(), args.file, config_metadata(args.config, model.config))
         print(f"wrote {args.file}: {len(model.state_dict())} tensors")
+    elif args.command == "sampler-golden":
+        write_sampler_golden(args.out)
     elif args.command == "check":
         model, metadata = load_model(args.file)
         print(f"{args.file}: load_state_dict(strict=True) ok, metadata {metadata}")
