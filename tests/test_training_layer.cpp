@@ -11,6 +11,7 @@
 #include "models/registry.h"
 #include "models/shapes.h"
 #include "models/trainer.h"
+#include "models/word_tokenizer.h"
 #include "nn/safetensors.h"
 #include "tensor/inkgrad.h"
 #include "tests/test_util.h"
@@ -93,6 +94,21 @@ TEST(TrainingLayer, TheMlpRecipeIsSeenThroughTheGenericInterfaces) {
   EXPECT_EQ(copy->encode("two circles"), tokenizer.encode("two circles"));
   EXPECT_EQ(copy->decode(copy->encode("Cross!")), "cross");
   EXPECT_EQ(copy->encode_with_report("x1").dropped_count, 1);
+}
+
+TEST(TrainingLayer, TheWordTokenizerFitsTheTokenizerInterface) {
+  const WordTokenizer words;
+  const Tokenizer& tokenizer = words;
+  EXPECT_EQ(tokenizer.kind(), "word");
+  EXPECT_EQ(tokenizer.pad_id(), WordTokenizer::kPad);
+  EXPECT_EQ(tokenizer.max_length(), WordTokenizer::kDefaultMaxLength);
+  EXPECT_GT(tokenizer.vocab_size(), 10);
+  const std::unique_ptr<Tokenizer> copy = tokenizer.clone();
+  EXPECT_EQ(copy->encode("a red circle"), words.encode("a red circle"));
+  EXPECT_EQ(copy->decode(copy->encode("a red circle")), "a red circle");
+  std::vector<int64_t> row(static_cast<size_t>(tokenizer.max_length()), -1);
+  tokenizer.encode_into("a blue square", row.data());
+  EXPECT_EQ(row, words.encode("a blue square"));
 }
 
 TEST(TrainingLayer, OneStepOfTheLoopIsTheRecipesLossAndAdamStep) {
