@@ -82,7 +82,7 @@ Command add_data_command(CLI::App& app) {
       sub->add_option("-n,--count", flags->count, "Pictures (per prompt with --prompt all)")
           ->default_str("16, or 8 per prompt with --prompt all");
   flags->seed_option =
-      sub->add_option("--seed", flags->seed, "Seed of the generators (default: a random one)");
+      add_seed_option(sub, flags->seed, "Seed of the generators (default: a random one)");
   sub->add_option("--out,-o", flags->out, "PNG file to write")->required();
   flags->scale_option = sub->add_option("--scale", flags->scale,
                                         "Upscaling of each 28x28 picture (nearest neighbour)")

@@ -1,6 +1,7 @@
 // `inkgrad generate`: pictures from a trained checkpoint for one prompt, as an upscaled PNG grid
 // and optionally one PNG per picture.
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,8 +12,8 @@
 #include "apps/figures.h"
 #include "apps/prompt.h"
 #include "apps/run_dir.h"
+#include "models/registry.h"
 #include "models/shapes.h"
-#include "models/text_to_image.h"
 #include "nn/safetensors.h"
 #include "tensor/error.h"
 
@@ -35,8 +36,11 @@ struct GenerateFlags {
   CLI::Option* seed_option = nullptr;
 };
 
-// Loads a model checkpoint with strict names and shapes; every failure names the file.
-void load_checkpoint(TextToImageModel& model, const std::string& path) {
+// Builds the model a checkpoint describes (its kind and config are in its metadata; a phase 1
+// file is the MLP) and loads it with strict names and shapes; every failure names the file.
+// `check` runs once the model's tokenizer is known, before the weights are loaded.
+std::unique_ptr<ImageModel> load_checkpoint(const std::string& path,
+                                            const std::function<void(const ImageModel&)>& check) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
     const fs::path inside = fs::path(path) / kModelFile;
@@ -44,19 +48,30 @@ void load_checkpoint(TextToImageModel& model, const std::string& path) {
              fs::exists(inside, ec) ? fmt::format("; did you mean {}?", inside.string()) : "");
   }
   const SafetensorsFile file = load_safetensors(path);
+  const ModelIdentity identity = model_identity(file.metadata);
+  std::unique_ptr<ImageModel> model;
   try {
-    model.load_state_dict(file.tensors, /*strict=*/true);
+    Generator scratch(0);  // every value is overwritten by the checkpoint
+    model = make_model(identity.kind, identity.config_json, &scratch);
+  } catch (const Error& error) {
+    INK_FAIL("{} records a model inkgrad cannot build: {}", path, one_line(error.what(), 4));
+  }
+  check(*model);
+  try {
+    model->load_state_dict(file.tensors, /*strict=*/true);
   } catch (const Error& error) {
     bool training_state = false;
     for (const auto& [name, tensor] : file.tensors) {
-      training_state = training_state || name.starts_with("model.text_encoder.");
+      training_state = training_state || name.starts_with("model.");
     }
-    INK_FAIL("{} is not a checkpoint of the text-to-image model{}: {}", path,
+    INK_FAIL("{} is not a checkpoint of the {} model{}: {}", path,
+             identity.kind == "mlp" ? std::string("text-to-image") : identity.kind,
              training_state
                  ? fmt::format(" (it is a training state; use the {} beside it)", kModelFile)
                  : "",
              one_line(error.what(), 4));
   }
+  return model;
 }
 
 // "two vertical lines" -> "two_vertical_lines", for file names.
@@ -78,25 +93,27 @@ int run_generate(const GenerateFlags& flags) {
   INK_CHECK(!flags.out.empty(), "--out needs a file name, got \"\"");
   check_range("-n", flags.count, 1, 4096);
   check_range("--scale", flags.scale, 1, 64);
-  Generator init_generator(0);  // overwritten by the checkpoint
-  TextToImageModel model(TextToImageConfig{}, &init_generator);
-  // The prompt first: its errors do not need the checkpoint, and a file is only read for a
-  // prompt that can be used.
-  const std::vector<std::string> warnings = check_prompt(flags.prompt, model.tokenizer());
-  load_checkpoint(model, flags.checkpoint);
+  std::vector<std::string> warnings;
+  std::unique_ptr<ImageModel> model = load_checkpoint(flags.checkpoint, [&](const ImageModel& m) {
+    // The prompt before the weights: its errors do not need them. (check_prompt knows the
+    // character vocabulary; a model with another tokenizer relies on generate's own check.)
+    if (const auto* characters = dynamic_cast<const CharTokenizer*>(&m.tokenizer())) {
+      warnings = check_prompt(flags.prompt, *characters);
+    }
+  });
   for (const std::string& warning : warnings) warn(warning);
 
   const uint64_t seed = flags.seed_option->count() > 0 ? flags.seed : fresh_seed();
   Generator generator(seed);
-  const Tensor images = model.generate(flags.prompt, flags.count, generator);
+  const Tensor images = model->generate(flags.prompt, flags.count, generator);
+  const ImageFormat format = model->image_format();
 
   std::vector<GridRow> rows;
   for (int64_t i = 0; i < flags.count; ++i) {
     if (i % kPicturesPerRow == 0) rows.emplace_back();
-    const float* begin = images.data() + i * kImagePixels;
-    rows.back().pictures.emplace_back(begin, begin + kImagePixels);
+    rows.back().pictures.push_back(picture_values(images, i));
   }
-  GridStyle style;
+  GridStyle style = grid_style_for(format);
   style.title = quoted_text(flags.prompt, 30);
   style.scale = static_cast<int>(flags.scale);
   style.stretch = flags.stretch;
@@ -108,18 +125,21 @@ int run_generate(const GenerateFlags& flags) {
     fs::create_directories(flags.each, ec);
     INK_CHECK(!ec, "--each: cannot create the folder {}: {}", flags.each, ec.message());
     const std::string stem =
-        file_stem(model.tokenizer().decode(model.tokenizer().encode(flags.prompt)));
+        file_stem(model->tokenizer().decode(model->tokenizer().encode(flags.prompt)));
     for (int64_t i = 0; i < flags.count; ++i) {
-      const float* begin = images.data() + i * kImagePixels;
-      std::vector<float> values(begin, begin + kImagePixels);
+      std::vector<float> values = picture_values(images, i);
       if (flags.stretch) values = stretched(std::move(values));
       write_png((fs::path(flags.each) / fmt::format("{}_{:03d}.png", stem, i + 1)).string(),
-                gray_image(values, kImageSide, kImageSide, static_cast<int>(flags.scale)));
+                picture_image(values, format, static_cast<int>(flags.scale)));
     }
   }
-  fmt::print("wrote {}: {} picture{} of {} (seed {}; pass --seed {} to repeat)\n", flags.out,
-             flags.count, flags.count == 1 ? "" : "s", quoted_text(flags.prompt), seed, seed);
-  if (!flags.each.empty()) fmt::print("wrote {} PNG files into {}\n", flags.count, flags.each);
+  std::FILE* messages = writes_to_stdout(flags.out) ? stderr : stdout;
+  fmt::print(messages, "wrote {}: {} picture{} of {} (seed {}; pass --seed {} to repeat)\n",
+             flags.out, flags.count, flags.count == 1 ? "" : "s", quoted_text(flags.prompt), seed,
+             seed);
+  if (!flags.each.empty()) {
+    fmt::print(messages, "wrote {} PNG files into {}\n", flags.count, flags.each);
+  }
   return 0;
 }
 
@@ -137,7 +157,7 @@ Command add_generate_command(CLI::App& app) {
       ->required();
   sub->add_option("-n,--count", flags->count, "Number of pictures")->capture_default_str();
   flags->seed_option =
-      sub->add_option("--seed", flags->seed, "Seed of the noise (default: a random one, printed)");
+      add_seed_option(sub, flags->seed, "Seed of the noise (default: a random one, printed)");
   sub->add_option("--out,-o", flags->out, "PNG file for the grid")->capture_default_str();
   sub->add_option("--scale", flags->scale, "Upscaling of each 28x28 picture (nearest neighbour)")
       ->capture_default_str();

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "apps/commands.h"
+#include "apps/run_dir.h"
 #include "models/shapes.h"
 #include "models/text_to_image.h"
 #include "nn/functional.h"
@@ -49,9 +50,11 @@ int run_graph(const GraphFlags& flags) {
   const std::string dot = to_dot(loss);
   make_parent_folder(flags.out);
   write_file_atomic(flags.out, {reinterpret_cast<const uint8_t*>(dot.data()), dot.size()});
-  fmt::print("wrote {}: the autograd graph of one training step (batch {}, loss {:.4f})\n",
+  std::FILE* messages = writes_to_stdout(flags.out) ? stderr : stdout;
+  fmt::print(messages,
+             "wrote {}: the autograd graph of one training step (batch {}, loss {:.4f})\n",
              flags.out, batch, loss.item());
-  fmt::print("render it with: dot -Tsvg {} -o graph.svg\n", flags.out);
+  fmt::print(messages, "render it with: dot -Tsvg {} -o graph.svg\n", flags.out);
   return 0;
 }
 
@@ -64,8 +67,7 @@ Command add_graph_command(CLI::App& app) {
       "Write the autograd graph of one training step (forward and MSE loss) as Graphviz DOT.");
   sub->add_option("--out,-o", flags->out, "DOT file to write")->required();
   sub->add_option("--batch-size", flags->batch_size, "Samples in the step")->capture_default_str();
-  sub->add_option("--seed", flags->seed, "Seed of the weights, data and noise")
-      ->capture_default_str();
+  add_seed_option(sub, flags->seed, "Seed of the weights, data and noise")->capture_default_str();
   return [flags] { return run_graph(*flags); };
 }
 

@@ -19,6 +19,7 @@
 #include "apps/commands.h"
 #include "apps/figures.h"
 #include "apps/progress.h"
+#include "apps/replace_run.h"
 #include "apps/run_dir.h"
 #include "models/shapes.h"
 #include "models/trainer.h"
@@ -133,32 +134,6 @@ std::string shell_word(const std::string& text) {
   return out + "'";
 }
 
-// Checks the settings before anything is written, naming each by where it came from: `name`
-// maps a TrainConfig field ("epochs") to a flag ("--epochs") or a config.json entry.
-void check_settings(const TrainConfig& c, const std::function<std::string(const char*)>& name) {
-  INK_CHECK(c.epochs >= 1 && c.epochs <= TrainConfig::kMaxEpochs,
-            "{} must be between 1 and {}, got {}", name("epochs"), TrainConfig::kMaxEpochs,
-            c.epochs);
-  INK_CHECK(c.samples_per_prompt >= 1 && c.samples_per_prompt <= TrainConfig::kMaxSamplesPerPrompt,
-            "{} must be between 1 and {}, got {}", name("samples_per_prompt"),
-            TrainConfig::kMaxSamplesPerPrompt, c.samples_per_prompt);
-  INK_CHECK(c.batch_size != 1,
-            "{} must be at least 2: BatchNorm1d cannot train on batches of 1 sample",
-            name("batch_size"));
-  INK_CHECK(
-      c.batch_size >= TrainConfig::kMinBatchSize && c.batch_size <= TrainConfig::kMaxBatchSize,
-      "{} must be between {} and {}, got {}", name("batch_size"), TrainConfig::kMinBatchSize,
-      TrainConfig::kMaxBatchSize, c.batch_size);
-  INK_CHECK(std::isfinite(c.lr) && c.lr > 0.0 && c.lr <= TrainConfig::kMaxLr,
-            "{} must be a number in (0, {}], got {}", name("lr"), TrainConfig::kMaxLr, c.lr);
-  const int64_t total = c.samples_per_prompt * kNumShapePrompts;
-  INK_CHECK(total % c.batch_size != 1,
-            "{} {} with {} {} leaves a last batch of 1 sample ({} = {} x {} + 1), which "
-            "BatchNorm1d cannot train on; choose another batch size",
-            name("batch_size"), c.batch_size, name("samples_per_prompt"), c.samples_per_prompt,
-            total, total / c.batch_size, c.batch_size);
-}
-
 std::string flag_name(const char* field) {
   std::string flag = std::string("--") + field;
   for (char& c : flag) c = c == '_' ? '-' : c;
@@ -191,53 +166,41 @@ std::vector<std::string> prepare_new_run_folder(const std::string& dir, bool for
   return existing;
 }
 
-// --force: removes only the files of the previous run, never anything else in the folder.
-void remove_run_files(const std::string& dir, const std::vector<std::string>& files) {
-  for (const std::string& file : files) {
-    std::error_code ec;
-    fs::remove(fs::path(dir) / file, ec);
-    INK_CHECK(!ec, "--force: cannot remove {}: {}", in_dir(dir, file), ec.message());
-  }
-}
-
-std::vector<float> picture(const Tensor& images, int64_t index) {
-  const float* begin = images.data() + index * kImagePixels;
-  return {begin, begin + kImagePixels};
-}
-
-// samples.png and compare.png from the trained model.
+// samples.png and compare.png from the recipe's inference model, for every prompt of its data.
 void write_pictures(const std::string& dir, Trainer& trainer) {
-  TextToImageModel& model = trainer.model();
+  ImageModel& model = trainer.recipe().inference_model();
+  const Dataset& data = trainer.dataset();
   const TrainConfig& config = trainer.config();
   const std::string after =
       fmt::format("after {} epoch{}, loss {:.4f}", trainer.epoch(), trainer.epoch() == 1 ? "" : "s",
                   trainer.losses().empty() ? 0.0f : trainer.losses().back());
+  const std::vector<std::string> prompts = data.prompts();
 
   Generator sample_generator(config.seed ^ kSamplesStream);
   std::vector<GridRow> samples;
-  for (std::string_view prompt : kShapePrompts) {
-    const Tensor images = model.generate(std::string(prompt), kSamplesPerRow, sample_generator);
-    GridRow row{std::string(prompt), {}};
-    for (int64_t i = 0; i < kSamplesPerRow; ++i) row.pictures.push_back(picture(images, i));
+  for (const std::string& prompt : prompts) {
+    const Tensor images = model.generate(prompt, kSamplesPerRow, sample_generator);
+    GridRow row{prompt, {}};
+    for (int64_t i = 0; i < kSamplesPerRow; ++i) row.pictures.push_back(picture_values(images, i));
     samples.push_back(std::move(row));
   }
-  GridStyle samples_style;
+  GridStyle samples_style = grid_style_for(model.image_format());
   samples_style.title = "generated " + after + " (brightness stretched)";
   samples_style.stretch = true;
   write_png(in_dir(dir, kSamplesFile), render_grid(samples, samples_style));
 
   Generator data_generator(config.seed ^ kCompareStream);
   std::vector<GridRow> compare;
-  for (std::string_view prompt : kShapePrompts) {
-    GridRow row{std::string(prompt), {}};
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    GridRow row{prompts[p], {}};
     for (int64_t i = 0; i < kCompareColumns; ++i) {
-      row.pictures.push_back(make_shape(prompt, data_generator));
+      row.pictures.push_back(data.example(static_cast<int64_t>(p), data_generator));
     }
-    const Tensor images = model.generate(std::string(prompt), kCompareColumns, sample_generator);
-    for (int64_t i = 0; i < kCompareColumns; ++i) row.pictures.push_back(picture(images, i));
+    const Tensor images = model.generate(prompts[p], kCompareColumns, sample_generator);
+    for (int64_t i = 0; i < kCompareColumns; ++i) row.pictures.push_back(picture_values(images, i));
     compare.push_back(std::move(row));
   }
-  GridStyle compare_style;
+  GridStyle compare_style = grid_style_for(model.image_format());
   compare_style.title = "ground truth vs generated, " + after;
   compare_style.group_headers = {"ground truth", "generated"};
   compare_style.group_size = kCompareColumns;
@@ -278,13 +241,13 @@ int run_train(TrainFlags& flags) {
     const bool new_epochs = flags.epochs_option->count() > 0;
     if (new_epochs) config.epochs = flags.config.epochs;
     const std::string config_path = in_dir(dir, kConfigFile);
-    check_settings(config, [&](const char* field) {
+    config.validate([&](const char* field) {
       return new_epochs && std::string_view(field) == "epochs"
                  ? flag_name(field)
                  : fmt::format("\"{}\" in {}", field, config_path);
     });
   } else {
-    check_settings(config, flag_name);
+    config.validate(flag_name);
     const std::vector<std::string> previous = prepare_new_run_folder(dir, flags.force);
     lock = std::make_unique<RunLock>(dir);
     remove_run_files(dir, previous);
@@ -295,7 +258,16 @@ int run_train(TrainFlags& flags) {
   if (resuming) {
     std::error_code ec;
     if (fs::exists(in_dir(dir, kOptimizerFile), ec)) {
-      trainer.resume(dir);
+      try {
+        trainer.resume(dir);
+      } catch (const Error& error) {
+        const std::string message = error.what();
+        if (message.find("but this run uses") == std::string::npos) throw;
+        INK_FAIL(
+            "{} (the run's settings come from {}: was it edited? A resumed run must keep "
+            "the settings it was trained with)",
+            message, in_dir(dir, kConfigFile));
+      }
     } else {
       INK_CHECK(!fs::exists(in_dir(dir, kModelFile), ec),
                 "{} has {} but no {}, so the run cannot continue exactly; start a new run with "
@@ -313,14 +285,15 @@ int run_train(TrainFlags& flags) {
   record.threads = get_num_threads();
   record.version = INK_VERSION;
   record.parameters = trainer.model().num_parameters();
-  record.epochs_completed = trainer.epoch();
+  record.epochs_completed = trainer.saved_epoch();
   if (!trainer.losses().empty()) record.final_loss = trainer.losses().back();
   record.status = "running";
   record.updated_at = utc_now();
   write_run_record(dir, record);  // also proves early that the folder is writable
 
   const int64_t steps = trainer.dataset().num_batches();
-  fmt::print("inkgrad {}: the text-to-image model, {} parameters\n", INK_VERSION,
+  fmt::print("inkgrad {}: the {} model, {} parameters\n", INK_VERSION,
+             config.model == "mlp" ? std::string("text-to-image") : config.model,
              with_commas(record.parameters));
   fmt::print(
       "  data      {} samples per prompt x {} prompts = {} per epoch, batches of {} ({} "
@@ -346,23 +319,53 @@ int run_train(TrainFlags& flags) {
   const double seconds_before = record.train_seconds;
   TrainingProgress progress(stdout, isatty(fileno(stdout)) != 0, flags.quiet, first_epoch,
                             config.epochs, trainer.dataset().size());
+  // The record describes the newest checkpoint on disk, which is what a resume continues from.
   const auto save_record = [&](const char* status) {
     record.status = status;
-    record.epochs_completed = trainer.epoch();
-    if (!trainer.losses().empty()) record.final_loss = trainer.losses().back();
+    record.epochs_completed = trainer.saved_epoch();
+    if (trainer.saved_epoch() > 0) {
+      record.final_loss = trainer.losses()[static_cast<size_t>(trainer.saved_epoch() - 1)];
+    }
     record.train_seconds = seconds_before + progress.elapsed_seconds();
     record.updated_at = utc_now();
     write_run_record(dir, record);
   };
   const auto saved_text = [&]() {
-    return trainer.epoch() > 0
-               ? fmt::format("epoch {} is saved in {}", trainer.epoch(), dir)
-               : std::string("no epoch was completed, so there is no checkpoint yet");
+    if (trainer.saved_epoch() > 0) {
+      return fmt::format("epoch {} is saved in {}", trainer.saved_epoch(), dir);
+    }
+    return std::string(trainer.epoch() > 0
+                           ? "no checkpoint was written yet"
+                           : "no epoch was completed, so there is no checkpoint yet");
+  };
+  // A run file could not be written (a full disk, say): records how far the checkpoint on disk
+  // got, and says how to continue from it.
+  const auto write_failed = [&](const std::exception& error) {
+    progress.clear_line();
+    const std::string message = one_line(error.what());
+    try {
+      trainer.wait_for_checkpoint();
+    } catch (const std::exception&) {
+      // The write that failed; saved_epoch() still names the newest complete checkpoint.
+    }
+    std::string record_note;
+    try {
+      write_loss_files(dir, trainer);
+      save_record("failed");
+    } catch (const std::exception&) {
+      record_note = fmt::format(" ({} could not be updated either)", kConfigFile);
+    }
+    INK_FAIL("{}; {}{}. Once it can be written again, resume with: inkgrad train --resume {}",
+             message, saved_text(), record_note, shell_word(dir));
   };
   // Leaves the loop on a signal: the checkpoint on disk is the last completed epoch.
   const auto stop = [&](const char* when) {
     progress.clear_line();
-    trainer.wait_for_checkpoint();  // the last epoch's files are complete before we say so
+    try {
+      trainer.wait_for_checkpoint();  // the last epoch's files are complete before we say so
+    } catch (const std::exception& error) {
+      write_failed(error);
+    }
     const int signal = g_stop_signal;
     try {
       write_loss_files(dir, trainer);
@@ -402,15 +405,19 @@ int run_train(TrainFlags& flags) {
         }
         INK_FAIL("{}; {} (the failed epoch was not saved)", message, saved_text());
       }
-      // Written by a background thread while the next epoch trains (each file atomically).
-      trainer.save_checkpoint_async(dir);
-      // The checkpoint is what resume needs; the other files follow it at most every few
-      // seconds, since each atomic write waits for the disk.
-      const auto now = std::chrono::steady_clock::now();
-      if (now - last_extras >= kExtrasInterval && trainer.epoch() < config.epochs) {
-        write_loss_files(dir, trainer);
-        save_record("running");
-        last_extras = now;
+      try {
+        // Written by a background thread while the next epoch trains (each file atomically).
+        trainer.save_checkpoint_async(dir);
+        // The checkpoint is what resume needs; the other files follow it at most every few
+        // seconds, since each atomic write waits for the disk.
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_extras >= kExtrasInterval && trainer.epoch() < config.epochs) {
+          write_loss_files(dir, trainer);
+          save_record("running");
+          last_extras = now;
+        }
+      } catch (const std::exception& error) {
+        write_failed(error);
       }
       progress.end_epoch(epoch, loss);
       if (g_stop_signal != 0) return stop(fmt::format("after epoch {}", epoch + 1).c_str());
@@ -421,11 +428,15 @@ int run_train(TrainFlags& flags) {
     fmt::print("{} has already trained {} epochs; pass a larger --epochs to train further\n", dir,
                trainer.epoch());
   }
-  // The checkpoint of the last epoch was saved inside the loop: nothing changed since.
-  trainer.wait_for_checkpoint();
-  write_loss_files(dir, trainer);
-  write_pictures(dir, trainer);
-  save_record("complete");
+  try {
+    // The checkpoint of the last epoch was saved inside the loop: nothing changed since.
+    trainer.wait_for_checkpoint();
+    write_loss_files(dir, trainer);
+    write_pictures(dir, trainer);
+    save_record("complete");
+  } catch (const std::exception& error) {
+    write_failed(error);
+  }
 
   const std::vector<float>& losses = trainer.losses();
   size_t best = 0;
@@ -453,14 +464,21 @@ Command add_train_command(CLI::App& app) {
       sub->add_option("--epochs", c.epochs, "Epochs to train (with --resume: the new total)")
           ->capture_default_str();
   flags->fixed_by_resume = {
+      sub->add_option(
+             "--model", c.model,
+             fmt::format("What to train (the recipe): {}", fmt::join(recipe_names(), ", ")))
+          ->capture_default_str(),
       sub->add_option("--samples-per-prompt", c.samples_per_prompt,
                       "Fresh pictures of each of the 9 prompts per epoch")
           ->capture_default_str(),
-      sub->add_option("--batch-size", c.batch_size, "Samples per optimisation step (at least 2)")
+      sub->add_option(
+             "--batch-size", c.batch_size,
+             fmt::format("Samples per optimisation step, {} to {} (memory grows by about 46 KB "
+                         "per sample: the largest batch needs about 4.6 GB)",
+                         TrainConfig::kMinBatchSize, TrainConfig::kMaxBatchSize))
           ->capture_default_str(),
       sub->add_option("--lr", c.lr, "Adam learning rate")->capture_default_str(),
-      sub->add_option("--seed", c.seed, "Seed of every random stream of the run")
-          ->capture_default_str(),
+      add_seed_option(sub, c.seed, "Seed of every random stream of the run")->capture_default_str(),
       sub->add_option("--out", flags->out, "Folder for the run's files")->capture_default_str(),
       sub->add_flag("--force", flags->force, "Replace the run already in --out"),
   };

@@ -22,6 +22,9 @@ uint64_t fresh_seed();
 void warn(const std::string& message);
 // Creates the folder that will hold `file` (if any), with a clear error when it cannot.
 void make_parent_folder(const std::string& file);
+// Adds --seed (a uint64) to `command`, refusing anything but decimal digits: "-1" is an error
+// rather than 2^64 - 1.
+CLI::Option* add_seed_option(CLI::App* command, uint64_t& seed, const std::string& description);
 // Throws ink::Error "<flag> must be between <low> and <high>, got <value>" when out of range.
 void check_range(const char* flag, int64_t value, int64_t low, int64_t high);
 

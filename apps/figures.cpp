@@ -21,13 +21,72 @@ std::string shorten(const std::string& text, size_t max_chars) {
   return text.substr(0, max_chars - 3) + "...";
 }
 
+// Draws a C x H x W picture at (x, y), each pixel as a scale x scale block: gray for one or two
+// channels, RGB for three or more. Values are clamped to [0, 1]; NaN shows as black.
+void draw_picture(Image& image, std::span<const float> values, int channels, int width, int height,
+                  int x, int y, int scale) {
+  if (channels < 3) {
+    draw_gray(image, values.subspan(0, static_cast<size_t>(width) * height), width, height, x, y,
+              scale);
+    return;
+  }
+  const size_t plane = static_cast<size_t>(width) * height;
+  const auto level = [](float v) {
+    return static_cast<uint8_t>(std::lround((v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f) * 255.0f));
+  };
+  for (int row = 0; row < height; ++row) {
+    for (int column = 0; column < width; ++column) {
+      const size_t i = static_cast<size_t>(row) * width + column;
+      const Color color{level(values[i]), level(values[plane + i]), level(values[2 * plane + i])};
+      fill_rect(image, x + column * scale, y + row * scale, scale, scale, color);
+    }
+  }
+}
+
 }  // namespace
+
+GridStyle grid_style_for(const ImageFormat& format) {
+  GridStyle style;
+  style.picture_side = static_cast<int>(format.width);
+  style.picture_height = static_cast<int>(format.height);
+  style.channels = static_cast<int>(format.channels);
+  return style;
+}
+
+std::vector<float> picture_values(const Tensor& images, int64_t index) {
+  INK_CHECK(images.defined() && images.dim() == 4 && index >= 0 && index < images.size(0),
+            "picture_values: expected images [N, C, H, W] and an index in [0, N), got {} and {}",
+            images.defined() ? shape_str(images.shape()) : "an undefined tensor", index);
+  const int64_t size = images.size(1) * images.size(2) * images.size(3);
+  const float* begin = images.data() + index * size;
+  return {begin, begin + size};
+}
+
+Image picture_image(std::span<const float> values, const ImageFormat& format, int scale) {
+  INK_CHECK(static_cast<int64_t>(values.size()) == format.pixels(),
+            "picture_image: {} values for a {}x{}x{} picture", values.size(), format.channels,
+            format.height, format.width);
+  INK_CHECK(scale >= 1 && format.width * scale * format.height * scale <= Image::kMaxPixels,
+            "picture_image: a {}x{} picture at scale {} is too large", format.width, format.height,
+            scale);
+  Image image(static_cast<int>(format.width * scale), static_cast<int>(format.height * scale));
+  draw_picture(image, values, static_cast<int>(format.channels), static_cast<int>(format.width),
+               static_cast<int>(format.height), 0, 0, scale);
+  return image;
+}
 
 Image render_grid(const std::vector<GridRow>& rows, const GridStyle& style) {
   INK_CHECK(style.scale >= 1 && style.scale <= 64, "render_grid: scale must be in [1, 64], got {}",
             style.scale);
-  INK_CHECK(style.picture_side >= 1, "render_grid: picture side must be positive");
-  const int tile = style.picture_side * style.scale;
+  const int picture_width = style.picture_side;
+  const int picture_height = style.picture_height > 0 ? style.picture_height : style.picture_side;
+  INK_CHECK(picture_width >= 1 && picture_width <= 4096 && picture_height <= 4096,
+            "render_grid: pictures of {}x{} pixels are not supported", picture_width,
+            picture_height);
+  INK_CHECK(style.channels >= 1 && style.channels <= 64,
+            "render_grid: {} channels per picture are not supported", style.channels);
+  const int tile = picture_width * style.scale;  // width of a picture on the grid
+  const int tile_height = picture_height * style.scale;
   const int text_scale = tile >= 56 ? 2 : 1;
   const int margin = 6 * text_scale + 4;
   const int gap = std::max(2, tile / 20);
@@ -70,7 +129,7 @@ Image render_grid(const std::vector<GridRow>& rows, const GridStyle& style) {
 
   const int width = std::max(content_right, margin + text_width(title, title_scale)) + margin;
   const int64_t height64 = int64_t{margin} + title_height + header_height +
-                           static_cast<int64_t>(rows.size()) * (tile + gap) - gap + margin;
+                           static_cast<int64_t>(rows.size()) * (tile_height + gap) - gap + margin;
   INK_CHECK(int64_t{width} * std::max<int64_t>(height64, 1) <= Image::kMaxPixels,
             "render_grid: a {} x {} grid at scale {} would be too large; use fewer pictures or a "
             "smaller --scale",
@@ -93,22 +152,28 @@ Image render_grid(const std::vector<GridRow>& rows, const GridStyle& style) {
     }
     y += header_height;
   }
-  const size_t side = static_cast<size_t>(style.picture_side);
+  const size_t values = static_cast<size_t>(style.channels) * picture_width * picture_height;
   for (const GridRow& row : rows) {
     if (!row.label.empty()) {
       // Right-aligned next to the pictures, centred on the capital height.
       const std::string label = shorten(row.label, 40);
       draw_text(image, margin + label_width - text_width(label, text_scale),
-                y + (tile - 7 * text_scale) / 2, label, text_scale, kInk);
+                y + (tile_height - 7 * text_scale) / 2, label, text_scale, kInk);
     }
     for (size_t c = 0; c < row.pictures.size(); ++c) {
-      INK_CHECK(row.pictures[c].size() == side * side,
-                "render_grid: picture {} of row \"{}\" has {} values, expected {}x{}", c, row.label,
-                row.pictures[c].size(), side, side);
-      draw_gray(image, style.stretch ? stretched(row.pictures[c]) : row.pictures[c],
-                style.picture_side, style.picture_side, column_x[c], y, style.scale);
+      if (style.channels == 1) {
+        INK_CHECK(row.pictures[c].size() == values,
+                  "render_grid: picture {} of row \"{}\" has {} values, expected {}x{}", c,
+                  row.label, row.pictures[c].size(), picture_height, picture_width);
+      } else {
+        INK_CHECK(row.pictures[c].size() == values,
+                  "render_grid: picture {} of row \"{}\" has {} values, expected {}x{}x{}", c,
+                  row.label, row.pictures[c].size(), style.channels, picture_height, picture_width);
+      }
+      draw_picture(image, style.stretch ? stretched(row.pictures[c]) : row.pictures[c],
+                   style.channels, picture_width, picture_height, column_x[c], y, style.scale);
     }
-    y += tile + gap;
+    y += tile_height + gap;
   }
   return image;
 }

@@ -31,6 +31,18 @@ void make_parent_folder(const std::string& file) {
   INK_CHECK(!ec, "cannot create the folder {} for {}: {}", parent.string(), file, ec.message());
 }
 
+CLI::Option* add_seed_option(CLI::App* command, uint64_t& seed, const std::string& description) {
+  const CLI::Validator digits_only(
+      [](std::string& text) -> std::string {
+        if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos) return "";
+        const std::string shown = text.size() > 30 ? text.substr(0, 30) + "..." : text;
+        return fmt::format("must be an integer in [0, 18446744073709551615], got \"{}\"",
+                           one_line(shown));
+      },
+      "UINT64");
+  return command->add_option("--seed", seed, description)->check(digits_only);
+}
+
 void check_range(const char* flag, int64_t value, int64_t low, int64_t high) {
   INK_CHECK(value >= low && value <= high, "{} must be between {} and {}, got {}", flag, low, high,
             value);

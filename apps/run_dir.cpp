@@ -2,6 +2,7 @@
 #include "apps/run_dir.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -23,6 +24,7 @@ using nlohmann::json;
 
 std::string run_record_json(const RunRecord& r) {
   nlohmann::ordered_json j;  // keeps the fields in this reading order
+  j["model"] = r.config.model;
   j["epochs"] = r.config.epochs;
   j["samples_per_prompt"] = r.config.samples_per_prompt;
   j["batch_size"] = r.config.batch_size;
@@ -60,6 +62,11 @@ RunRecord parse_run_record(std::string_view text, const std::string& source) {
     return v.get<int64_t>();
   };
   RunRecord r;
+  if (j.contains("model")) {  // absent in phase 1 records, which are all of the MLP
+    INK_CHECK(j.at("model").is_string(), "{}: \"model\" must be a string, got {}", source,
+              j.at("model").dump().substr(0, 60));
+    r.config.model = j.at("model").get<std::string>();
+  }
   r.config.epochs = integer("epochs");
   r.config.samples_per_prompt = integer("samples_per_prompt");
   r.config.batch_size = integer("batch_size");
@@ -151,6 +158,13 @@ std::string losses_csv(std::span<const float> losses) {
   std::string out = "epoch,loss\n";
   for (size_t i = 0; i < losses.size(); ++i) out += fmt::format("{},{:.9g}\n", i + 1, losses[i]);
   return out;
+}
+
+bool writes_to_stdout(const std::string& path) {
+  struct stat out {
+  }, target{};
+  return ::fstat(1, &out) == 0 && ::stat(path.c_str(), &target) == 0 &&
+         out.st_dev == target.st_dev && out.st_ino == target.st_ino;
 }
 
 std::string utc_now() {

@@ -1,4 +1,5 @@
-// ShapeDataset: epoch seeding, the Fisher-Yates shuffle, and filling the reusable batch buffers.
+// DataBatch's tensors, and ShapeDataset: epoch seeding, the Fisher-Yates shuffle, and filling
+// the reusable batch buffers.
 #include "models/dataset.h"
 
 #include <algorithm>
@@ -20,6 +21,14 @@ uint64_t mix_seed(uint64_t value) {
 }
 
 }  // namespace
+
+Tensor DataBatch::tokens_tensor() const {
+  return from_vector_i64(tokens, {size, length});
+}
+
+Tensor DataBatch::images_tensor() const {
+  return from_vector(images, {size, format.channels, format.height, format.width});
+}
 
 ShapeDataset::ShapeDataset(int64_t samples_per_prompt, int64_t batch_size, Generator generator,
                            CharTokenizer tokenizer)
@@ -43,6 +52,21 @@ ShapeDataset::ShapeDataset(int64_t samples_per_prompt, int64_t batch_size, Gener
   }
 }
 
+ImageFormat ShapeDataset::image_format() const {
+  return {1, kImageSide, kImageSide};
+}
+
+std::vector<std::string> ShapeDataset::prompts() const {
+  return {std::begin(kShapePrompts), std::end(kShapePrompts)};
+}
+
+std::vector<float> ShapeDataset::example(int64_t prompt_index, Generator& generator) const {
+  INK_CHECK(0 <= prompt_index && prompt_index < kNumShapePrompts,
+            "ShapeDataset::example: prompt index {} is out of range [0, {})", prompt_index,
+            kNumShapePrompts);
+  return make_shape(kShapePrompts[static_cast<size_t>(prompt_index)], generator);
+}
+
 int64_t ShapeDataset::batch_length(int64_t batch_index) const {
   INK_CHECK(0 <= batch_index && batch_index < num_batches(),
             "ShapeDataset::batch_length: batch index {} is out of range [0, {})", batch_index,
@@ -63,7 +87,7 @@ void ShapeDataset::start_epoch() {
   ++epoch_;
 }
 
-void ShapeDataset::fill_batch(int64_t batch_index, ShapeBatch& batch) const {
+void ShapeDataset::fill_batch(int64_t batch_index, DataBatch& batch) const {
   INK_CHECK(epoch_ > 0, "ShapeDataset::fill_batch: call start_epoch() before reading batch {}",
             batch_index);
   INK_CHECK(0 <= batch_index && batch_index < num_batches(),
@@ -74,6 +98,8 @@ void ShapeDataset::fill_batch(int64_t batch_index, ShapeBatch& batch) const {
   const auto length = static_cast<size_t>(tokenizer_.max_length());
 
   batch.size = count;
+  batch.length = static_cast<int64_t>(length);
+  batch.format = image_format();
   batch.tokens.resize(static_cast<size_t>(count) * length);
   batch.images.resize(static_cast<size_t>(count * kImagePixels));
   batch.prompt_indices.resize(static_cast<size_t>(count));

@@ -1,12 +1,66 @@
 // The text-to-image network: TextEncoder, ImageGenerator and the model that joins them.
 #include "models/text_to_image.h"
 
+#include <nlohmann/json.hpp>
+
 #include "nn/layers.h"
 #include "tensor/autograd.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 
 namespace ink {
+
+// ---- TextToImageConfig ----
+
+namespace {
+
+// Each field with the largest value accepted from a file (far above any sensible model, far
+// below sizes whose allocation would be the failure).
+struct ConfigField {
+  const char* name;
+  int64_t TextToImageConfig::*member;
+  int64_t max;
+};
+constexpr ConfigField kConfigFields[] = {
+    {"vocab_size", &TextToImageConfig::vocab_size, 1 << 20},
+    {"embed_dim", &TextToImageConfig::embed_dim, 1 << 14},
+    {"hidden_dim", &TextToImageConfig::hidden_dim, 1 << 14},
+    {"latent_dim", &TextToImageConfig::latent_dim, 1 << 14},
+    {"noise_dim", &TextToImageConfig::noise_dim, 1 << 14},
+    {"max_length", &TextToImageConfig::max_length, CharTokenizer::kMaxMaxLength},
+    {"image_size", &TextToImageConfig::image_size, 256},
+};
+
+}  // namespace
+
+std::string TextToImageConfig::to_json() const {
+  nlohmann::ordered_json j;
+  for (const ConfigField& field : kConfigFields) j[field.name] = this->*field.member;
+  return j.dump();
+}
+
+TextToImageConfig TextToImageConfig::from_json(const std::string& text) {
+  TextToImageConfig config;
+  if (text.empty()) return config;
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  INK_CHECK(j.is_object(), "mlp config: expected a JSON object, got \"{}\"",
+            text.size() > 60 ? text.substr(0, 60) + "..." : text);
+  for (const auto& [key, value] : j.items()) {
+    const ConfigField* field = nullptr;
+    for (const ConfigField& f : kConfigFields) field = key == f.name ? &f : field;
+    INK_CHECK(field != nullptr, "mlp config: unknown field \"{}\"",
+              key.size() > 40 ? key.substr(0, 40) + "..." : key);
+    INK_CHECK(value.is_number_integer() && value.get<int64_t>() >= 1 &&
+                  value.get<int64_t>() <= field->max,
+              "mlp config: \"{}\" must be an integer in [1, {}], got {}", key, field->max,
+              value.dump().substr(0, 40));
+    config.*field->member = value.get<int64_t>();
+  }
+  INK_CHECK(config.vocab_size == CharTokenizer::kVocabSize,
+            "mlp config: \"vocab_size\" must be {} (the character vocabulary), got {}",
+            CharTokenizer::kVocabSize, config.vocab_size);
+  return config;
+}
 
 // ---- TextEncoder ----
 TextEncoder::TextEncoder(const TextToImageConfig& config, Generator* generator)
@@ -68,7 +122,7 @@ Tensor ImageGenerator::forward(const Tensor& latent, const Tensor& noise) {
 
 // ---- TextToImageModel ----
 TextToImageModel::TextToImageModel(const TextToImageConfig& config, Generator* generator)
-    : nn::Module("TextToImageModel"), config_(config), tokenizer_(config.max_length) {
+    : ImageModel("TextToImageModel"), config_(config), tokenizer_(config.max_length) {
   text_encoder = register_module("text_encoder", std::make_shared<TextEncoder>(config, generator));
   image_generator =
       register_module("image_generator", std::make_shared<ImageGenerator>(config, generator));
@@ -94,17 +148,8 @@ Tensor TextToImageModel::generate(const std::string& prompt, int64_t n, Generato
   for (int64_t i = 0; i < n; ++i) {
     std::copy(encoding.tokens.begin(), encoding.tokens.end(), ids.begin() + i * L);
   }
-  const bool was_training = is_training();
-  eval();
-  NoGradGuard no_grad;
-  Tensor images;
-  try {
-    images = forward(from_vector_i64(ids, {n, L}), sample_noise(n, generator));
-  } catch (...) {
-    train(was_training);
-    throw;
-  }
-  train(was_training);
+  nn::InferenceGuard inference;  // running statistics, no graph, and the module left alone
+  Tensor images = forward(from_vector_i64(ids, {n, L}), sample_noise(n, generator));
   return images;
 }
 

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "models/image_model.h"
 #include "models/tokenizer.h"
 #include "nn/layers.h"
 #include "nn/module.h"
@@ -25,6 +26,13 @@ struct TextToImageConfig {
   int64_t noise_dim = 32;                                 // N
   int64_t max_length = CharTokenizer::kDefaultMaxLength;  // L
   int64_t image_size = 28;                                // images are [1, 28, 28]
+
+  // As a JSON object with these field names (what a checkpoint records).
+  std::string to_json() const;
+  // Reads to_json()'s text; absent fields keep their defaults. Throws ink::Error for text that is
+  // not a JSON object, an unknown field, or a value that is not an integer in the field's range.
+  static TextToImageConfig from_json(const std::string& text);
+  bool operator==(const TextToImageConfig&) const = default;
 };
 
 // What this represents: prompt tokens [B, L] -> text latent [B, Z]. Embedding (padding row 0),
@@ -51,8 +59,9 @@ class ImageGenerator : public nn::Module {
   int64_t image_size;
 };
 
-// What this represents: the whole model, 573,520 parameters with the default config.
-class TextToImageModel : public nn::Module {
+// What this represents: the whole model, 573,520 parameters with the default config. Its
+// registry kind is "mlp".
+class TextToImageModel : public ImageModel {
  public:
   explicit TextToImageModel(const TextToImageConfig& config = {}, Generator* generator = nullptr);
 
@@ -61,13 +70,16 @@ class TextToImageModel : public nn::Module {
   // Draws noise [B, N] from `generator`.
   Tensor sample_noise(int64_t batch, Generator& generator) const;
 
-  // n images for one prompt, in eval mode under no-grad, with fresh noise per sample.
-  // Throws ink::Error for n < 1 or a prompt with no known characters.
-  // Restores the previous train/eval mode before returning.
-  Tensor generate(const std::string& prompt, int64_t n, Generator& generator);
+  // n images for one prompt with fresh noise per sample, using BatchNorm's running statistics
+  // (under an InferenceGuard: the module's own mode is left as it is). Throws ink::Error for n
+  // outside [1, 100000] or a prompt with no known characters.
+  Tensor generate(const std::string& prompt, int64_t n, Generator& generator) override;
 
+  std::string kind() const override { return "mlp"; }
+  std::string config_json() const override { return config_.to_json(); }
+  ImageFormat image_format() const override { return {1, config_.image_size, config_.image_size}; }
   const TextToImageConfig& config() const { return config_; }
-  const CharTokenizer& tokenizer() const { return tokenizer_; }
+  const CharTokenizer& tokenizer() const override { return tokenizer_; }
 
   std::shared_ptr<TextEncoder> text_encoder;
   std::shared_ptr<ImageGenerator> image_generator;

@@ -1,8 +1,9 @@
-// CharTokenizer: turns a prompt into a fixed-length row of token ids for the text encoder,
-// and reports what it had to drop, so a program can warn about (or reject) a prompt.
+// Tokenizer: what a text encoder needs from a tokenizer (fixed-length rows of ids, a report of
+// what was dropped, decoding), and CharTokenizer, the notebook's character vocabulary.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -10,9 +11,9 @@
 
 namespace ink {
 
-// What one call of CharTokenizer::encode_with_report found.
+// What one call of Tokenizer::encode_with_report found.
 struct Encoding {
-  std::vector<int64_t> tokens;  // (max_length) token ids, padded with CharTokenizer::kPad
+  std::vector<int64_t> tokens;  // (max_length) token ids, padded with the pad id
   int64_t length = 0;           // known characters kept in `tokens` (0: nothing to encode)
   int64_t truncated = 0;        // known characters cut off beyond max_length
   int64_t dropped_count = 0;    // characters outside the vocabulary, counting repeats
@@ -22,12 +23,38 @@ struct Encoding {
   std::vector<std::string> dropped;
 };
 
+// What this object represents: a vocabulary that turns a prompt into exactly max_length() token
+// ids (padded with pad_id(), truncated beyond), never failing whatever the input, and reports
+// what it could not encode. Models and datasets hold their tokenizer through this interface, so
+// a word tokenizer can replace the character one without changing them.
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+
+  // A short name for checkpoints and messages ("char").
+  virtual std::string kind() const = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t max_length() const = 0;
+  virtual int64_t pad_id() const = 0;
+
+  // The max_length() token ids of `text`.
+  virtual std::vector<int64_t> encode(std::string_view text) const = 0;
+  // The same ids written to out[0 .. max_length()), with no allocation.
+  virtual void encode_into(std::string_view text, int64_t* out) const = 0;
+  // The ids plus what was dropped or truncated.
+  virtual Encoding encode_with_report(std::string_view text) const = 0;
+  // The text of `tokens`; padding and ids outside the vocabulary are skipped.
+  virtual std::string decode(std::span<const int64_t> tokens) const = 0;
+
+  virtual std::unique_ptr<Tokenizer> clone() const = 0;
+};
+
 // What this object represents: the notebook's character vocabulary. PAD = 0, space = 1,
 // a..z = 2..27. Input is read as UTF-8 bytes; ASCII A-Z are lowercased, every other character
 // outside the vocabulary (digits, punctuation, control characters, any non-ASCII character,
 // invalid bytes) is dropped. The result is truncated to max_length ids, then padded with PAD.
 // Encoding never fails, whatever the input.
-class CharTokenizer {
+class CharTokenizer final : public Tokenizer {
  public:
   static constexpr int64_t kPad = 0;
   static constexpr int64_t kSpace = 1;
@@ -39,18 +66,24 @@ class CharTokenizer {
   // Throws ink::Error unless 1 <= max_length <= kMaxMaxLength.
   explicit CharTokenizer(int64_t max_length = kDefaultMaxLength);
 
-  int64_t vocab_size() const { return kVocabSize; }
-  int64_t max_length() const { return max_length_; }
+  std::string kind() const override { return "char"; }
+  int64_t vocab_size() const override { return kVocabSize; }
+  int64_t max_length() const override { return max_length_; }
+  int64_t pad_id() const override { return kPad; }
 
   // The max_length token ids of `text`, silently dropping unknown characters like the notebook.
-  std::vector<int64_t> encode(std::string_view text) const;
+  std::vector<int64_t> encode(std::string_view text) const override;
   // Same ids, written to out[0 .. max_length), with no allocation.
-  void encode_into(std::string_view text, int64_t* out) const;
+  void encode_into(std::string_view text, int64_t* out) const override;
   // The ids plus what was dropped or truncated.
-  Encoding encode_with_report(std::string_view text) const;
+  Encoding encode_with_report(std::string_view text) const override;
 
   // The text of `tokens`: PAD and ids outside [0, kVocabSize) are skipped, as in the notebook.
-  std::string decode(std::span<const int64_t> tokens) const;
+  std::string decode(std::span<const int64_t> tokens) const override;
+
+  std::unique_ptr<Tokenizer> clone() const override {
+    return std::make_unique<CharTokenizer>(*this);
+  }
 
   // The id of one byte of text after lowercasing, or -1 when it is not in the vocabulary.
   static int64_t token_of(unsigned char byte);

@@ -1,6 +1,7 @@
-// The notebook's training recipe as a reusable object: synthetic data, the model, Adam and MSE,
-// with checkpoints that let a run stop and resume with bit-identical results.
-// The inkgrad app, the tests and bench_train all drive training through this class.
+// The reusable training loop: a Recipe (models/recipe.h) says what to train; Trainer runs it
+// with the guarantees every model needs: independent random streams from one seed, a NaN guard,
+// progress callbacks, atomic (optionally background) checkpoints, and a resume that continues
+// bit for bit. The inkgrad app, the tests and bench_train all train through this class.
 #pragma once
 
 #include <cstdint>
@@ -8,44 +9,28 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "models/dataset.h"
+#include "models/recipe.h"
 #include "models/text_to_image.h"
 #include "nn/optim.h"
 
 namespace ink {
 
-struct TrainConfig {
-  // The accepted ranges, shared by validate() and the command line's own checks.
-  static constexpr int64_t kMaxEpochs = 1'000'000;
-  static constexpr int64_t kMaxSamplesPerPrompt = 1'000'000;
-  static constexpr int64_t kMinBatchSize = 2;  // BatchNorm1d cannot train on one sample
-  static constexpr int64_t kMaxBatchSize = 100'000;
-  static constexpr double kMaxLr = 10.0;
+// The two files of a checkpoint in a run folder: the plain model (loadable by generate, and by
+// PyTorch with strict=True) and the training state (optimizer, weights, progress, streams).
+inline constexpr std::string_view kModelFileName = "model.safetensors";
+inline constexpr std::string_view kTrainingStateFileName = "optimizer.safetensors";
 
-  int64_t epochs = 100;
-  int64_t samples_per_prompt = 500;
-  int64_t batch_size = 64;
-  double lr = 1e-3;
-  uint64_t seed = 42;
-
-  // Throws ink::Error naming the first invalid field and its value.
-  void validate() const;
-};
-
-// Called after every optimisation step (for progress displays).
-struct StepInfo {
-  int64_t epoch = 0;    // 0-based epoch being trained
-  int64_t step = 0;     // 0-based step within the epoch
-  int64_t steps = 0;    // steps per epoch
-  int64_t samples = 0;  // samples in this step's batch
-  float loss = 0.0f;    // this step's MSE
-};
-
+// What this object represents: one training run of a recipe, epoch by epoch. Per step it reads
+// a batch from the recipe's dataset, takes the recipe's loss, stops on a non-finite loss before
+// any update, backpropagates and steps the recipe's optimizer (the full order is in recipe.h).
 class Trainer {
  public:
+  // Builds the recipe config.model names (make_recipe), after config.validate().
   explicit Trainer(const TrainConfig& config);
   ~Trainer();  // waits for a checkpoint still being written (its error, if any, is dropped)
   Trainer(const Trainer&) = delete;
@@ -56,16 +41,25 @@ class Trainer {
   // model and optimizer are then in an undefined state, so reload the last checkpoint.
   float train_epoch(const std::function<void(const StepInfo&)>& on_step = {});
 
-  int64_t epoch() const { return epoch_; }                      // epochs completed
+  int64_t epoch() const { return epoch_; }  // epochs completed
+  // The epoch of the newest checkpoint known to be complete on disk (written by this trainer or
+  // loaded by resume); 0 when there is none. A background save counts once it has finished
+  // without error (at wait_for_checkpoint or the next save).
+  int64_t saved_epoch() const { return saved_epoch_; }
+  int64_t step() const { return step_; }                        // optimisation steps so far
   const std::vector<float>& losses() const { return losses_; }  // one per completed epoch
   const TrainConfig& config() const { return config_; }
-  TextToImageModel& model() { return *model_; }
-  nn::Adam& optimizer() { return *optimizer_; }
-  ShapeDataset& dataset() { return dataset_; }
+  Recipe& recipe() { return *recipe_; }
+  // The recipe's objects. They live as long as the trainer: resume() loads into them in place,
+  // so references taken earlier stay valid.
+  ImageModel& model() { return recipe_->model(); }
+  nn::Optimizer& optimizer() { return recipe_->optimizer(); }
+  Dataset& dataset() { return recipe_->dataset(); }
 
-  // Writes <dir>/model.safetensors and <dir>/optimizer.safetensors atomically. The optimizer
-  // file's metadata also holds the epoch, the losses and the generators' states, so that
-  // resume() continues exactly where the run stopped.
+  // Writes <dir>/model.safetensors and <dir>/optimizer.safetensors atomically. The model file
+  // records the model's kind and config (ImageModel::checkpoint_metadata); the optimizer file's
+  // metadata also holds the epoch, the losses and the generators' states, so that resume()
+  // continues exactly where the run stopped.
   void save_checkpoint(const std::string& dir);
   // The same, but only the snapshot (a copy of the state in memory) is taken now: the files are
   // written by a background thread while training goes on. Each file is still replaced
@@ -74,19 +68,21 @@ class Trainer {
   void save_checkpoint_async(const std::string& dir);
   // Waits until a background save has finished; rethrows its error (a full disk, say).
   void wait_for_checkpoint();
-  // Loads both files written by save_checkpoint; throws ink::Error (leaving this trainer
-  // unchanged) if they are missing, corrupt, or do not match this configuration.
+  // Loads the state written by save_checkpoint (also one written by phase 1) into this
+  // trainer's model, optimizer and recipe in place. Throws ink::Error, leaving this trainer
+  // unchanged, if the files are missing, corrupt, or do not match this configuration (another
+  // model kind, seed, batch size, samples per prompt, or optimizer hyper-parameter).
   void resume(const std::string& dir);
 
  private:
   TrainConfig config_;
-  Generator init_generator_;   // parameter initialisation
-  Generator noise_generator_;  // training noise
-  std::unique_ptr<TextToImageModel> model_;
-  std::unique_ptr<nn::Adam> optimizer_;
-  ShapeDataset dataset_;
-  ShapeBatch batch_;  // reused every step
+  TrainingStreams streams_;
+  std::unique_ptr<Recipe> recipe_;
+  DataBatch batch_;  // reused every step
   int64_t epoch_ = 0;
+  int64_t step_ = 0;
+  int64_t saved_epoch_ = 0;
+  int64_t writing_epoch_ = 0;  // the epoch the background save is writing
   std::vector<float> losses_;
   std::thread writer_;  // the background save, if one is running
   std::exception_ptr writer_error_;

@@ -131,6 +131,38 @@ void Module::train(bool on) {
   for (auto& [name, child] : children_) child->train(on);
 }
 
+namespace {
+thread_local bool t_inference = false;
+}  // namespace
+
+bool Module::is_training() const {
+  return training_ && !t_inference;
+}
+
+InferenceGuard::InferenceGuard() : previous_(t_inference) {
+  t_inference = true;
+}
+
+InferenceGuard::~InferenceGuard() {
+  t_inference = previous_;
+}
+
+bool InferenceGuard::active() {
+  return t_inference;
+}
+
+// ---- ModuleList ----
+
+Module& ModuleList::operator[](size_t index) const {
+  INK_CHECK(index < size(), "ModuleList: index {} is out of range for {} modules", index, size());
+  return *named_children()[index].second;
+}
+
+void ModuleList::check_type(bool ok, size_t index) const {
+  INK_CHECK(ok, "ModuleList::at: module {} is a {}, not the requested type", index,
+            (*this)[index].type_name());
+}
+
 // ---- state ----
 
 void Module::collect_state(const std::string& prefix, NamedTensors& out) const {
@@ -155,17 +187,25 @@ std::string describe(const Tensor& t) {
   return fmt::format("{} {}", dtype_name(t.dtype()), shape_str(t.shape()));
 }
 
-// Copies the raw bytes of `src` into `dst` (same dtype and shape, both contiguous). Not recorded
-// by autograd: this is an in-place assignment of a leaf's value, like torch.no_grad() copy_.
-void copy_values(const Tensor& dst, const Tensor& src) {
-  const size_t element = dtype_size(dst.dtype());
-  auto* to = static_cast<uint8_t*>(dst.impl()->storage->data()) + dst.impl()->offset * element;
+}  // namespace
+
+void copy_values(const Tensor& destination, const Tensor& source) {
+  INK_CHECK(destination.defined() && source.defined(), "copy_values: undefined tensor");
+  INK_CHECK(destination.dtype() == source.dtype() && destination.shape() == source.shape(),
+            "copy_values: destination {} and source {} differ", describe(destination),
+            describe(source));
+  const size_t element = dtype_size(destination.dtype());
+  auto* to = static_cast<uint8_t*>(destination.impl()->storage->data()) +
+             destination.impl()->offset * element;
   const auto* from =
-      static_cast<const uint8_t*>(src.impl()->storage->data()) + src.impl()->offset * element;
-  std::memmove(to, from, static_cast<size_t>(dst.numel()) * element);
+      static_cast<const uint8_t*>(source.impl()->storage->data()) + source.impl()->offset * element;
+  if (to != from) std::memmove(to, from, static_cast<size_t>(destination.numel()) * element);
 }
 
-}  // namespace
+void Module::copy_values_from(const Module& source) {
+  // Strict loading checks every name, dtype and shape before anything is written.
+  load_state_dict(source.state_dict(), /*strict=*/true);
+}
 
 void Module::load_state_dict(const NamedTensors& state, bool strict) {
   std::vector<std::string> problems;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "nn/safetensors.h"
+#include "tensor/autograd.h"
 #include "tensor/tensor.h"
 
 namespace ink::nn {
@@ -70,12 +71,22 @@ class Module {
   void zero_grad();
 
   // ---- mode: changes layer behaviour (BatchNorm statistics), not graph recording ----
-  // Sets training mode on this module and all descendants.
-  void train(bool on = true);
+  // Sets training mode on this module and all descendants. Virtual so that a module can extend
+  // it (keep a frozen child in eval mode, say); an override should call Module::train(on).
+  virtual void train(bool on = true);
   void eval() { train(false); }
-  bool is_training() const { return training_; }
+  // The mode a forward should use: false while an InferenceGuard is alive on this thread, the
+  // module's own mode otherwise. Layers read this, never the flag directly.
+  bool is_training() const;
+  // The module's own mode as set by train()/eval(), whatever thread asks.
+  bool training_mode() const { return training_; }
 
   // ---- state ----
+  // Copies the values of every parameter and buffer of `source` into this module's tensors of
+  // the same name (an EMA or a second inference copy of a model). Both modules must have the
+  // same names, dtypes and shapes; otherwise an ink::Error lists every difference and nothing
+  // is copied. Handles into this module stay valid. Not recorded by autograd.
+  void copy_values_from(const Module& source);
   // Every parameter and buffer by dotted name, in PyTorch's state_dict order: a module's own
   // parameters, then its own buffers, then each child's entries. The tensors are the module's
   // own (not copies); clone them to keep a snapshot.
@@ -113,8 +124,58 @@ class Module {
 
 std::ostream& operator<<(std::ostream& os, const Module& module);
 
+// What this object represents: inference on the calling thread. While a guard is alive, every
+// module's is_training() is false on this thread (BatchNorm uses its running statistics and
+// leaves them alone) and no graph is recorded, yet no module is changed: several threads may
+// run one shared model at once, each under its own guard. Guards nest.
+//
+//   InferenceGuard inference;
+//   Tensor images = model.forward(tokens, noise);
+class InferenceGuard {
+ public:
+  InferenceGuard();
+  ~InferenceGuard();
+  InferenceGuard(const InferenceGuard&) = delete;
+  InferenceGuard& operator=(const InferenceGuard&) = delete;
+  // Whether a guard is alive on this thread.
+  static bool active();
+
+ private:
+  NoGradGuard no_grad_;
+  bool previous_;
+};
+
+// What this object represents: an ordered list of child modules named "0", "1", ...,
+// torch.nn.ModuleList. It has no forward: the owner decides how to call its children (a U-Net's
+// levels, a transformer's layers), including children whose forward takes several inputs.
+class ModuleList : public Module {
+ public:
+  ModuleList() : Module("ModuleList") {}
+  // Appends `module` as child str(size()) and returns it with its own type.
+  template <typename ModuleType>
+  std::shared_ptr<ModuleType> push_back(std::shared_ptr<ModuleType> module) {
+    register_module(std::to_string(size()), module);
+    return module;
+  }
+  size_t size() const { return named_children().size(); }
+  // The child at `index`; throws ink::Error when out of range.
+  Module& operator[](size_t index) const;
+  // The child at `index` as its own type; throws ink::Error when out of range or not a
+  // ModuleType.
+  template <typename ModuleType>
+  ModuleType& at(size_t index) const {
+    auto* typed = dynamic_cast<ModuleType*>(&(*this)[index]);
+    check_type(typed != nullptr, index);
+    return *typed;
+  }
+
+ private:
+  void check_type(bool ok, size_t index) const;
+};
+
 // What this object represents: a module whose forward maps one tensor to one tensor, so it can
-// be chained in a Sequential. Layers with other signatures derive from Module directly.
+// be chained in a Sequential. Module itself declares no forward: a layer with another signature
+// (forward(x, context, mask), say) derives from Module directly and defines its own.
 class UnaryModule : public Module {
  public:
   using Module::Module;
@@ -128,6 +189,11 @@ class UnaryModule : public Module {
 void save_state_dict(const Module& module, const std::string& path);
 // Reads a safetensors file and load_state_dict()s it into `module`; errors name the path.
 void load_state_dict_file(Module& module, const std::string& path, bool strict = true);
+
+// Copies the bytes of `source` into `destination` in place: same dtype and shape, both
+// contiguous (throws ink::Error otherwise, naming both shapes). Not recorded by autograd, like
+// PyTorch's copy_ under no_grad; handles on `destination` see the new values.
+void copy_values(const Tensor& destination, const Tensor& source);
 
 // Python's repr of a float ("1e-05", "0.1", "1.0"), used by extra_repr() to print
 // hyper-parameters as PyTorch does.

@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "nn/module.h"  // copy_values
 #include "tensor/error.h"
 #include "tensor/parallel.h"
 
@@ -22,10 +23,6 @@ namespace {
 
 // Elements per thread below which a parameter is updated on the calling thread.
 constexpr int64_t kUpdateGrain = 1 << 15;
-
-void copy_values(Tensor& dst, const Tensor& src) {
-  std::memcpy(dst.data(), src.data(), static_cast<size_t>(src.numel()) * sizeof(float));
-}
 
 Tensor copy_of(const Tensor& src) {
   Tensor out = empty(src.shape());
@@ -294,7 +291,7 @@ void Adam::step() {
     check_grad(i, grad);
     const AdamUpdate update{
         param.data(),
-        grad.data(),
+        std::as_const(grad).data(),
         exp_avg_[i].data(),
         exp_avg_sq_[i].data(),
         static_cast<float>(beta1),
@@ -397,7 +394,7 @@ void SGD::step() {
     }
     const SGDUpdate update{
         param.data(),
-        grad.data(),
+        std::as_const(grad).data(),
         options_.momentum != 0.0 ? momentum_buffer_[i].data() : nullptr,
         first,
         static_cast<float>(options_.weight_decay),

@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "nn/layers.h"
 #include "nn/module.h"
@@ -289,6 +290,135 @@ TEST(Module, PythonFloatRepr) {
   EXPECT_EQ(python_float_repr(1e16), "1e+16");
   EXPECT_EQ(python_float_repr(1234567890123456.0), "1234567890123456.0");
   EXPECT_THAT(python_float_repr(0.3), Not(HasSubstr("000")));
+}
+
+// ---- phase 2 additions: ModuleList, several-input forwards, virtual train, copies by name,
+// inference without changing a module ----
+
+// A block whose forward takes three inputs, as a cross-attention block's does.
+class Mixer : public Module {
+ public:
+  explicit Mixer(Generator* gen) : Module("Mixer") {
+    to_out = register_module("to_out", std::make_shared<Linear>(3, 3, true, gen));
+  }
+  Tensor forward(const Tensor& x, const Tensor& context, const Tensor& mask) {
+    return to_out->forward(add(x, mul(context, mask)));
+  }
+  std::shared_ptr<Linear> to_out;
+};
+
+// A model that keeps one child frozen in eval mode whatever train() asks.
+class FrozenEncoder : public Module {
+ public:
+  explicit FrozenEncoder(Generator* gen) : Module("FrozenEncoder") {
+    frozen = register_module("frozen", std::make_shared<BatchNorm1d>(3));
+    trained = register_module("trained", std::make_shared<BatchNorm1d>(3));
+  }
+  void train(bool on = true) override {
+    Module::train(on);
+    frozen->train(false);
+  }
+  std::shared_ptr<BatchNorm1d> frozen, trained;
+};
+
+TEST(ModuleList, NamesChildrenByPositionAndRunsSeveralInputForwards) {
+  Generator gen(3);
+  auto blocks = std::make_shared<ModuleList>();
+  blocks->push_back(std::make_shared<Mixer>(&gen));
+  std::shared_ptr<Mixer> second = blocks->push_back(std::make_shared<Mixer>(&gen));
+  blocks->push_back(std::make_shared<ReLU>());
+  EXPECT_EQ(blocks->size(), 3u);
+  EXPECT_THAT(names_of(blocks->state_dict()),
+              ElementsAre("0.to_out.weight", "0.to_out.bias", "1.to_out.weight", "1.to_out.bias"));
+  EXPECT_EQ(&blocks->at<Mixer>(1), second.get());
+  EXPECT_EQ(blocks->at<ReLU>(2).type_name(), "ReLU");
+  EXPECT_THAT(error_of([&] { blocks->at<Linear>(0); }), HasSubstr("module 0 is a Mixer"));
+  EXPECT_THAT(error_of([&] { (*blocks)[3]; }), HasSubstr("index 3 is out of range for 3"));
+  EXPECT_THAT(blocks->to_string(), HasSubstr("(1): Mixer("));
+
+  Tensor x = randn({2, 3}, &gen), context = randn({2, 3}, &gen);
+  Tensor mask = from_vector({1, 0, 1, 1, 1, 0}, {2, 3});
+  Tensor y = blocks->at<Mixer>(0).forward(x, context, mask);
+  EXPECT_EQ(y.shape(), (Shape{2, 3}));
+  sum(y).backward();
+  EXPECT_TRUE(blocks->at<Mixer>(0).to_out->weight.grad().defined());
+}
+
+TEST(Module, TrainIsVirtualSoADerivedModuleCanExtendIt) {
+  Generator gen(4);
+  FrozenEncoder model(&gen);
+  model.train();
+  EXPECT_TRUE(model.training_mode());
+  EXPECT_TRUE(model.trained->is_training());
+  EXPECT_FALSE(model.frozen->is_training());
+  model.eval();  // eval() goes through the override too
+  EXPECT_FALSE(model.trained->is_training());
+  Module& base = model;
+  base.train(true);  // and so does a call through the base
+  EXPECT_FALSE(model.frozen->is_training());
+  EXPECT_TRUE(model.trained->is_training());
+}
+
+TEST(Module, CopyValuesFromCopiesEveryTensorByNameInPlace) {
+  Generator a_gen(5), b_gen(6);
+  TextEncoder a(&a_gen), b(&b_gen);
+  Tensor handle = b.embedding->weight;  // a handle taken before the copy
+  const auto before = handle.to_vector();
+  b.copy_values_from(a);
+  EXPECT_NE(handle.to_vector(), before);
+  EXPECT_EQ(handle.to_vector(), a.embedding->weight.to_vector());
+  for (size_t i = 0; i < a.state_dict().size(); ++i) {
+    EXPECT_EQ(a.state_dict()[i].second.to_vector(), b.state_dict()[i].second.to_vector());
+  }
+  // A copy, not shared storage: changing the source later leaves the destination alone.
+  a.embedding->weight.data()[0] += 1.0f;
+  EXPECT_NE(a.embedding->weight.to_vector(), b.embedding->weight.to_vector());
+
+  // A model with other names or shapes is refused as a whole, and nothing is copied.
+  Generator c_gen(7);
+  Sequential other(std::make_shared<Linear>(4, 5, true, &c_gen));
+  const auto kept = b.embedding->weight.to_vector();
+  EXPECT_THAT(error_of([&] { b.copy_values_from(other); }), HasSubstr("unexpected \"0.weight\""));
+  EXPECT_EQ(b.embedding->weight.to_vector(), kept);
+  EXPECT_THAT(error_of([] {
+                copy_values(zeros({2, 3}), zeros({3, 2}));
+              }),
+              HasSubstr("copy_values: destination Float32 [2, 3] and source Float32 [3, 2]"));
+}
+
+TEST(InferenceGuard, RunsInEvalBehaviourWithoutChangingTheModule) {
+  Generator gen(8);
+  BatchNorm1d norm(3);
+  norm.running_mean.data()[0] = 0.5f;
+  norm.train();
+  Tensor x = randn({4, 3}, &gen);
+  x.set_requires_grad(true);
+  const auto mean_before = norm.running_mean.to_vector();
+  Tensor eval_out;
+  {
+    InferenceGuard inference;
+    EXPECT_TRUE(InferenceGuard::active());
+    EXPECT_FALSE(norm.is_training());
+    EXPECT_TRUE(norm.training_mode());  // the module itself is untouched
+    {
+      InferenceGuard nested;
+      EXPECT_FALSE(norm.is_training());
+    }
+    EXPECT_TRUE(InferenceGuard::active());
+    // Another thread is not affected.
+    bool other_thread_training = false;
+    std::thread([&] { other_thread_training = norm.is_training(); }).join();
+    EXPECT_TRUE(other_thread_training);
+    eval_out = norm.forward(x);
+  }
+  EXPECT_FALSE(InferenceGuard::active());
+  EXPECT_TRUE(norm.is_training());
+  EXPECT_FALSE(eval_out.requires_grad());  // no graph was recorded
+  EXPECT_EQ(norm.running_mean.to_vector(), mean_before);
+  EXPECT_EQ(norm.num_batches_tracked.to_vector_i64(), std::vector<int64_t>{0});
+  // The same as an explicit eval-mode forward.
+  norm.eval();
+  EXPECT_EQ(norm.forward(x).to_vector(), eval_out.to_vector());
 }
 
 }  // namespace

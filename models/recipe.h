@@ -1,0 +1,127 @@
+// What a training recipe is: the settings of a run (TrainConfig, checked in one place) and the
+// small interface a recipe implements for the reusable training loop of models/trainer.h (the
+// model, its data, the loss of a batch, the optimizer and its parameter groups, per-step hooks,
+// extra state, and the model to draw pictures with). The recipes are listed in recipe.cpp.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/dataset.h"
+#include "models/image_model.h"
+#include "nn/optim.h"
+#include "nn/safetensors.h"
+#include "tensor/random.h"
+
+namespace ink {
+
+// The settings of one training run, as given on the command line and kept in config.json.
+struct TrainConfig {
+  // The accepted ranges, checked by validate().
+  static constexpr int64_t kMaxEpochs = 1'000'000;
+  static constexpr int64_t kMaxSamplesPerPrompt = 1'000'000;
+  static constexpr int64_t kMinBatchSize = 2;  // BatchNorm1d cannot train on one sample
+  // Memory grows by about 46 KB per sample of a batch (activations and their gradients), so the
+  // largest batch needs about 4.6 GB.
+  static constexpr int64_t kMaxBatchSize = 100'000;
+  static constexpr double kMaxLr = 10.0;
+
+  std::string model = "mlp";  // the recipe (see recipe_names())
+  int64_t epochs = 100;
+  int64_t samples_per_prompt = 500;
+  int64_t batch_size = 64;
+  double lr = 1e-3;
+  uint64_t seed = 42;
+
+  // How a message names a field: "epochs" -> "--epochs" on the command line, or "\"epochs\" in
+  // config.json". Without one, fields are named as they are ("epochs").
+  using FieldName = std::function<std::string(const char* field)>;
+  // Throws ink::Error naming the first invalid setting and its value. This is the only place
+  // the rules live; the command line calls it with its own names (and then writes ranges as
+  // "between 1 and 100" rather than "in [1, 100]").
+  void validate(const FieldName& name = nullptr) const;
+};
+
+// Called after every optimisation step (for progress displays).
+struct StepInfo {
+  int64_t epoch = 0;    // 0-based epoch being trained
+  int64_t step = 0;     // 0-based step within the epoch
+  int64_t steps = 0;    // steps per epoch
+  int64_t samples = 0;  // samples in this step's batch
+  float loss = 0.0f;    // this step's loss
+};
+
+// The training loop's random streams, all derived from the run's seed. A recipe draws its
+// initial weights from `init`, and its dataset owns a copy of `data`; the loop keeps `noise`.
+struct TrainingStreams {
+  Generator init;
+  Generator noise;
+  Generator data;
+  explicit TrainingStreams(uint64_t seed);
+};
+
+// What this object represents: one way to train one kind of model. The loop (Trainer) owns the
+// run: its random streams, the epochs, the NaN guard, checkpoints and resume. The recipe owns
+// what is particular: the model, the data, the loss, the optimizer (with its parameter groups)
+// and anything else its state needs (an EMA of the weights, say).
+//
+// One optimisation step of the loop, for batch b of an epoch:
+//   loss = recipe.loss(batch, noise)      (the NaN guard checks loss.item())
+//   optimizer.zero_grad(); loss.backward();
+//   recipe.before_step(step)              (e.g. the learning rate of a warm-up schedule)
+//   optimizer.step();
+//   recipe.after_step(step)               (e.g. the EMA update)
+// where `step` counts optimisation steps over the whole run (it is restored by resume).
+//
+// How the diffusion recipe fits without changing the loop: AdamW with warm-up is its
+// optimizer() plus before_step(); the EMA is a second model updated in after_step(), saved by
+// save_extra_state() and returned by inference_model(); a budget in images makes its dataset's
+// epoch a fixed number of images (a checkpoint interval), and a budget in minutes is a stop
+// request from the step callback, as Ctrl-C is; preview grids are drawn between epochs from
+// inference_model().
+class Recipe {
+ public:
+  virtual ~Recipe() = default;
+
+  // The recipe's name on the command line ("mlp"); also the kind of its model.
+  virtual std::string name() const = 0;
+  virtual ImageModel& model() = 0;
+  virtual Dataset& dataset() = 0;
+  virtual nn::Optimizer& optimizer() = 0;
+
+  // The loss of one batch: a scalar on the graph, not yet backpropagated. Draws its randomness
+  // from `noise` only.
+  virtual Tensor loss(const DataBatch& batch, Generator& noise) = 0;
+  virtual void before_step(int64_t step) {}
+  virtual void after_step(int64_t step) {}
+
+  // The model that draws pictures and is saved as model.safetensors.
+  virtual ImageModel& inference_model() { return model(); }
+
+  // The settings a saved training state must agree with to be resumed by this recipe, as
+  // metadata key -> expected text. The loop compares each with the file's entry and names the
+  // setting when they differ. The default lists the optimizer's hyper-parameters (the "lr",
+  // "beta1", ... entries of its state_dict metadata), so an edited config.json cannot be reported
+  // with one learning rate and trained with another.
+  virtual std::map<std::string, std::string> resume_settings();
+
+  // More state for the training-state file: tensors (their names must not start with "model."
+  // or "state.") and metadata. load_extra_state() must check everything before changing
+  // anything, and throw ink::Error when `state` does not fit. It receives every tensor of the
+  // file that is neither the model's nor the optimizer's, and all the metadata; the default
+  // refuses any such tensor.
+  virtual void save_extra_state(SafetensorsFile& state) const {}
+  virtual void load_extra_state(const SafetensorsFile& state);
+};
+
+// The recipes, in a fixed order ("mlp", ...).
+std::vector<std::string> recipe_names();
+// A new recipe for `config.model`, drawing from `streams` (see TrainingStreams). Throws
+// ink::Error for an unknown name or settings the recipe cannot train with.
+std::unique_ptr<Recipe> make_recipe(const TrainConfig& config, TrainingStreams& streams);
+
+}  // namespace ink
