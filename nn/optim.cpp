@@ -1,5 +1,5 @@
-// Adam and SGD: PyTorch's update rules as fused loops over raw floats, and the optimizer state
-// file (layout documented in optim.h).
+// Adam, AdamW and SGD: PyTorch's update rules as fused loops over raw floats, the optimizer
+// state file (layout documented in optim.h), the learning-rate schedule and the EMA of weights.
 //
 // The loops follow PyTorch's order of float32 operations (each hyper-parameter is a double
 // rounded to float, as PyTorch does with a Python scalar; bias corrections are computed in
@@ -7,13 +7,16 @@
 // independently, so splitting the loop across threads does not change any bit.
 #include "nn/optim.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <numbers>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "nn/module.h"  // copy_values
+#include "tensor/autograd.h"
 #include "tensor/error.h"
 #include "tensor/parallel.h"
 
@@ -266,17 +269,34 @@ void AdamUpdate::run(int64_t begin, int64_t end) const {
               one_minus_beta2, weight_decay, eps, bias_correction2_sqrt, neg_step_size);
 }
 
+// AdamW's decoupled decay, param *= 1 - lr * weight_decay, rounded to float before the Adam
+// update as PyTorch's separate param.mul_ is (a separate loop, so it is never fused into one
+// multiply-add with the update).
+void scale_in_place(float* p, int64_t begin, int64_t end, float factor) {
+  for (int64_t i = begin; i < end; ++i) p[i] = p[i] * factor;
+}
+
 }  // namespace
 
 Adam::Adam(NamedTensors params, AdamOptions options)
-    : Optimizer("Adam", std::move(params)), options_(options) {
+    : Adam("Adam", std::move(params), options, false) {}
+
+Adam::Adam(std::string type_name, NamedTensors params, AdamOptions options, bool decoupled_decay)
+    : Optimizer(std::move(type_name), std::move(params)),
+      options_(options),
+      decoupled_decay_(decoupled_decay) {
   std::vector<std::string> problems;
   check_adam_options(options_, problems);
-  throw_problems("Adam", problems);
+  throw_problems(type_name_, problems);
   for (const auto& [name, param] : params_) {
     exp_avg_.push_back(zeros(param.shape()));
     exp_avg_sq_.push_back(zeros(param.shape()));
   }
+}
+
+void Adam::set_lr(double lr) {
+  INK_CHECK(lr >= 0.0 && std::isfinite(lr), "{}: invalid learning rate: {}", type_name_, lr);
+  options_.lr = lr;
 }
 
 void Adam::step() {
@@ -298,14 +318,22 @@ void Adam::step() {
         static_cast<float>(1.0 - beta1),
         static_cast<float>(beta2),
         static_cast<float>(1.0 - beta2),
-        static_cast<float>(options_.weight_decay),
+        static_cast<float>(decoupled_decay_ ? 0.0 : options_.weight_decay),
         static_cast<float>(options_.eps),
         static_cast<float>(std::sqrt(bias_correction2)),
         static_cast<float>(-(options_.lr / bias_correction1)),
     };
     const AdamUpdate* u = &update;
-    parallel_for(0, param.numel(), kUpdateGrain,
-                 [u](int64_t begin, int64_t end) { u->run(begin, end); });
+    if (decoupled_decay_) {
+      const auto shrink = static_cast<float>(1.0 - options_.lr * options_.weight_decay);
+      parallel_for(0, param.numel(), kUpdateGrain, [u, shrink](int64_t begin, int64_t end) {
+        scale_in_place(u->param, begin, end, shrink);
+        u->run(begin, end);
+      });
+    } else {
+      parallel_for(0, param.numel(), kUpdateGrain,
+                   [u](int64_t begin, int64_t end) { u->run(begin, end); });
+    }
   }
 }
 
@@ -332,6 +360,16 @@ void Adam::read_hyperparameters(const std::map<std::string, std::string>& metada
   check_adam_options(o, problems);
   if (apply) options_ = o;
 }
+
+// ---- AdamW ----
+
+AdamW::AdamW(NamedTensors params, AdamWOptions options)
+    : Adam("AdamW", std::move(params),
+           AdamOptions{.lr = options.lr,
+                       .betas = options.betas,
+                       .eps = options.eps,
+                       .weight_decay = options.weight_decay},
+           /*decoupled_decay=*/true) {}
 
 // ---- SGD ----
 
@@ -409,6 +447,11 @@ void SGD::step() {
   }
 }
 
+void SGD::set_lr(double lr) {
+  INK_CHECK(lr >= 0.0 && std::isfinite(lr), "SGD: invalid learning rate: {}", lr);
+  options_.lr = lr;
+}
+
 std::vector<Optimizer::Slot> SGD::slots() {
   return {{"momentum_buffer", false, &momentum_buffer_}};
 }
@@ -436,6 +479,179 @@ void SGD::read_hyperparameters(const std::map<std::string, std::string>& metadat
   }
   check_sgd_options(o, problems);
   if (apply) options_ = o;
+}
+
+// ---- LRSchedule ----
+
+LRSchedule::LRSchedule(Options options) : options_(options) {
+  const Options& o = options_;
+  INK_CHECK(o.base_lr >= 0.0 && std::isfinite(o.base_lr), "LRSchedule: invalid base_lr: {}",
+            o.base_lr);
+  INK_CHECK(o.final_lr >= 0.0 && std::isfinite(o.final_lr), "LRSchedule: invalid final_lr: {}",
+            o.final_lr);
+  INK_CHECK(o.warmup_steps >= 0, "LRSchedule: warmup_steps must be >= 0, got {}", o.warmup_steps);
+  INK_CHECK(o.decay != Decay::Cosine || o.total_steps > o.warmup_steps,
+            "LRSchedule: a cosine schedule needs total_steps ({}) > warmup_steps ({})",
+            o.total_steps, o.warmup_steps);
+}
+
+double LRSchedule::lr_at(int64_t step) const {
+  const Options& o = options_;
+  INK_CHECK(step >= 0, "LRSchedule::lr_at: step must be >= 0, got {}", step);
+  if (step < o.warmup_steps) {
+    return o.base_lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps);
+  }
+  if (o.decay == Decay::Constant) return o.base_lr;
+  const double progress =
+      std::min(1.0, static_cast<double>(step - o.warmup_steps) /
+                        static_cast<double>(std::max<int64_t>(1, o.total_steps - o.warmup_steps)));
+  return o.final_lr +
+         (o.base_lr - o.final_lr) * 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
+}
+
+void LRSchedule::apply(Optimizer& optimizer) const {
+  optimizer.set_lr(lr_at(optimizer.step_count()));
+}
+
+// ---- EMA ----
+
+namespace {
+
+// shadow = decay * shadow + one_minus_decay * value, elementwise.
+struct EmaUpdate {
+  float* shadow;
+  const float* value;
+  float decay, one_minus_decay;
+  void run(int64_t begin, int64_t end) const {
+    for (int64_t i = begin; i < end; ++i) {
+      shadow[i] = shadow[i] * decay + value[i] * one_minus_decay;
+    }
+  }
+};
+
+// A detached copy of any dtype (parameters and buffers alike).
+Tensor detached_copy(const Tensor& value) {
+  NoGradGuard no_grad;
+  return value.detach().clone();
+}
+
+}  // namespace
+
+EMA::EMA(const Module& model, double decay) : decay_(decay) {
+  INK_CHECK(decay >= 0.0 && decay <= 1.0, "EMA: decay must be in [0, 1], got {}", decay);
+  for (const auto& [name, value] : model.state_dict()) {
+    shadow_.emplace_back(name, detached_copy(value));
+  }
+}
+
+void EMA::check_matches(const NamedTensors& state, const char* what) const {
+  std::vector<std::string> problems;
+  std::unordered_map<std::string, const Tensor*> given;
+  for (const auto& [name, tensor] : state) given.emplace(name, &tensor);
+  for (const auto& [name, shadow] : shadow_) {
+    auto found = given.find(name);
+    if (found == given.end()) {
+      problems.push_back(fmt::format("the model has no \"{}\"", name));
+    } else if (found->second->shape() != shadow.shape() ||
+               found->second->dtype() != shadow.dtype()) {
+      problems.push_back(fmt::format("\"{}\" is {} {} in the model, {} {} in the average", name,
+                                     dtype_name(found->second->dtype()),
+                                     shape_str(found->second->shape()), dtype_name(shadow.dtype()),
+                                     shape_str(shadow.shape())));
+    }
+  }
+  if (state.size() != shadow_.size() && problems.empty()) {
+    problems.push_back(
+        fmt::format("the model has {} entries, the average {}", state.size(), shadow_.size()));
+  }
+  throw_problems(std::string("EMA.") + what, problems);
+}
+
+void EMA::update(const Module& model) {
+  const NamedTensors state = model.state_dict();
+  check_matches(state, "update");
+  std::unordered_map<std::string, const Tensor*> by_name;
+  for (const auto& [name, tensor] : state) by_name.emplace(name, &tensor);
+  for (auto& [name, shadow] : shadow_) {
+    const Tensor& value = *by_name.at(name);
+    if (shadow.dtype() != DType::Float32) {
+      shadow = detached_copy(value);  // counts such as num_batches_tracked are not averaged
+      continue;
+    }
+    const EmaUpdate update{shadow.data(), value.data(), static_cast<float>(decay_),
+                           static_cast<float>(1.0 - decay_)};
+    const EmaUpdate* u = &update;
+    parallel_for(0, shadow.numel(), kUpdateGrain,
+                 [u](int64_t begin, int64_t end) { u->run(begin, end); });
+  }
+  ++num_updates_;
+}
+
+void EMA::copy_to(Module& model) const {
+  check_matches(model.state_dict(), "copy_to");
+  model.load_state_dict(shadow_);
+}
+
+SafetensorsFile EMA::state_dict() const {
+  SafetensorsFile state;
+  state.metadata = {{"format", "pt"},
+                    {"ema_decay", format_number(decay_)},
+                    {"ema_updates", std::to_string(num_updates_)}};
+  state.tensors = shadow_;
+  return state;
+}
+
+void EMA::load_state_dict(const SafetensorsFile& state) {
+  std::vector<std::string> problems;
+  const double decay = parse_number(state.metadata, "ema_decay", problems);
+  if (problems.empty() && !(decay >= 0.0 && decay <= 1.0)) {
+    problems.push_back(fmt::format("metadata \"ema_decay\" is {}, not in [0, 1]", decay));
+  }
+  const double updates = parse_number(state.metadata, "ema_updates", problems);
+  if (problems.empty() && !(updates >= 0.0 && updates == std::floor(updates))) {
+    problems.push_back(fmt::format("metadata \"ema_updates\" is {}, not a count", updates));
+  }
+  std::unordered_map<std::string, const Tensor*> given;
+  for (const auto& [name, tensor] : state.tensors) {
+    if (!given.emplace(name, &tensor).second) {
+      problems.push_back(fmt::format("\"{}\" appears more than once", name));
+    }
+  }
+  std::unordered_set<std::string> known;
+  for (const auto& [name, shadow] : shadow_) {
+    known.insert(name);
+    auto found = given.find(name);
+    if (found == given.end()) {
+      problems.push_back(fmt::format("missing \"{}\"", name));
+    } else if (found->second->shape() != shadow.shape() ||
+               found->second->dtype() != shadow.dtype()) {
+      problems.push_back(fmt::format("\"{}\" expected {} {}, file has {} {}", name,
+                                     dtype_name(shadow.dtype()), shape_str(shadow.shape()),
+                                     dtype_name(found->second->dtype()),
+                                     shape_str(found->second->shape())));
+    }
+  }
+  for (const auto& [name, tensor] : state.tensors) {
+    if (!known.contains(name)) problems.push_back(fmt::format("unexpected \"{}\"", name));
+  }
+  throw_problems("EMA.load_state_dict", problems);
+  decay_ = decay;
+  num_updates_ = static_cast<int64_t>(updates);
+  for (auto& [name, shadow] : shadow_) shadow = detached_copy(*given.at(name));
+}
+
+void EMA::save(const std::string& path) const {
+  const SafetensorsFile state = state_dict();
+  save_safetensors(path, state.tensors, state.metadata);
+}
+
+void EMA::load(const std::string& path) {
+  SafetensorsFile state = load_safetensors(path);
+  try {
+    load_state_dict(state);
+  } catch (const Error& e) {
+    throw Error(fmt::format("{}\n  (while loading {})", e.what(), path));
+  }
 }
 
 }  // namespace ink::nn

@@ -1,6 +1,7 @@
-// Optimizers over named parameters: Adam and SGD with exactly PyTorch's update rules, each step a
-// fused loop over raw floats that allocates nothing, and their state saved as safetensors so that
-// training resumes bit for bit.
+// Optimizers over named parameters: Adam, AdamW and SGD with exactly PyTorch's update rules, each
+// step a fused loop over raw floats that allocates nothing, and their state saved as safetensors
+// so that training resumes bit for bit. Also a learning-rate schedule (linear warm-up, then
+// constant or cosine) and an exponential moving average of a model's weights (EMA).
 #pragma once
 
 #include <cstdint>
@@ -9,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "nn/module.h"
 #include "nn/safetensors.h"
 #include "tensor/tensor.h"
 
@@ -23,7 +25,8 @@ namespace ink::nn {
 //   "state.<parameter name>.<slot>"   F32, the parameter's shape; Adam's slots are "exp_avg" and
 //                                     "exp_avg_sq", SGD's is "momentum_buffer" (present only once
 //                                     the parameter has one)
-//   __metadata__: {"format": "pt", "optimizer": "Adam" | "SGD", and every hyper-parameter by its
+//   __metadata__: {"format": "pt", "optimizer": "Adam" | "AdamW" | "SGD", and every hyper-parameter
+//   by its
 //                  PyTorch name ("lr", "beta1", "beta2", "eps", "weight_decay", "momentum",
 //                  "dampening", "nesterov") as a decimal that round-trips exactly}
 // Loading restores the hyper-parameters too, as PyTorch's Optimizer.load_state_dict does.
@@ -42,6 +45,9 @@ class Optimizer {
   const std::string& type_name() const { return type_name_; }
   // The number of step() calls so far (restored by load).
   int64_t step_count() const { return step_; }
+  // The learning rate the next step() uses (what a schedule sets).
+  virtual double lr() const = 0;
+  virtual void set_lr(double lr) = 0;
 
   // The state as named tensors plus metadata, in the layout above. The tensors are the
   // optimizer's own (not copies).
@@ -107,6 +113,12 @@ class Adam : public Optimizer {
   void step() override;
   AdamOptions& options() { return options_; }
   const AdamOptions& options() const { return options_; }
+  double lr() const override { return options_.lr; }
+  void set_lr(double lr) override;
+
+ protected:
+  // For AdamW: the same update with the weight decay applied to the parameter, not the gradient.
+  Adam(std::string type_name, NamedTensors params, AdamOptions options, bool decoupled_decay);
 
  private:
   std::vector<Slot> slots() override;
@@ -115,8 +127,27 @@ class Adam : public Optimizer {
                             std::vector<std::string>& problems, bool apply) override;
 
   AdamOptions options_;
+  bool decoupled_decay_ = false;    // AdamW
   std::vector<Tensor> exp_avg_;     // per parameter, its shape, zeros at start
   std::vector<Tensor> exp_avg_sq_;  // per parameter, its shape, zeros at start
+};
+
+struct AdamWOptions {
+  double lr = 1e-3;
+  std::pair<double, double> betas{0.9, 0.999};
+  double eps = 1e-8;
+  double weight_decay = 1e-2;  // decoupled: the parameter shrinks by lr * weight_decay per step
+};
+
+// What this object represents: torch.optim.AdamW (amsgrad=False, maximize=False), Adam with
+// decoupled weight decay (Loshchilov & Hutter). Each step first shrinks the parameter,
+//   param *= 1 - lr * weight_decay
+// and then applies Adam's update with the plain gradient g (no decay term in g). Same state
+// slots and file layout as Adam, with "optimizer": "AdamW"; options().weight_decay is the
+// decoupled decay.
+class AdamW : public Adam {
+ public:
+  explicit AdamW(NamedTensors params, AdamWOptions options = {});
 };
 
 struct SGDOptions {
@@ -138,6 +169,8 @@ class SGD : public Optimizer {
   void step() override;
   SGDOptions& options() { return options_; }
   const SGDOptions& options() const { return options_; }
+  double lr() const override { return options_.lr; }
+  void set_lr(double lr) override;
 
  private:
   std::vector<Slot> slots() override;
@@ -147,6 +180,82 @@ class SGD : public Optimizer {
 
   SGDOptions options_;
   std::vector<Tensor> momentum_buffer_;  // per parameter, undefined until its first step
+};
+
+// What this object represents: a learning-rate schedule, linear warm-up then constant or cosine
+// decay, as a function of the update count. With s the index of the update (0 for the first),
+// W = warmup_steps and T = total_steps:
+//   s < W:              lr = base_lr * (s + 1) / W
+//   constant, s >= W:   lr = base_lr
+//   cosine,   s >= W:   lr = final_lr + (base_lr - final_lr) * (1 + cos(pi * p)) / 2,
+//                       p = min(1, (s - W) / max(1, T - W))
+// The trainer calls apply(optimizer) before each optimizer.step(); the schedule reads the
+// optimizer's step count, so it resumes with the optimizer's state and keeps no state itself.
+class LRSchedule {
+ public:
+  enum class Decay { Constant, Cosine };
+
+  struct Options {
+    double base_lr = 1e-3;
+    int64_t warmup_steps = 0;
+    Decay decay = Decay::Constant;
+    int64_t total_steps = 0;  // cosine: the update at which lr reaches final_lr
+    double final_lr = 0.0;
+  };
+
+  // Throws ink::Error for a negative or non-finite rate, negative step counts, or a cosine
+  // schedule whose total_steps does not exceed warmup_steps.
+  explicit LRSchedule(Options options);
+
+  // The learning rate of update `step` (0-based).
+  double lr_at(int64_t step) const;
+  // Sets optimizer's learning rate for its next step: lr_at(optimizer.step_count()).
+  void apply(Optimizer& optimizer) const;
+
+  const Options& options() const { return options_; }
+
+ private:
+  Options options_;
+};
+
+// What this object represents: an exponential moving average of a model's weights, kept as a
+// shadow copy keyed by state_dict name. Every Float32 entry of the model's state_dict
+// (parameters and running statistics alike) is averaged,
+//   shadow = decay * shadow + (1 - decay) * value      (in float32, decay rounded to float)
+// and any other entry (such as num_batches_tracked) is copied. Sampling from the averaged
+// weights: copy_to(a second instance of the model).
+//
+// State files (save / load) are safetensors holding the shadow under the model's own names, so
+// an EMA file also loads as the model's weights; __metadata__: {"format": "pt", "ema_decay",
+// "ema_updates"}.
+class EMA {
+ public:
+  // Starts the shadow as a copy of model's current state_dict.
+  explicit EMA(const Module& model, double decay = 0.999);
+
+  // Moves the shadow toward model's current values. Throws ink::Error when model's state_dict
+  // names or shapes differ from the shadow's.
+  void update(const Module& model);
+  // Writes the shadow values into model (its state_dict must match, as for update).
+  void copy_to(Module& model) const;
+
+  double decay() const { return decay_; }
+  int64_t num_updates() const { return num_updates_; }
+  const NamedTensors& shadow() const { return shadow_; }
+
+  SafetensorsFile state_dict() const;
+  // Replaces the shadow and the decay; every problem (missing, unexpected or mis-shaped
+  // entries, bad metadata) is reported together and nothing changes unless all is valid.
+  void load_state_dict(const SafetensorsFile& state);
+  void save(const std::string& path) const;
+  void load(const std::string& path);
+
+ private:
+  void check_matches(const NamedTensors& state, const char* what) const;
+
+  double decay_;
+  int64_t num_updates_ = 0;
+  NamedTensors shadow_;  // own copies, in the model's state_dict order
 };
 
 }  // namespace ink::nn

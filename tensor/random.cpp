@@ -2,7 +2,9 @@
 // so every platform with IEEE doubles produces the same stream.
 #include "tensor/random.h"
 
+#include <atomic>
 #include <cmath>
+#include <mutex>
 #include <numbers>
 
 #include "tensor/error.h"
@@ -73,13 +75,36 @@ int64_t Generator::randint(int64_t low, int64_t high) {
   return low + static_cast<int64_t>(x % range);
 }
 
+// ---- the default generators: one per thread, all following the process seed ----
+
+namespace {
+
+std::mutex g_seed_mutex;
+uint64_t g_seed = 42;                     // guarded by g_seed_mutex
+std::atomic<uint64_t> g_seed_version{0};  // bumped by every manual_seed
+
+struct ThreadDefault {
+  Generator generator{42};
+  uint64_t seed_version = 0;  // the g_seed_version the generator was seeded at
+};
+thread_local ThreadDefault t_default;
+
+}  // namespace
+
 Generator& default_generator() {
-  static Generator gen(42);
-  return gen;
+  ThreadDefault& d = t_default;
+  if (g_seed_version.load(std::memory_order_acquire) != d.seed_version) {
+    std::lock_guard<std::mutex> lock(g_seed_mutex);
+    d.generator.manual_seed(g_seed);
+    d.seed_version = g_seed_version.load(std::memory_order_relaxed);
+  }
+  return d.generator;
 }
 
 void manual_seed(uint64_t seed) {
-  default_generator().manual_seed(seed);
+  std::lock_guard<std::mutex> lock(g_seed_mutex);
+  g_seed = seed;
+  g_seed_version.fetch_add(1, std::memory_order_release);
 }
 
 }  // namespace ink

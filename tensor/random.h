@@ -42,10 +42,16 @@ class Generator {
   uint64_t inc_ = 0;
 };
 
-// The process-wide default generator used when an op is not given one.
+// The default generator used when an op is not given one. Each thread has its own (so threads
+// never share a stream, and using it needs no lock), and each starts from the process seed: 42
+// until manual_seed changes it. A single-threaded program therefore sees one stream, exactly as
+// Generator(seed) would give it. Threads that use their defaults at the same time draw the same
+// numbers; give each its own Generator when they should differ.
 Generator& default_generator();
 
-// Reseeds the default generator, like torch.manual_seed.
+// Sets the process seed, like torch.manual_seed: every thread's default generator (the calling
+// thread's and all others') restarts from Generator(seed) at its next use. Safe to call from
+// any thread.
 void manual_seed(uint64_t seed);
 
 }  // namespace ink

@@ -1,6 +1,7 @@
-// Tensor handles, storage with a small size-keyed cache, and the tensor factories.
+// Tensor handles, storage with a size-keyed block cache, and the tensor factories.
 #include "tensor/tensor.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -23,11 +24,21 @@ size_t dtype_size(DType dtype) {
 
 // ---------------------------------------------------------------------------------------------
 // Storage: 64-byte aligned blocks, recycled through a cache keyed by the rounded size.
+//
+// The cache holds freed blocks up to a cap that follows the peak of live storage (never below
+// kCacheFloor), so a training step, whose next step needs about the blocks the last one freed,
+// finds them all however large its activations are; the process then holds at most about twice
+// its peak of live tensors. Blocks up to kThreadCacheMaxBlock (the small tensors a step makes by
+// the hundred) go to a per-thread cache first, which takes no lock; larger blocks, and small ones
+// beyond a thread's share, go to one shared cache behind a mutex (their allocation and first
+// write cost far more than the lock). A thread's blocks return to the shared cache when it ends.
 // ---------------------------------------------------------------------------------------------
 namespace {
 
 constexpr size_t kAlignment = 64;
-constexpr size_t kMaxCachedBytes = size_t{64} << 20;  // keep at most 64 MiB of free blocks
+constexpr size_t kCacheFloor = size_t{256} << 20;
+constexpr size_t kThreadCacheMaxBlock = size_t{1} << 20;
+constexpr size_t kThreadCacheMaxBytes = size_t{64} << 20;  // small blocks held per thread
 
 // Under AddressSanitizer every block goes straight back to malloc, so a use after free of
 // tensor storage is reported instead of silently reading a recycled block.
@@ -43,56 +54,143 @@ constexpr bool kCacheDisabled = false;
 constexpr bool kCacheDisabled = false;
 #endif
 
-class BlockCache {
+using FreeLists = std::unordered_map<size_t, std::vector<void*>>;  // rounded size -> blocks
+
+// Counters and sizes shared by every thread (relaxed: they are statistics and a soft cap).
+struct CacheCounters {
+  std::atomic<int64_t> hits{0}, misses{0}, os_allocations{0}, os_frees{0};
+  std::atomic<size_t> cached_bytes{0}, live_bytes{0}, peak_live_bytes{0};
+
+  size_t cap() const {
+    return std::max(kCacheFloor, peak_live_bytes.load(std::memory_order_relaxed));
+  }
+  // Reserves room for `bytes` more cached bytes; false when the cache is full.
+  bool reserve(size_t bytes) {
+    if (cached_bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes <= cap()) return true;
+    cached_bytes.fetch_sub(bytes, std::memory_order_relaxed);
+    return false;
+  }
+};
+
+CacheCounters& counters() {
+  static CacheCounters* c = new CacheCounters();  // leaked, like the shared cache
+  return *c;
+}
+
+void* os_allocate(size_t bytes) {
+  void* p = std::aligned_alloc(kAlignment, bytes);
+  if (p == nullptr) throw Error(fmt::format("Storage: out of memory allocating {} bytes", bytes));
+  counters().os_allocations.fetch_add(1, std::memory_order_relaxed);
+  return p;
+}
+
+void os_free(void* p) {
+  std::free(p);
+  counters().os_frees.fetch_add(1, std::memory_order_relaxed);
+}
+
+void* pop(FreeLists& lists, size_t bytes) {
+  auto it = lists.find(bytes);
+  if (it == lists.end() || it->second.empty()) return nullptr;
+  void* p = it->second.back();
+  it->second.pop_back();
+  return p;
+}
+
+class SharedCache {
  public:
-  void* allocate(size_t bytes) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto it = free_.find(bytes);
-      if (it != free_.end() && !it->second.empty()) {
-        void* p = it->second.back();
-        it->second.pop_back();
-        cached_bytes_ -= bytes;
-        return p;
-      }
-    }
-    void* p = std::aligned_alloc(kAlignment, bytes);
-    if (p == nullptr) throw Error(fmt::format("Storage: out of memory allocating {} bytes", bytes));
-    return p;
+  void* take(size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return pop(free_, bytes);
   }
-
-  void release(void* p, size_t bytes) {
-    if (kCacheDisabled) {
-      std::free(p);
-      return;
-    }
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (cached_bytes_ + bytes <= kMaxCachedBytes) {
-        free_[bytes].push_back(p);
-        cached_bytes_ += bytes;
-        return;
-      }
-    }
-    std::free(p);
+  void put(void* p, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_[bytes].push_back(p);
   }
-
-  ~BlockCache() {
+  void put_all(FreeLists& lists) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& [bytes, blocks] : lists) {
+      auto& dst = free_[bytes];
+      dst.insert(dst.end(), blocks.begin(), blocks.end());
+    }
+    lists.clear();
+  }
+  // Frees every cached block; returns the bytes freed.
+  size_t release_all() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    size_t freed = 0;
     for (auto& [bytes, blocks] : free_) {
-      for (void* p : blocks) std::free(p);
+      for (void* p : blocks) os_free(p);
+      freed += bytes * blocks.size();
     }
+    free_.clear();
+    return freed;
   }
 
  private:
   std::mutex mutex_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
-  size_t cached_bytes_ = 0;
+  FreeLists free_;
 };
 
-BlockCache& block_cache() {
+SharedCache& shared_cache() {
   // Leaked on purpose: tensors in static objects may be destroyed after this cache would be.
-  static BlockCache* cache = new BlockCache();
+  static SharedCache* cache = new SharedCache();
   return *cache;
+}
+
+// Small blocks freed on this thread, reused by it without a lock.
+struct ThreadCache {
+  FreeLists free;
+  size_t bytes = 0;
+  ~ThreadCache();
+};
+thread_local bool t_cache_gone = false;  // set once this thread's cache is destroyed
+thread_local ThreadCache t_cache;
+
+ThreadCache::~ThreadCache() {
+  t_cache_gone = true;
+  shared_cache().put_all(free);
+}
+
+void* allocate_block(size_t bytes) {
+  CacheCounters& c = counters();
+  const size_t live = c.live_bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  size_t peak = c.peak_live_bytes.load(std::memory_order_relaxed);
+  while (live > peak && !c.peak_live_bytes.compare_exchange_weak(peak, live)) {
+  }
+  void* p = nullptr;
+  if (!kCacheDisabled) {
+    if (bytes <= kThreadCacheMaxBlock && !t_cache_gone) {
+      p = pop(t_cache.free, bytes);
+      if (p != nullptr) t_cache.bytes -= bytes;
+    }
+    if (p == nullptr) p = shared_cache().take(bytes);
+  }
+  if (p != nullptr) {
+    c.cached_bytes.fetch_sub(bytes, std::memory_order_relaxed);
+    c.hits.fetch_add(1, std::memory_order_relaxed);
+    return p;
+  }
+  c.misses.fetch_add(1, std::memory_order_relaxed);
+  try {
+    return os_allocate(bytes);
+  } catch (...) {
+    c.live_bytes.fetch_sub(bytes, std::memory_order_relaxed);
+    throw;
+  }
+}
+
+void release_block(void* p, size_t bytes) {
+  CacheCounters& c = counters();
+  c.live_bytes.fetch_sub(bytes, std::memory_order_relaxed);
+  if (kCacheDisabled || !c.reserve(bytes)) return os_free(p);
+  if (bytes <= kThreadCacheMaxBlock && !t_cache_gone &&
+      t_cache.bytes + bytes <= kThreadCacheMaxBytes) {
+    t_cache.free[bytes].push_back(p);
+    t_cache.bytes += bytes;
+    return;
+  }
+  shared_cache().put(p, bytes);
 }
 
 size_t rounded_size(size_t nbytes) {
@@ -103,11 +201,39 @@ std::atomic<int64_t> g_live_tensors{0};
 
 }  // namespace
 
-Storage::Storage(size_t nbytes)
-    : data_(block_cache().allocate(rounded_size(nbytes))), nbytes_(nbytes) {}
+Storage::Storage(size_t nbytes) : data_(allocate_block(rounded_size(nbytes))), nbytes_(nbytes) {}
 
 Storage::~Storage() {
-  block_cache().release(data_, rounded_size(nbytes_));
+  release_block(data_, rounded_size(nbytes_));
+}
+
+StorageCacheStats storage_cache_stats() {
+  const CacheCounters& c = counters();
+  StorageCacheStats s;
+  s.enabled = !kCacheDisabled;
+  s.hits = c.hits.load();
+  s.misses = c.misses.load();
+  s.os_allocations = c.os_allocations.load();
+  s.os_frees = c.os_frees.load();
+  s.cached_bytes = c.cached_bytes.load();
+  s.live_bytes = c.live_bytes.load();
+  s.peak_live_bytes = c.peak_live_bytes.load();
+  s.cap_bytes = c.cap();
+  return s;
+}
+
+void release_cached_storage() {
+  size_t freed = 0;
+  if (!t_cache_gone) {
+    for (auto& [bytes, blocks] : t_cache.free) {
+      for (void* p : blocks) os_free(p);
+      freed += bytes * blocks.size();
+    }
+    t_cache.free.clear();
+    t_cache.bytes = 0;
+  }
+  freed += shared_cache().release_all();
+  counters().cached_bytes.fetch_sub(freed);
 }
 
 int64_t live_tensor_count() {

@@ -23,8 +23,9 @@ const char* dtype_name(DType dtype);
 size_t dtype_size(DType dtype);
 
 // What this object represents: a block of 64-byte aligned memory. Freed blocks are kept in a
-// small cache keyed by size, so a training loop that makes the same tensors every step does
-// not go back to the operating system.
+// cache keyed by size (sized from the peak of live storage; see tensor.cpp), so a training loop
+// that makes the same tensors every step does not go back to the operating system. Storage may
+// be made and freed on any thread. The cache is off under AddressSanitizer.
 class Storage {
  public:
   explicit Storage(size_t nbytes);
@@ -46,6 +47,22 @@ class Storage {
   size_t nbytes_ = 0;
   std::atomic<uint64_t> version_{0};
 };
+
+// What the storage cache has done since the process started (all threads together).
+struct StorageCacheStats {
+  bool enabled = false;        // false under AddressSanitizer: every block goes to malloc
+  int64_t hits = 0;            // allocations served from the cache
+  int64_t misses = 0;          // allocations the cache could not serve
+  int64_t os_allocations = 0;  // blocks obtained from the system allocator
+  int64_t os_frees = 0;        // blocks given back to it
+  size_t cached_bytes = 0;     // bytes held in the cache now, free for reuse
+  size_t live_bytes = 0;       // bytes of storage in use now
+  size_t peak_live_bytes = 0;  // the most ever in use at once
+  size_t cap_bytes = 0;        // the most the cache will hold now: max(256 MiB, peak_live_bytes)
+};
+StorageCacheStats storage_cache_stats();
+// Gives every cached block in the shared cache and the calling thread's back to the system.
+void release_cached_storage();
 
 struct Node;
 struct TensorImpl;
