@@ -11,6 +11,10 @@
 #include "tensor/kernels/resample_2d.h"
 #include "tensor/ops/ops_internal.h"
 
+// Transitional: the backward closures take `(grad, const auto&...)` so that they fit both the
+// current BackwardFn and the op contract's (grad, GradMask); which inputs need a gradient is
+// captured at record time. They move to GradMask and SavedTensor once the contract is on main.
+
 namespace ink {
 
 using namespace detail;
@@ -94,7 +98,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
   return record_op(y, "conv2d", std::move(inputs),
                    [g, needs, has_bias = bias.defined(), x_shape = x.shape(),
                     w_shape = weight.shape(), x = needs[1] ? x.detach() : Tensor(),
-                    w = needs[0] ? weight.detach() : Tensor()](const Tensor& dy) {
+                    w = needs[0] ? weight.detach() : Tensor()](const Tensor& dy, const auto&...) {
                      std::vector<Tensor> grads(has_bias ? 3 : 2);
                      if (needs[0]) {
                        grads[0] = empty(x_shape);
@@ -118,11 +122,12 @@ Tensor upsample_nearest2d(const Tensor& x, int64_t scale) {
   Tensor y = empty({B, C, H * scale, W * scale});
   kernels::upsample_nearest2d_forward<float>(B * C, H, W, scale, x.data(), y.data());
   // dx[h, w] = sum of dy over the scale x scale block copied from x[h, w]
-  return record_op(y, "upsample_nearest2d", {x}, [B, C, H, W, scale](const Tensor& dy) {
-    Tensor dx = empty({B, C, H, W});
-    kernels::upsample_nearest2d_backward<float>(B * C, H, W, scale, dy.data(), dx.data());
-    return std::vector<Tensor>{dx};
-  });
+  return record_op(
+      y, "upsample_nearest2d", {x}, [B, C, H, W, scale](const Tensor& dy, const auto&...) {
+        Tensor dx = empty({B, C, H, W});
+        kernels::upsample_nearest2d_backward<float>(B * C, H, W, scale, dy.data(), dx.data());
+        return std::vector<Tensor>{dx};
+      });
 }
 
 // ---- avg_pool2d ----
@@ -135,7 +140,7 @@ Tensor avg_pool2d(const Tensor& x, int64_t kernel) {
   Tensor y = empty({B, C, H / kernel, W / kernel});
   kernels::avg_pool2d_forward<float>(B * C, H, W, kernel, x.data(), y.data());
   // dx[h, w] = dy[h / k, w / k] / k^2 inside a whole window, 0 in the rows/columns left over
-  return record_op(y, "avg_pool2d", {x}, [B, C, H, W, kernel](const Tensor& dy) {
+  return record_op(y, "avg_pool2d", {x}, [B, C, H, W, kernel](const Tensor& dy, const auto&...) {
     Tensor dx = empty({B, C, H, W});
     kernels::avg_pool2d_backward<float>(B * C, H, W, kernel, dy.data(), dx.data());
     return std::vector<Tensor>{dx};
