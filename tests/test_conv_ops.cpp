@@ -242,8 +242,7 @@ TEST(SelectionOps, WhereAndMaskedFillWithBroadcasting) {
 TEST(SelectionOps, RepeatValuesAndGradcheck) {
   const Tensor x = from_vector({1, 2, 3}, {3});
   EXPECT_THAT(repeat(x, {2}).to_vector(), ::testing::ElementsAre(1, 2, 3, 1, 2, 3));
-  const Tensor r = repeat(x, {2, 2});
-  EXPECT_EQ(r.shape(), (Shape{2, 6}));
+  EXPECT_EQ(repeat(x, {2, 2}).shape(), (Shape{2, 6}));
   const Tensor y = from_vector({1, 2, 3, 4}, {2, 2});
   EXPECT_THAT(repeat(y, {1, 2}).to_vector(), ::testing::ElementsAre(1, 2, 1, 2, 3, 4, 3, 4));
   EXPECT_THAT(repeat(y, {2, 1}).to_vector(), ::testing::ElementsAre(1, 2, 3, 4, 1, 2, 3, 4));

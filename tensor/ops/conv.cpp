@@ -11,10 +11,6 @@
 #include "tensor/kernels/resample_2d.h"
 #include "tensor/ops/ops_internal.h"
 
-// Transitional: the backward closures take `(grad, const auto&...)` so that they fit both the
-// current BackwardFn and the op contract's (grad, GradMask); which inputs need a gradient is
-// captured at record time. They move to GradMask and SavedTensor once the contract is on main.
-
 namespace ink {
 
 using namespace detail;
@@ -93,22 +89,24 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
   // dx = conv_transpose(dy, w) (col2im of w^T dy);  dw = dy * im2col(x)^T;  db = sum of dy
   std::vector<Tensor> inputs = {x, weight};
   if (bias.defined()) inputs.push_back(bias);
-  const std::vector<bool> needs = {x.requires_grad(), weight.requires_grad(),
-                                   bias.defined() && bias.requires_grad()};
-  return record_op(y, "conv2d", std::move(inputs),
-                   [g, needs, has_bias = bias.defined(), x_shape = x.shape(),
-                    w_shape = weight.shape(), x = needs[1] ? x.detach() : Tensor(),
-                    w = needs[0] ? weight.detach() : Tensor()](const Tensor& dy, const auto&...) {
+  // dx needs only the weight and dw only the input, so each is saved only for the other.
+  return record_op(y, "conv2d", inputs,
+                   [g, has_bias = bias.defined(), x_shape = x.shape(), w_shape = weight.shape(),
+                    x = weight.requires_grad() ? SavedTensor(x) : SavedTensor(),
+                    w = x.requires_grad() ? SavedTensor(weight) : SavedTensor()](
+                       const Tensor& dy, const GradMask& needs) {
                      std::vector<Tensor> grads(has_bias ? 3 : 2);
                      if (needs[0]) {
                        grads[0] = empty(x_shape);
-                       conv_backward_input(g, dy, w, grads[0]);
+                       conv_backward_input(g, dy, w.get(), grads[0]);
                      }
                      if (needs[1]) grads[1] = empty(w_shape);
                      if (needs[2]) grads[2] = empty({g.O});
                      if (needs[1] || needs[2]) {
-                       Tensor dbias = has_bias ? grads[2] : Tensor();
-                       conv_backward_weight(g, x, dy, grads[1], dbias);
+                       const Tensor saved_x = needs[1] ? x.get() : Tensor();
+                       Tensor no_bias;
+                       conv_backward_weight(g, saved_x, dy, grads[1],
+                                            has_bias ? grads[2] : no_bias);
                      }
                      return grads;
                    });
@@ -123,7 +121,7 @@ Tensor upsample_nearest2d(const Tensor& x, int64_t scale) {
   kernels::upsample_nearest2d_forward<float>(B * C, H, W, scale, x.data(), y.data());
   // dx[h, w] = sum of dy over the scale x scale block copied from x[h, w]
   return record_op(
-      y, "upsample_nearest2d", {x}, [B, C, H, W, scale](const Tensor& dy, const auto&...) {
+      y, "upsample_nearest2d", {x}, [B, C, H, W, scale](const Tensor& dy, const GradMask&) {
         Tensor dx = empty({B, C, H, W});
         kernels::upsample_nearest2d_backward<float>(B * C, H, W, scale, dy.data(), dx.data());
         return std::vector<Tensor>{dx};
@@ -140,7 +138,7 @@ Tensor avg_pool2d(const Tensor& x, int64_t kernel) {
   Tensor y = empty({B, C, H / kernel, W / kernel});
   kernels::avg_pool2d_forward<float>(B * C, H, W, kernel, x.data(), y.data());
   // dx[h, w] = dy[h / k, w / k] / k^2 inside a whole window, 0 in the rows/columns left over
-  return record_op(y, "avg_pool2d", {x}, [B, C, H, W, kernel](const Tensor& dy, const auto&...) {
+  return record_op(y, "avg_pool2d", {x}, [B, C, H, W, kernel](const Tensor& dy, const GradMask&) {
     Tensor dx = empty({B, C, H, W});
     kernels::avg_pool2d_backward<float>(B * C, H, W, kernel, dy.data(), dx.data());
     return std::vector<Tensor>{dx};

@@ -9,10 +9,6 @@
 
 #include "tensor/ops/ops_internal.h"
 
-// Transitional: the backward closures take `(grad, const auto&...)` so that they fit both the
-// current BackwardFn and the op contract's (grad, GradMask); which inputs need a gradient is
-// captured at record time. They move to GradMask and SavedTensor once the contract is on main.
-
 namespace ink {
 
 using namespace detail;
@@ -109,10 +105,10 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& indices) {
   }
   // dx[o, ids[i], :] += dy[o, i, :]  (a repeated index sums its gradients)
   return record_op(out, "index_select", {x, indices},
-                   [ids = indices.detach(), x_shape = x.shape(), outer, D, N, inner](
-                       const Tensor& g, const auto&...) {
+                   [ids = SavedTensor(indices), x_shape = x.shape(), outer, D, N, inner](
+                       const Tensor& g, const GradMask&) {
                      Tensor gx = zeros(x_shape);
-                     const int64_t* pi = ids.data_i64();
+                     const int64_t* pi = ids.get().data_i64();
                      const float* pg = g.data();
                      float* px = gx.data();
                      for (int64_t o = 0; o < outer; ++o) {
@@ -146,10 +142,11 @@ Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b) {
       });
   // da = dy where mask, db = dy where not mask (each summed back over its broadcast dims)
   return record_op(out, "where", {mask, a, b},
-                   [m = std::move(m), a_shape = a.shape(), b_shape = b.shape()](const Tensor& g,
-                                                                                const auto&...) {
-                     return std::vector<Tensor>{Tensor(), masked_grad(g, m, true, a_shape),
-                                                masked_grad(g, m, false, b_shape)};
+                   [m = std::move(m), a_shape = a.shape(), b_shape = b.shape()](
+                       const Tensor& g, const GradMask& needs) {
+                     return std::vector<Tensor>{
+                         Tensor(), needs[1] ? masked_grad(g, m, true, a_shape) : Tensor(),
+                         needs[2] ? masked_grad(g, m, false, b_shape) : Tensor()};
                    });
 }
 
@@ -167,7 +164,7 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, float value) {
   for (size_t i = 0; i < m.size(); ++i) dst[i] = m[i] ? value : src[i];
   // dx = dy where the mask is false, 0 where it was filled
   return record_op(out, "masked_fill", {x, mask},
-                   [m = std::move(m), x_shape = x.shape()](const Tensor& g, const auto&...) {
+                   [m = std::move(m), x_shape = x.shape()](const Tensor& g, const GradMask&) {
                      return std::vector<Tensor>{masked_grad(g, m, false, x_shape), Tensor()};
                    });
 }
@@ -206,7 +203,7 @@ Tensor repeat(const Tensor& x, const std::vector<int64_t>& repeats) {
   // dx = the sum of dy over every tile (each output element adds into the element it copied)
   return record_op(
       out, "repeat", {x},
-      [offsets = std::move(offsets), x_shape = x.shape()](const Tensor& g, const auto&...) {
+      [offsets = std::move(offsets), x_shape = x.shape()](const Tensor& g, const GradMask&) {
         Tensor gx = zeros(x_shape);
         const float* pg = g.data();
         float* px = gx.data();
