@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "models/diffusion/recipe.h"
 #include "models/mlp_recipe.h"
 #include "models/shapes.h"
 #include "tensor/error.h"
@@ -29,6 +30,11 @@ constexpr RecipeEntry kRecipes[] = {
        return std::make_unique<MlpRecipe>(c, s);
      },
      true},
+    {"diffusion",
+     [](const TrainConfig& c, TrainingStreams& s) -> std::unique_ptr<Recipe> {
+       return std::make_unique<diffusion::DiffusionRecipe>(c, s);
+     },
+     false},
 };
 
 const RecipeEntry* find_recipe(const std::string& name) {
@@ -77,6 +83,25 @@ void TrainConfig::validate(const FieldName& field_name) const {
               batch_reason.c_str());
   INK_CHECK(std::isfinite(lr) && lr > 0.0 && lr <= kMaxLr, "{}{} must be {}(0, {}], got {}", prefix,
             name("lr"), cli ? "a number in " : "in ", kMaxLr, lr);
+  INK_CHECK(dataset == "shapes" || dataset == "scenes",
+            "{}{} must be \"shapes\" or \"scenes\", got \"{}\"", prefix, name("dataset"),
+            bounded(dataset));
+  INK_CHECK(model != "mlp" || dataset == "shapes",
+            "{}the mlp model trains only on the shapes dataset, not \"{}\"", prefix,
+            bounded(dataset));
+  INK_CHECK(model_config == "tiny" || model_config == "small" || model_config == "base",
+            "{}{} must be tiny, small or base, got \"{}\"", prefix, name("model_config"),
+            bounded(model_config));
+  INK_CHECK(std::isfinite(weight_decay) && weight_decay >= 0.0 && weight_decay <= 1.0,
+            "{}{} must be in [0, 1], got {}", prefix, name("weight_decay"), weight_decay);
+  check_range("warmup_steps", warmup_steps, 0, 1'000'000, "");
+  INK_CHECK(std::isfinite(ema_decay) && ema_decay >= 0.0 && ema_decay < 1.0,
+            "{}{} must be in [0, 1), got {}", prefix, name("ema_decay"), ema_decay);
+  INK_CHECK(std::isfinite(cond_dropout) && cond_dropout >= 0.0 && cond_dropout <= 1.0,
+            "{}{} must be in [0, 1], got {}", prefix, name("cond_dropout"), cond_dropout);
+  INK_CHECK(std::isfinite(clip_grad_norm) && clip_grad_norm >= 0.0,
+            "{}{} must be >= 0 (0 turns clipping off), got {}", prefix, name("clip_grad_norm"),
+            clip_grad_norm);
   const int64_t total = samples_per_prompt * kNumShapePrompts;
   INK_CHECK(!recipe->batch_norm || total % batch_size != 1,
             "{}{} {} with {} {} leaves a last batch of 1 sample ({} = {} x {} + 1), and {}; "

@@ -37,6 +37,15 @@ struct TrainConfig {
   double lr = 1e-3;
   uint64_t seed = 42;
 
+  // The diffusion recipe's settings (the MLP ignores them; config.json records them all).
+  std::string dataset = "shapes";     // "shapes" (the nine prompts) or "scenes"
+  std::string model_config = "small";  // the architecture preset: tiny, small, base
+  double weight_decay = 0.0;           // AdamW's decoupled decay
+  int64_t warmup_steps = 200;          // linear learning-rate warm-up
+  double ema_decay = 0.999;            // the EMA of the weights that draws the pictures
+  double cond_dropout = 0.1;           // share of prompts replaced by the empty one (for CFG)
+  double clip_grad_norm = 0.0;         // clip the gradients' global norm to this (0: off)
+
   // How a message names a field: "epochs" -> "--epochs" on the command line, or "\"epochs\" in
   // config.json". Without one, fields are named as they are ("epochs").
   using FieldName = std::function<std::string(const char* field)>;

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "models/diffusion/model.h"
 #include "models/text_to_image.h"
 #include "tensor/error.h"
 
@@ -26,6 +27,12 @@ const std::vector<Kind>& kinds() {
       {"mlp",
        [](const std::string& config, Generator* generator) -> std::unique_ptr<ImageModel> {
          return std::make_unique<TextToImageModel>(TextToImageConfig::from_json(config), generator);
+       }},
+      {"diffusion",
+       [](const std::string& config, Generator* generator) -> std::unique_ptr<ImageModel> {
+         return std::make_unique<diffusion::TextToImageDiffusion>(
+             config.empty() ? diffusion::DiffusionConfig{} : diffusion::DiffusionConfig::from_json(config),
+             generator);
        }},
   };
   return table;

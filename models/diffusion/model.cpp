@@ -315,13 +315,13 @@ Tensor sinusoidal_embedding(const Tensor& timesteps, int64_t dim) {
   Tensor out = empty({b, 2 * half});
   float* o = out.data();
   const float* t = std::as_const(timesteps).data();
-  const float log_base = std::log(10000.0f);
+  // In double, then rounded: t f_i reaches ~1000 rad, where float angles are off by 1e-4.
   for (int64_t j = 0; j < half; ++j) {
-    const float freq = std::exp(-log_base * static_cast<float>(j) / static_cast<float>(half));
+    const double freq = std::exp(-std::log(10000.0) * static_cast<double>(j) / static_cast<double>(half));
     for (int64_t i = 0; i < b; ++i) {
-      const float angle = t[i] * freq;
-      o[i * 2 * half + j] = std::sin(angle);
-      o[i * 2 * half + half + j] = std::cos(angle);
+      const double angle = static_cast<double>(t[i]) * freq;
+      o[i * 2 * half + j] = static_cast<float>(std::sin(angle));
+      o[i * 2 * half + half + j] = static_cast<float>(std::cos(angle));
     }
   }
   return out;
@@ -465,12 +465,18 @@ struct TextCondition {
   Tensor key_mask;  // [2B, L]
 };
 
-Tensor tokens_of(const Tokenizer& tokenizer, const std::string& text, int64_t rows) {
-  const std::vector<int64_t> ids = tokenizer.encode(text);
+// [2 rows, L] Int64: `rows` copies of the prompt's ids, then `rows` of the negative prompt's.
+Tensor cfg_tokens(const Tokenizer& tokenizer, const std::string& prompt,
+                  const std::string& negative, int64_t rows) {
+  const std::vector<int64_t> ids = tokenizer.encode(prompt);
+  const std::vector<int64_t> negative_ids = tokenizer.encode(negative);
   const auto length = static_cast<int64_t>(ids.size());
-  Tensor out = empty({rows, length}, DType::Int64);
+  Tensor out = empty({2 * rows, length}, DType::Int64);
   int64_t* p = out.data_i64();
-  for (int64_t r = 0; r < rows; ++r) std::copy(ids.begin(), ids.end(), p + r * length);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::copy(ids.begin(), ids.end(), p + r * length);
+    std::copy(negative_ids.begin(), negative_ids.end(), p + (rows + r) * length);
+  }
   return out;
 }
 
@@ -496,9 +502,7 @@ Tensor TextToImageDiffusion::generate(const std::string& prompt, int64_t n, Gene
   const Denoiser guided = classifier_free_guidance(model, options.guidance);
   for (int64_t start = 0; start < n; start += options.batch) {
     const int64_t b = std::min(options.batch, n - start);
-    const Tensor tokens = cat({tokens_of(*tokenizer_, prompt, b),
-                               tokens_of(*tokenizer_, options.negative_prompt, b)},
-                              0);
+    const Tensor tokens = cfg_tokens(*tokenizer_, prompt, options.negative_prompt, b);
     const auto text = text_encoder->forward(tokens);
     const std::any cond = TextCondition{text.context, text.key_mask};
     const Tensor x_T = randn({b, format.channels, format.height, format.width}, &generator);

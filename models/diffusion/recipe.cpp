@@ -160,7 +160,7 @@ void DiffusionRecipe::load_extra_state(const SafetensorsFile& state) {
   ema.metadata["format"] = "pt";
   for (const auto& [name, tensor] : state.tensors) {
     INK_CHECK(name.rfind("ema.", 0) == 0,
-              "resume: the training state holds an unexpected tensor {}", quoted(name));
+              "resume: the training state holds an unexpected tensor {}", fmt::format("\"{}\"", name.substr(0, 60)));
     ema.tensors.emplace_back(name.substr(4), tensor);
   }
   for (const auto& [key, value] : state.metadata) {
