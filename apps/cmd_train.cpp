@@ -21,6 +21,7 @@
 #include "apps/progress.h"
 #include "apps/replace_run.h"
 #include "apps/run_dir.h"
+#include "models/diffusion/model.h"
 #include "models/shapes.h"
 #include "models/trainer.h"
 #include "tensor/autograd.h"
@@ -41,8 +42,21 @@ constexpr int64_t kCompareColumns = 3;
 // How often losses.csv, loss.png and config.json are refreshed during training.
 constexpr std::chrono::seconds kExtrasInterval{3};
 
+// The diffusion recipe's default budget when neither --epochs nor --images nor --minutes is
+// given: about nine minutes of training on the 2-core development machine.
+constexpr int64_t kDefaultDiffusionImages = 96'000;
+// Preview grids (samples_NNNNNN.png, N = images trained on) during a diffusion run: a few
+// prompts, a few pictures each, fewer sampler steps than the final pictures.
+constexpr int64_t kPreviewPrompts = 9;
+constexpr int64_t kPreviewPictures = 4;
+constexpr int64_t kPreviewSteps = 20;
+
 struct TrainFlags {
   TrainConfig config;
+  int64_t images = 0;    // diffusion: a budget in training images (0: use --epochs)
+  double minutes = 0.0;  // diffusion: stop at the first epoch end after this long (0: no limit)
+  int64_t preview_every = 2;  // diffusion: a preview grid every this many epochs (0: none)
+  CLI::Option* images_option = nullptr;
   int threads = 0;
   std::string out = "runs/latest";
   std::string resume;
@@ -207,6 +221,28 @@ void write_pictures(const std::string& dir, Trainer& trainer) {
   write_png(in_dir(dir, kCompareFile), render_grid(compare, compare_style));
 }
 
+// samples_NNNNNN.png (N = images trained on so far): a quick look at the EMA model mid-run.
+void write_preview(const std::string& dir, Trainer& trainer) {
+  auto* model = dynamic_cast<diffusion::TextToImageDiffusion*>(&trainer.recipe().inference_model());
+  if (model == nullptr) return;
+  const std::vector<std::string> prompts = trainer.dataset().prompts();
+  const int64_t images = trainer.epoch() * trainer.dataset().size();
+  diffusion::GenerateOptions options;
+  options.steps = kPreviewSteps;
+  Generator gen(trainer.config().seed ^ kSamplesStream);
+  std::vector<GridRow> rows;
+  for (size_t p = 0; p < prompts.size() && static_cast<int64_t>(p) < kPreviewPrompts; ++p) {
+    const Tensor pictures = model->generate(prompts[p], kPreviewPictures, gen, options);
+    GridRow row{prompts[p], {}};
+    for (int64_t i = 0; i < kPreviewPictures; ++i) row.pictures.push_back(picture_values(pictures, i));
+    rows.push_back(std::move(row));
+  }
+  GridStyle style = grid_style_for(model->image_format());
+  style.title = fmt::format("preview after {} images (EMA, {} DDIM steps)", with_commas(images),
+                            kPreviewSteps);
+  write_png(in_dir(dir, fmt::format("samples_{:06d}.png", images / 1000)), render_grid(rows, style));
+}
+
 void write_loss_files(const std::string& dir, const Trainer& trainer) {
   write_text(in_dir(dir, kLossesFile), losses_csv(trainer.losses()));
   write_png(in_dir(dir, kLossPlotFile), render_loss_plot(trainer.losses()));
@@ -247,6 +283,24 @@ int run_train(TrainFlags& flags) {
                  : fmt::format("\"{}\" in {}", field, config_path);
     });
   } else {
+    if (config.model == "diffusion") {
+      INK_CHECK(flags.images_option->count() == 0 || flags.epochs_option->count() == 0,
+                "--images and --epochs both set the length of the run; give one of them");
+      check_range("--images", flags.images, 1, int64_t{1} << 40);
+      const bool images_given = flags.images_option->count() > 0;
+      if (!images_given && flags.epochs_option->count() == 0 && flags.minutes <= 0) {
+        flags.images = kDefaultDiffusionImages;
+      }
+      if (images_given || flags.epochs_option->count() == 0) {
+        const int64_t per_epoch = config.samples_per_prompt * kNumShapePrompts;
+        config.epochs = std::max<int64_t>(1, (flags.images + per_epoch - 1) / per_epoch);
+        if (flags.minutes > 0 && !images_given) config.epochs = TrainConfig::kMaxEpochs;
+      }
+    } else {
+      INK_CHECK(flags.images_option->count() == 0 && flags.minutes <= 0,
+                "--images and --minutes are budgets of the diffusion recipe; the mlp trains for "
+                "--epochs");
+    }
     config.validate(flag_name);
     const std::vector<std::string> previous = prepare_new_run_folder(dir, flags.force);
     lock = std::make_unique<RunLock>(dir);
@@ -295,14 +349,31 @@ int run_train(TrainFlags& flags) {
   fmt::print("inkgrad {}: the {} model, {} parameters\n", INK_VERSION,
              config.model == "mlp" ? std::string("text-to-image") : config.model,
              with_commas(record.parameters));
-  fmt::print(
-      "  data      {} samples per prompt x {} prompts = {} per epoch, batches of {} ({} "
-      "steps)\n",
-      with_commas(config.samples_per_prompt), kNumShapePrompts,
-      with_commas(trainer.dataset().size()), config.batch_size, steps);
-  fmt::print("  training  {} epochs, Adam lr {}, MSE loss, seed {}, {} thread{}{}\n", config.epochs,
-             config.lr, config.seed, record.threads, record.threads == 1 ? "" : "s",
-             flags.detect_anomaly ? ", anomaly detection on" : "");
+  if (config.dataset == "scenes") {
+    fmt::print("  data      scenes: {} fresh pictures per epoch, batches of {} ({} steps)\n",
+               with_commas(trainer.dataset().size()), config.batch_size, steps);
+  } else {
+    fmt::print(
+        "  data      {} samples per prompt x {} prompts = {} per epoch, batches of {} ({} "
+        "steps)\n",
+        with_commas(config.samples_per_prompt), kNumShapePrompts,
+        with_commas(trainer.dataset().size()), config.batch_size, steps);
+  }
+  if (config.model == "diffusion") {
+    fmt::print(
+        "  training  {} epochs ({} images), config {}, AdamW lr {} (warm-up {} steps, weight "
+        "decay {}), EMA {}, CFG dropout {}{}, seed {}, {} thread{}{}\n",
+        config.epochs, with_commas(config.epochs * trainer.dataset().size()), config.model_config,
+        config.lr, config.warmup_steps, config.weight_decay, config.ema_decay, config.cond_dropout,
+        config.clip_grad_norm > 0 ? fmt::format(", clip {}", config.clip_grad_norm) : "",
+        config.seed, record.threads, record.threads == 1 ? "" : "s",
+        flags.detect_anomaly ? ", anomaly detection on" : "");
+    if (flags.minutes > 0) fmt::print("  budget    at most {} minutes\n", flags.minutes);
+  } else {
+    fmt::print("  training  {} epochs, Adam lr {}, MSE loss, seed {}, {} thread{}{}\n",
+               config.epochs, config.lr, config.seed, record.threads,
+               record.threads == 1 ? "" : "s", flags.detect_anomaly ? ", anomaly detection on" : "");
+  }
   if (resuming) {
     if (trainer.epoch() > 0) {
       fmt::print("  resuming  {} after epoch {} (loss {:.6f}); {} to go\n", dir, trainer.epoch(),
@@ -421,6 +492,19 @@ int run_train(TrainFlags& flags) {
       }
       progress.end_epoch(epoch, loss);
       if (g_stop_signal != 0) return stop(fmt::format("after epoch {}", epoch + 1).c_str());
+      if (config.model == "diffusion" && flags.preview_every > 0 &&
+          trainer.epoch() % flags.preview_every == 0 && trainer.epoch() < config.epochs) {
+        try {
+          write_preview(dir, trainer);
+        } catch (const std::exception& error) {
+          write_failed(error);
+        }
+      }
+      if (flags.minutes > 0 && progress.elapsed_seconds() >= flags.minutes * 60.0) {
+        config.epochs = trainer.epoch();  // the budget is spent: this run is complete
+        record.config.epochs = config.epochs;
+        break;
+      }
     }
   }
 
@@ -477,7 +561,31 @@ Command add_train_command(CLI::App& app) {
                          "per sample: the largest batch needs about 4.6 GB)",
                          TrainConfig::kMinBatchSize, TrainConfig::kMaxBatchSize))
           ->capture_default_str(),
-      sub->add_option("--lr", c.lr, "Adam learning rate")->capture_default_str(),
+      sub->add_option("--lr", c.lr, "Learning rate (Adam for the mlp, AdamW for diffusion)")
+          ->capture_default_str(),
+      sub->add_option("--dataset", c.dataset, "diffusion: the data, shapes (the nine prompts) or scenes")
+          ->capture_default_str(),
+      sub->add_option("--config", c.model_config, "diffusion: the U-Net size, tiny, small or base")
+          ->capture_default_str(),
+      sub->add_option("--warmup-steps", c.warmup_steps, "diffusion: linear learning-rate warm-up")
+          ->capture_default_str(),
+      sub->add_option("--weight-decay", c.weight_decay, "diffusion: AdamW's decoupled weight decay")
+          ->capture_default_str(),
+      sub->add_option("--ema-decay", c.ema_decay, "diffusion: decay of the weights' moving average")
+          ->capture_default_str(),
+      sub->add_option("--cond-dropout", c.cond_dropout,
+                      "diffusion: share of prompts replaced by the empty prompt (for guidance)")
+          ->capture_default_str(),
+      sub->add_option("--clip-grad-norm", c.clip_grad_norm,
+                      "diffusion: clip the gradients' global norm (0: off)")
+          ->capture_default_str(),
+      flags->images_option = sub->add_option(
+          "--images", flags->images,
+          fmt::format("diffusion: train on this many images (rounded up to whole epochs; default "
+                      "{} when no --epochs or --minutes is given)",
+                      with_commas(kDefaultDiffusionImages))),
+      sub->add_option("--minutes", flags->minutes,
+                      "diffusion: stop at the end of the first epoch after this many minutes"),
       add_seed_option(sub, c.seed, "Seed of every random stream of the run")->capture_default_str(),
       sub->add_option("--out", flags->out, "Folder for the run's files")->capture_default_str(),
       sub->add_flag("--force", flags->force, "Replace the run already in --out"),
@@ -491,6 +599,9 @@ Command add_train_command(CLI::App& app) {
   sub->add_flag("--detect-anomaly", flags->detect_anomaly,
                 "Check every op for NaN/Inf and name the first that makes one (slow)");
   sub->add_flag("--quiet,-q", flags->quiet, "No per-epoch progress, only the header and summary");
+  sub->add_option("--preview-every", flags->preview_every,
+                  "diffusion: write samples_NNNNNN.png every this many epochs (0: never)")
+      ->capture_default_str();
   return [flags] { return run_train(*flags); };
 }
 

@@ -30,8 +30,20 @@ std::string run_record_json(const RunRecord& r) {
   j["batch_size"] = r.config.batch_size;
   j["lr"] = r.config.lr;
   j["seed"] = r.config.seed;
-  j["optimizer"] = "Adam";
-  j["loss"] = "MSE";
+  if (r.config.model == "diffusion") {
+    j["dataset"] = r.config.dataset;
+    j["config"] = r.config.model_config;
+    j["weight_decay"] = r.config.weight_decay;
+    j["warmup_steps"] = r.config.warmup_steps;
+    j["ema_decay"] = r.config.ema_decay;
+    j["cond_dropout"] = r.config.cond_dropout;
+    j["clip_grad_norm"] = r.config.clip_grad_norm;
+    j["optimizer"] = "AdamW";
+    j["loss"] = "eps-MSE";
+  } else {
+    j["optimizer"] = "Adam";
+    j["loss"] = "MSE";
+  }
   j["threads"] = r.threads;
   j["parameters"] = r.parameters;
   j["inkgrad_version"] = r.version;
@@ -77,6 +89,27 @@ RunRecord parse_run_record(std::string_view text, const std::string& source) {
   INK_CHECK(seed.is_number_unsigned() || (seed.is_number_integer() && seed.get<int64_t>() >= 0),
             "{}: \"seed\" must be a non-negative integer, got {}", source, seed.dump());
   r.config.seed = seed.get<uint64_t>();
+  if (r.config.model == "diffusion") {  // the diffusion recipe's settings, all required
+    const auto text = [&](const char* name) {
+      const json& v = field(name);
+      INK_CHECK(v.is_string(), "{}: \"{}\" must be a string, got {}", source, name,
+                v.dump().substr(0, 60));
+      return v.get<std::string>();
+    };
+    const auto number = [&](const char* name) {
+      const json& v = field(name);
+      INK_CHECK(v.is_number(), "{}: \"{}\" must be a number, got {}", source, name,
+                v.dump().substr(0, 60));
+      return v.get<double>();
+    };
+    r.config.dataset = text("dataset");
+    r.config.model_config = text("config");
+    r.config.weight_decay = number("weight_decay");
+    r.config.warmup_steps = integer("warmup_steps");
+    r.config.ema_decay = number("ema_decay");
+    r.config.cond_dropout = number("cond_dropout");
+    r.config.clip_grad_norm = number("clip_grad_norm");
+  }
   // The rest is informational: tolerate its absence.
   if (j.contains("threads") && j.at("threads").is_number_integer())
     r.threads = j.at("threads").get<int>();
