@@ -1,5 +1,6 @@
 // `inkgrad generate`: pictures from a trained checkpoint for one prompt, as an upscaled PNG grid
 // and optionally one PNG per picture.
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -12,6 +13,7 @@
 #include "apps/figures.h"
 #include "apps/prompt.h"
 #include "apps/run_dir.h"
+#include "models/diffusion/model.h"
 #include "models/registry.h"
 #include "models/shapes.h"
 #include "nn/safetensors.h"
@@ -34,7 +36,22 @@ struct GenerateFlags {
   std::string each;
   bool stretch = false;
   CLI::Option* seed_option = nullptr;
+  // Diffusion sampling (other models refuse these flags).
+  diffusion::GenerateOptions sampling;
+  std::string film;
+  std::vector<CLI::Option*> diffusion_options;
 };
+
+// Frames in a --film strip: the sampler's steps at this many evenly spaced points (and the last).
+constexpr int64_t kFilmFrames = 10;
+constexpr int64_t kFilmPictures = 4;
+
+// [B, C, H, W] in [-1, 1] -> picture i's values in [0, 1].
+std::vector<float> unit_picture(const Tensor& x, int64_t i) {
+  std::vector<float> values = picture_values(x, i);
+  for (float& v : values) v = std::clamp((v + 1.0f) * 0.5f, 0.0f, 1.0f);
+  return values;
+}
 
 // Builds the model a checkpoint describes (its kind and config are in its metadata; a phase 1
 // file is the MLP) and loads it with strict names and shapes; every failure names the file.
@@ -105,8 +122,44 @@ int run_generate(const GenerateFlags& flags) {
 
   const uint64_t seed = flags.seed_option->count() > 0 ? flags.seed : fresh_seed();
   Generator generator(seed);
-  const Tensor images = model->generate(flags.prompt, flags.count, generator);
+  auto* diffusion_model = dynamic_cast<diffusion::TextToImageDiffusion*>(model.get());
+  if (diffusion_model == nullptr) {
+    for (const CLI::Option* option : flags.diffusion_options) {
+      INK_CHECK(option->count() == 0, "{} applies to diffusion models; {} holds the {} model",
+                option->get_name(), flags.checkpoint, model->kind());
+    }
+  }
   const ImageFormat format = model->image_format();
+  Tensor images;
+  std::vector<GridRow> film_rows;
+  if (diffusion_model != nullptr) {
+    diffusion::GenerateOptions options = flags.sampling;
+    const int64_t film_pictures = std::min(flags.count, kFilmPictures);
+    if (!flags.film.empty()) {
+      film_rows.resize(static_cast<size_t>(2 * film_pictures));
+      for (int64_t i = 0; i < film_pictures; ++i) {
+        film_rows[static_cast<size_t>(2 * i)].label = fmt::format("#{} x_t", i + 1);
+        film_rows[static_cast<size_t>(2 * i + 1)].label = fmt::format("#{} x0-hat", i + 1);
+      }
+      const int64_t every = std::max<int64_t>(1, options.steps / kFilmFrames);
+      auto chunk = std::make_shared<int64_t>(-1);  // generate samples in chunks: film the first
+      options.callback = [&film_rows, chunk, every,
+                          film_pictures](const diffusion::StepInfo& step) {
+        if (step.step == 0) ++*chunk;
+        const bool frame = step.step % every == 0 || step.step + 1 == step.num_steps;
+        if (*chunk != 0 || !frame) return true;
+        for (int64_t i = 0; i < film_pictures && i < step.x_t.size(0); ++i) {
+          film_rows[static_cast<size_t>(2 * i)].pictures.push_back(unit_picture(step.x_t, i));
+          film_rows[static_cast<size_t>(2 * i + 1)].pictures.push_back(
+              unit_picture(step.x0_hat, i));
+        }
+        return true;
+      };
+    }
+    images = diffusion_model->generate(flags.prompt, flags.count, generator, options);
+  } else {
+    images = model->generate(flags.prompt, flags.count, generator);
+  }
 
   std::vector<GridRow> rows;
   for (int64_t i = 0; i < flags.count; ++i) {
@@ -132,6 +185,15 @@ int run_generate(const GenerateFlags& flags) {
       write_png((fs::path(flags.each) / fmt::format("{}_{:03d}.png", stem, i + 1)).string(),
                 picture_image(values, format, static_cast<int>(flags.scale)));
     }
+  }
+  if (!flags.film.empty()) {
+    GridStyle film_style = grid_style_for(format);
+    film_style.title =
+        fmt::format("{}: denoising, {} {} steps, guidance {}", quoted_text(flags.prompt, 30),
+                    flags.sampling.sampler, flags.sampling.steps, flags.sampling.guidance);
+    film_style.scale = static_cast<int>(flags.scale);
+    make_parent_folder(flags.film);
+    write_png(flags.film, render_grid(film_rows, film_style));
   }
   std::FILE* messages = writes_to_stdout(flags.out) ? stderr : stdout;
   fmt::print(messages, "wrote {}: {} picture{} of {} (seed {}; pass --seed {} to repeat)\n",
@@ -164,6 +226,23 @@ Command add_generate_command(CLI::App& app) {
   sub->add_option("--each", flags->each, "Also write one PNG per picture into this folder");
   sub->add_flag("--stretch", flags->stretch,
                 "Show each picture divided by its own maximum, so faint ones are visible");
+  diffusion::GenerateOptions& s = flags->sampling;
+  flags->diffusion_options = {
+      sub->add_option("--steps", s.steps, "diffusion: sampler steps")->capture_default_str(),
+      sub->add_option("--guidance,--cfg-scale", s.guidance,
+                      "diffusion: classifier-free guidance scale (1 = none)")
+          ->capture_default_str(),
+      sub->add_option("--sampler,--sampling-method", s.sampler,
+                      "diffusion: ddim, ddpm, euler or dpmpp2m")
+          ->capture_default_str(),
+      sub->add_option("--eta", s.eta, "diffusion: DDIM's noise, 0 (deterministic) to 1")
+          ->capture_default_str(),
+      sub->add_option("--negative-prompt", s.negative_prompt,
+                      "diffusion: what guidance steers away from (default: the empty prompt)"),
+      sub->add_option("--film", flags->film,
+                      "diffusion: also write the denoising as a strip (x_t and x0-hat every few "
+                      "steps) to this PNG"),
+  };
   return [flags] { return run_generate(*flags); };
 }
 

@@ -234,13 +234,15 @@ void write_preview(const std::string& dir, Trainer& trainer) {
   for (size_t p = 0; p < prompts.size() && static_cast<int64_t>(p) < kPreviewPrompts; ++p) {
     const Tensor pictures = model->generate(prompts[p], kPreviewPictures, gen, options);
     GridRow row{prompts[p], {}};
-    for (int64_t i = 0; i < kPreviewPictures; ++i) row.pictures.push_back(picture_values(pictures, i));
+    for (int64_t i = 0; i < kPreviewPictures; ++i)
+      row.pictures.push_back(picture_values(pictures, i));
     rows.push_back(std::move(row));
   }
   GridStyle style = grid_style_for(model->image_format());
   style.title = fmt::format("preview after {} images (EMA, {} DDIM steps)", with_commas(images),
                             kPreviewSteps);
-  write_png(in_dir(dir, fmt::format("samples_{:06d}.png", images / 1000)), render_grid(rows, style));
+  write_png(in_dir(dir, fmt::format("samples_{:06d}.png", images / 1000)),
+            render_grid(rows, style));
 }
 
 void write_loss_files(const std::string& dir, const Trainer& trainer) {
@@ -372,7 +374,8 @@ int run_train(TrainFlags& flags) {
   } else {
     fmt::print("  training  {} epochs, Adam lr {}, MSE loss, seed {}, {} thread{}{}\n",
                config.epochs, config.lr, config.seed, record.threads,
-               record.threads == 1 ? "" : "s", flags.detect_anomaly ? ", anomaly detection on" : "");
+               record.threads == 1 ? "" : "s",
+               flags.detect_anomaly ? ", anomaly detection on" : "");
   }
   if (resuming) {
     if (trainer.epoch() > 0) {
@@ -563,7 +566,8 @@ Command add_train_command(CLI::App& app) {
           ->capture_default_str(),
       sub->add_option("--lr", c.lr, "Learning rate (Adam for the mlp, AdamW for diffusion)")
           ->capture_default_str(),
-      sub->add_option("--dataset", c.dataset, "diffusion: the data, shapes (the nine prompts) or scenes")
+      sub->add_option("--dataset", c.dataset,
+                      "diffusion: the data, shapes (the nine prompts) or scenes")
           ->capture_default_str(),
       sub->add_option("--config", c.model_config, "diffusion: the U-Net size, tiny, small or base")
           ->capture_default_str(),

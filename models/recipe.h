@@ -38,7 +38,7 @@ struct TrainConfig {
   uint64_t seed = 42;
 
   // The diffusion recipe's settings (the MLP ignores them; config.json records them all).
-  std::string dataset = "shapes";     // "shapes" (the nine prompts) or "scenes"
+  std::string dataset = "shapes";      // "shapes" (the nine prompts) or "scenes"
   std::string model_config = "small";  // the architecture preset: tiny, small, base
   double weight_decay = 0.0;           // AdamW's decoupled decay
   int64_t warmup_steps = 200;          // linear learning-rate warm-up

@@ -31,7 +31,8 @@ const std::vector<Kind>& kinds() {
       {"diffusion",
        [](const std::string& config, Generator* generator) -> std::unique_ptr<ImageModel> {
          return std::make_unique<diffusion::TextToImageDiffusion>(
-             config.empty() ? diffusion::DiffusionConfig{} : diffusion::DiffusionConfig::from_json(config),
+             config.empty() ? diffusion::DiffusionConfig{}
+                            : diffusion::DiffusionConfig::from_json(config),
              generator);
        }},
   };

@@ -21,7 +21,9 @@ class ScenesDataset final : public Dataset {
   // Throws ink::Error unless images_per_epoch >= 1 and batch_size >= 1.
   ScenesDataset(int64_t images_per_epoch, int64_t batch_size, Generator generator);
 
-  ImageFormat image_format() const override { return {scenes::kChannels, scenes::kSide, scenes::kSide}; }
+  ImageFormat image_format() const override {
+    return {scenes::kChannels, scenes::kSide, scenes::kSide};
+  }
   const WordTokenizer& tokenizer() const override { return tokenizer_; }
   // Prompts for sample grids: a few seen ones and a few held-out ones (see example()).
   std::vector<std::string> prompts() const override;

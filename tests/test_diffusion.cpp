@@ -62,8 +62,7 @@ void expect_close(const Tensor& a, const Tensor& b, double rtol, double atol,
       at = i;
     }
   }
-  EXPECT_LE(worst, 1.0) << what << ": element " << at << " is " << x[at] << ", golden "
-                        << y[at];
+  EXPECT_LE(worst, 1.0) << what << ": element " << at << " is " << x[at] << ", golden " << y[at];
 }
 
 std::unique_ptr<TextToImageDiffusion> golden_model() {
@@ -208,13 +207,13 @@ TEST(DiffusionGolden, TenStepDdimWithGuidanceMatchesPyTorch) {
   SampleOptions options;
   options.clip_x0 = false;
   const auto timesteps = trailing_timesteps(1000, steps);
-  const SampleResult unclipped = sample_ddim(classifier_free_guidance(net, guidance),
-                                             golden_tensor("ddim.x_T"), cond, model->schedule(),
-                                             timesteps, gen, options);
+  const SampleResult unclipped =
+      sample_ddim(classifier_free_guidance(net, guidance), golden_tensor("ddim.x_T"), cond,
+                  model->schedule(), timesteps, gen, options);
   expect_close(unclipped.x0, golden_tensor("ddim.x0_unclipped"), 2e-3, 2e-4, "ddim unclipped");
-  const SampleResult clipped = sample_ddim(classifier_free_guidance(net, guidance),
-                                           golden_tensor("ddim.x_T"), cond, model->schedule(),
-                                           timesteps, gen);
+  const SampleResult clipped =
+      sample_ddim(classifier_free_guidance(net, guidance), golden_tensor("ddim.x_T"), cond,
+                  model->schedule(), timesteps, gen);
   expect_close(clipped.x0, golden_tensor("ddim.x0"), 2e-3, 2e-4, "ddim");
 }
 
@@ -231,8 +230,11 @@ TEST(DiffusionModel, ConfigJsonRoundTripsAndBadConfigsAreRefused) {
   expect_error([] { DiffusionConfig::from_json("{\"tokenizer\": \"bpe\"}"); },
                "tokenizer must be \"char\" or \"word\"");
   TextToImageDiffusion model(DiffusionConfig::preset("tiny"));
-  expect_error([&] { model.unet->forward(zeros({1, 1, 32, 32}), zeros({1}), Tensor(), Tensor()); },
-               "unet: expected x [B, 1, 28, 28], got [1, 1, 32, 32]");
+  expect_error(
+      [&] {
+        model.unet->forward(zeros({1, 1, 32, 32}), zeros({1}), Tensor(), Tensor());
+      },
+      "unet: expected x [B, 1, 28, 28], got [1, 1, 32, 32]");
 }
 
 TEST(DiffusionModel, GenerateIsDeterministicAtAnyThreadCountAndFromSeveralThreads) {

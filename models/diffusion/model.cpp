@@ -3,8 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <utility>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "models/word_tokenizer.h"
 #include "nn/module.h"
@@ -81,8 +81,10 @@ bool DiffusionConfig::has_attention(int64_t level) const {
 
 void DiffusionConfig::validate() const {
   INK_CHECK(ch >= 1 && ch <= 1024, "diffusion config: ch must be in [1, 1024], got {}", ch);
-  INK_CHECK(ch % 2 == 0, "diffusion config: ch must be even (the time embedding has ch/2 "
-                         "frequencies), got {}", ch);
+  INK_CHECK(ch % 2 == 0,
+            "diffusion config: ch must be even (the time embedding has ch/2 "
+            "frequencies), got {}",
+            ch);
   INK_CHECK(!channel_mult.empty() && channel_mult.size() <= 6,
             "diffusion config: channel_mult needs 1 to 6 levels, got {}", channel_mult.size());
   for (int64_t m : channel_mult) {
@@ -99,12 +101,11 @@ void DiffusionConfig::validate() const {
   for (int64_t c : level_channels()) {
     INK_CHECK(c % groups == 0, "diffusion config: {} channels do not split into {} groups", c,
               groups);
-    INK_CHECK(c % heads == 0, "diffusion config: {} channels do not split into {} heads", c,
-              heads);
+    INK_CHECK(c % heads == 0, "diffusion config: {} channels do not split into {} heads", c, heads);
   }
   INK_CHECK(context_dim >= 1 && context_dim % heads == 0,
-            "diffusion config: context_dim {} must be a positive multiple of heads {}",
-            context_dim, heads);
+            "diffusion config: context_dim {} must be a positive multiple of heads {}", context_dim,
+            heads);
   INK_CHECK(text_layers >= 0 && text_layers <= 64,
             "diffusion config: text_layers must be in [0, 64], got {}", text_layers);
   INK_CHECK(in_channels == 1 || in_channels == 3,
@@ -222,8 +223,8 @@ Tensor TextLayer::forward(const Tensor& x, const Tensor& key_mask) {
 DiffusionTextEncoder::DiffusionTextEncoder(const DiffusionConfig& config, Generator* gen)
     : nn::Module("TextEncoder") {
   const int64_t d = config.context_dim;
-  tok_emb = register_module("tok_emb",
-                            std::make_shared<nn::Embedding>(config.vocab_size, d, 0, gen));
+  tok_emb =
+      register_module("tok_emb", std::make_shared<nn::Embedding>(config.vocab_size, d, 0, gen));
   null_emb = register_parameter("null_emb", normal({1, 1, d}, 0.02f, gen));
   pos_emb = register_parameter("pos_emb", normal({1, config.max_length + 1, d}, 0.02f, gen));
   for (int64_t i = 0; i < config.text_layers; ++i) {
@@ -259,16 +260,15 @@ DiffusionTextEncoder::Output DiffusionTextEncoder::forward(const Tensor& tokens)
 
 // ---- U-Net blocks ----
 
-ResBlock::ResBlock(int64_t in_ch, int64_t out_ch, int64_t temb_dim, int64_t groups,
-                   Generator* gen)
+ResBlock::ResBlock(int64_t in_ch, int64_t out_ch, int64_t temb_dim, int64_t groups, Generator* gen)
     : nn::Module("ResBlock") {
   norm1 = register_module("norm1", std::make_shared<nn::GroupNorm>(groups, in_ch));
   conv1 = register_module("conv1", std::make_shared<nn::Conv2d>(in_ch, out_ch, 3, 1, 1, true, gen));
-  time_proj = register_module("time_proj",
-                              std::make_shared<nn::Linear>(temb_dim, out_ch, true, gen));
+  time_proj =
+      register_module("time_proj", std::make_shared<nn::Linear>(temb_dim, out_ch, true, gen));
   norm2 = register_module("norm2", std::make_shared<nn::GroupNorm>(groups, out_ch));
-  conv2 = register_module("conv2",
-                          std::make_shared<nn::Conv2d>(out_ch, out_ch, 3, 1, 1, true, gen));
+  conv2 =
+      register_module("conv2", std::make_shared<nn::Conv2d>(out_ch, out_ch, 3, 1, 1, true, gen));
   zero_(conv2);
   if (in_ch != out_ch) {
     skip = register_module("skip", std::make_shared<nn::Conv2d>(in_ch, out_ch, 1, 1, 0, true, gen));
@@ -282,8 +282,8 @@ Tensor ResBlock::forward(const Tensor& x, const Tensor& temb) {
   return (skip ? skip->forward(x) : x) + h;
 }
 
-AttentionBlock::AttentionBlock(int64_t ch, int64_t context_dim, int64_t heads,
-                               bool self_attention, Generator* gen)
+AttentionBlock::AttentionBlock(int64_t ch, int64_t context_dim, int64_t heads, bool self_attention,
+                               Generator* gen)
     : nn::Module("AttentionBlock") {
   if (self_attention) {
     norm_self = register_module("norm_self", std::make_shared<nn::LayerNorm>(ch));
@@ -291,8 +291,8 @@ AttentionBlock::AttentionBlock(int64_t ch, int64_t context_dim, int64_t heads,
     zero_(self_attn->to_out);
   }
   norm_cross = register_module("norm_cross", std::make_shared<nn::LayerNorm>(ch));
-  cross_attn = register_module("cross_attn",
-                               std::make_shared<nn::Attention>(ch, context_dim, heads, gen));
+  cross_attn =
+      register_module("cross_attn", std::make_shared<nn::Attention>(ch, context_dim, heads, gen));
   zero_(cross_attn->to_out);
 }
 
@@ -317,7 +317,8 @@ Tensor sinusoidal_embedding(const Tensor& timesteps, int64_t dim) {
   const float* t = std::as_const(timesteps).data();
   // In double, then rounded: t f_i reaches ~1000 rad, where float angles are off by 1e-4.
   for (int64_t j = 0; j < half; ++j) {
-    const double freq = std::exp(-std::log(10000.0) * static_cast<double>(j) / static_cast<double>(half));
+    const double freq =
+        std::exp(-std::log(10000.0) * static_cast<double>(j) / static_cast<double>(half));
     for (int64_t i = 0; i < b; ++i) {
       const double angle = static_cast<double>(t[i]) * freq;
       o[i * 2 * half + j] = static_cast<float>(std::sin(angle));
@@ -327,17 +328,16 @@ Tensor sinusoidal_embedding(const Tensor& timesteps, int64_t dim) {
   return out;
 }
 
-UNet::UNet(const DiffusionConfig& config, Generator* gen)
-    : nn::Module("UNet"), config_(config) {
+UNet::UNet(const DiffusionConfig& config, Generator* gen) : nn::Module("UNet"), config_(config) {
   config.validate();
   const std::vector<int64_t> chs = config.level_channels();
   const auto levels = static_cast<int64_t>(chs.size());
   const int64_t temb = 4 * config.ch;
   time_embed = register_module("time_embed", std::make_shared<nn::Module>("TimeEmbed"));
-  time_lin1 = time_embed->register_module("lin1",
-                                          std::make_shared<nn::Linear>(config.ch, temb, true, gen));
-  time_lin2 = time_embed->register_module("lin2",
-                                          std::make_shared<nn::Linear>(temb, temb, true, gen));
+  time_lin1 =
+      time_embed->register_module("lin1", std::make_shared<nn::Linear>(config.ch, temb, true, gen));
+  time_lin2 =
+      time_embed->register_module("lin2", std::make_shared<nn::Linear>(temb, temb, true, gen));
   conv_in = register_module(
       "conv_in", std::make_shared<nn::Conv2d>(config.in_channels, config.ch, 3, 1, 1, true, gen));
   for (int64_t i = 0; i < levels; ++i) {
@@ -347,8 +347,8 @@ UNet::UNet(const DiffusionConfig& config, Generator* gen)
         "res", std::make_shared<ResBlock>(in_ch, chs[i], temb, config.groups, gen));
     if (config.has_attention(i)) {
       level->attn = level->register_module(
-          "attn", std::make_shared<AttentionBlock>(chs[i], config.context_dim, config.heads,
-                                                   false, gen));
+          "attn",
+          std::make_shared<AttentionBlock>(chs[i], config.context_dim, config.heads, false, gen));
     }
     if (i + 1 < levels) {
       level->downsample = level->register_module(
@@ -358,21 +358,20 @@ UNet::UNet(const DiffusionConfig& config, Generator* gen)
   }
   down = register_module("down", module_list(down_levels_));
   const int64_t last = chs.back();
-  mid_res1 = register_module("mid_res1",
-                             std::make_shared<ResBlock>(last, last, temb, config.groups, gen));
-  mid_attn = register_module(
-      "mid_attn",
-      std::make_shared<AttentionBlock>(last, config.context_dim, config.heads, true, gen));
-  mid_res2 = register_module("mid_res2",
-                             std::make_shared<ResBlock>(last, last, temb, config.groups, gen));
+  mid_res1 =
+      register_module("mid_res1", std::make_shared<ResBlock>(last, last, temb, config.groups, gen));
+  mid_attn = register_module("mid_attn", std::make_shared<AttentionBlock>(last, config.context_dim,
+                                                                          config.heads, true, gen));
+  mid_res2 =
+      register_module("mid_res2", std::make_shared<ResBlock>(last, last, temb, config.groups, gen));
   for (int64_t i = 0; i < levels; ++i) {
     auto level = std::make_shared<UNetLevel>();
     level->res = level->register_module(
         "res", std::make_shared<ResBlock>(2 * chs[i], chs[i], temb, config.groups, gen));
     if (config.has_attention(i)) {
       level->attn = level->register_module(
-          "attn", std::make_shared<AttentionBlock>(chs[i], config.context_dim, config.heads,
-                                                   false, gen));
+          "attn",
+          std::make_shared<AttentionBlock>(chs[i], config.context_dim, config.heads, false, gen));
     }
     if (i > 0) {
       level->upsample = level->register_module(
@@ -395,8 +394,8 @@ Tensor UNet::forward(const Tensor& x, const Tensor& timesteps, const Tensor& con
   INK_CHECK(timesteps.defined() && timesteps.dim() == 1 && timesteps.size(0) == x.size(0),
             "unet: expected timesteps [{}], got {}", x.size(0),
             timesteps.defined() ? shape_str(timesteps.shape()) : std::string("undefined"));
-  const Tensor temb = time_lin2->forward(silu(time_lin1->forward(
-      sinusoidal_embedding(timesteps, config_.ch))));  // [B, E]
+  const Tensor temb = time_lin2->forward(
+      silu(time_lin1->forward(sinusoidal_embedding(timesteps, config_.ch))));  // [B, E]
   Tensor h = conv_in->forward(x);
   std::vector<Tensor> skips;
   for (const auto& level : down_levels_) {
@@ -438,7 +437,8 @@ TextToImageDiffusion::TextToImageDiffusion(const DiffusionConfig& config, Genera
   INK_CHECK(tokenizer_->vocab_size() == config.vocab_size,
             "diffusion config: vocab_size {} does not match the {} tokenizer's {}",
             config.vocab_size, config.tokenizer, tokenizer_->vocab_size());
-  text_encoder = register_module("text_encoder", std::make_shared<DiffusionTextEncoder>(config, gen));
+  text_encoder =
+      register_module("text_encoder", std::make_shared<DiffusionTextEncoder>(config, gen));
   unet = register_module("unet", std::make_shared<UNet>(config, gen));
 }
 
@@ -488,7 +488,8 @@ Tensor TextToImageDiffusion::generate(const std::string& prompt, int64_t n, Gene
   options.validate();
   nn::InferenceGuard inference;  // no graph, and the module left as it is
   const Sampler sampler = parse_sampler(options.sampler);
-  const std::vector<int64_t> timesteps = trailing_timesteps(schedule_.num_timesteps(), options.steps);
+  const std::vector<int64_t> timesteps =
+      trailing_timesteps(schedule_.num_timesteps(), options.steps);
   const ImageFormat format = image_format();
   Tensor out = empty({n, format.channels, format.height, format.width});
   const Denoiser model = [this](const Tensor& x, const Tensor& t, const std::any& cond) {

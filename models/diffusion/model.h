@@ -34,11 +34,11 @@ struct DiffusionConfig {
   int64_t text_layers = 2;
   int64_t heads = 4;
   int64_t groups = 8;
-  int64_t in_channels = 1;   // 1 for the nine shapes, 3 for scenes
-  int64_t image_size = 28;   // 28 or 32: must halve cleanly at every level but the last
-  std::string tokenizer = "char";  // "char" (the nine shapes) or "word" (scenes)
-  int64_t vocab_size = 28;   // the tokenizer's
-  int64_t max_length = 32;   // T
+  int64_t in_channels = 1;          // 1 for the nine shapes, 3 for scenes
+  int64_t image_size = 28;          // 28 or 32: must halve cleanly at every level but the last
+  std::string tokenizer = "char";   // "char" (the nine shapes) or "word" (scenes)
+  int64_t vocab_size = 28;          // the tokenizer's
+  int64_t max_length = 32;          // T
   std::string schedule = "linear";  // the noise schedule's betas: "linear" or "cosine"
   int64_t timesteps = 1000;
 
@@ -115,9 +115,9 @@ class AttentionBlock : public nn::Module {
 struct UNetLevel : public nn::Module {
   UNetLevel() : nn::Module("Module") {}
   std::shared_ptr<ResBlock> res;
-  std::shared_ptr<AttentionBlock> attn;      // null where the level has no attention
-  std::shared_ptr<nn::Conv2d> downsample;    // 3x3 stride 2 (down, not on the last level)
-  std::shared_ptr<nn::Conv2d> upsample;      // nearest x2 then this 3x3 (up, not on level 0)
+  std::shared_ptr<AttentionBlock> attn;    // null where the level has no attention
+  std::shared_ptr<nn::Conv2d> downsample;  // 3x3 stride 2 (down, not on the last level)
+  std::shared_ptr<nn::Conv2d> upsample;    // nearest x2 then this 3x3 (up, not on level 0)
 };
 
 class UNet : public nn::Module {

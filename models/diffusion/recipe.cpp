@@ -35,8 +35,7 @@ DiffusionConfig config_for(const TrainConfig& config) {
 std::unique_ptr<Dataset> make_dataset(const TrainConfig& config, const Tokenizer& tokenizer,
                                       Generator data) {
   if (config.dataset == "scenes") {
-    return std::make_unique<ScenesDataset>(config.samples_per_prompt * 9,
-                                           config.batch_size, data);
+    return std::make_unique<ScenesDataset>(config.samples_per_prompt * 9, config.batch_size, data);
   }
   return std::make_unique<ShapeDataset>(config.samples_per_prompt, config.batch_size, data,
                                         dynamic_cast<const CharTokenizer&>(tokenizer));
@@ -104,7 +103,8 @@ Tensor DiffusionRecipe::loss(const DataBatch& batch, Generator& noise) {
     int64_t* ids = tokens.data_i64();
     const int64_t length = tokens.size(1), pad = model_->tokenizer().pad_id();
     for (int64_t i = 0; i < b; ++i) {
-      if (noise.uniform() < config_.cond_dropout) std::fill(ids + i * length, ids + (i + 1) * length, pad);
+      if (noise.uniform() < config_.cond_dropout)
+        std::fill(ids + i * length, ids + (i + 1) * length, pad);
     }
   }
   Tensor x_t;
@@ -116,7 +116,8 @@ Tensor DiffusionRecipe::loss(const DataBatch& batch, Generator& noise) {
 }
 
 void DiffusionRecipe::before_step(int64_t step) {
-  if (config_.clip_grad_norm > 0.0) clip_grad_norm(model_->named_parameters(), config_.clip_grad_norm);
+  if (config_.clip_grad_norm > 0.0)
+    clip_grad_norm(model_->named_parameters(), config_.clip_grad_norm);
   schedule_->apply(*optimizer_);
 }
 
@@ -160,7 +161,8 @@ void DiffusionRecipe::load_extra_state(const SafetensorsFile& state) {
   ema.metadata["format"] = "pt";
   for (const auto& [name, tensor] : state.tensors) {
     INK_CHECK(name.rfind("ema.", 0) == 0,
-              "resume: the training state holds an unexpected tensor {}", fmt::format("\"{}\"", name.substr(0, 60)));
+              "resume: the training state holds an unexpected tensor {}",
+              fmt::format("\"{}\"", name.substr(0, 60)));
     ema.tensors.emplace_back(name.substr(4), tensor);
   }
   for (const auto& [key, value] : state.metadata) {
