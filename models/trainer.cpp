@@ -197,7 +197,7 @@ void Trainer::resume(const std::string& dir) {
   const auto check_same = [&](const char* key, const std::string& ours) {
     const std::string& theirs = require(meta, key, path);
     INK_CHECK(theirs == ours, "resume: {} was trained with {} = {}, but this run uses {}", path,
-              std::string(key).substr(8), quoted_text(theirs), ours);
+              std::string(key).substr(8), shown_text(theirs), ours);
   };
   check_same("trainer.samples_per_prompt", std::to_string(config_.samples_per_prompt));
   check_same("trainer.batch_size", std::to_string(config_.batch_size));

@@ -116,4 +116,12 @@ std::string quoted_text(std::string_view text, size_t max_characters) {
   return out;
 }
 
+std::string shown_text(std::string_view text, size_t max_characters) {
+  const bool plain = !text.empty() && text.size() <= max_characters &&
+                     std::all_of(text.begin(), text.end(), [](char c) {
+                       return c > ' ' && c < 0x7F && c != '"' && c != '\\';
+                     });
+  return plain ? std::string(text) : quoted_text(text, max_characters);
+}
+
 }  // namespace ink

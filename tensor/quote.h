@@ -18,6 +18,11 @@ namespace ink {
 // so the result is at most about 6 * max_characters bytes whatever the input.
 std::string quoted_text(std::string_view text, size_t max_characters = 40);
 
+// `text` as it is when it is short and plain (at most `max_characters` printable ASCII
+// characters, no space, quote or backslash), otherwise quoted_text(text, max_characters). For
+// values that are normally a number or a word, so that "batch_size = 32" reads naturally.
+std::string shown_text(std::string_view text, size_t max_characters = 40);
+
 // One character made safe to print: printable ASCII and valid multi-byte UTF-8 are kept,
 // controls and invisible characters become "U+001B" style, bytes that are not one well-formed
 // character become "\xFF" style.

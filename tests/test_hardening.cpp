@@ -264,6 +264,14 @@ TEST(HardeningQuote, EscapesTerminalSequencesControlsAndInvalidUtf8) {
   EXPECT_EQ(quoted_text(std::string_view("a\0b", 3)), "\"a\\x00b\"");
 }
 
+TEST(HardeningQuote, ShownTextKeepsPlainValuesBare) {
+  EXPECT_EQ(shown_text("32"), "32");
+  EXPECT_EQ(shown_text("3 2"), "\"3 2\"");
+  EXPECT_EQ(shown_text("\x1b[2J"), "\"\\x1B[2J\"");
+  EXPECT_EQ(shown_text(""), "\"\"");
+  EXPECT_EQ(shown_text(std::string(100, '1'), 5), "\"11111...\" (100 characters)");
+}
+
 TEST(HardeningQuote, BoundsTheLength) {
   const std::string huge(50'000'000, 'v');
   const std::string shown = quoted_text(huge, 40);
