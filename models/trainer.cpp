@@ -12,6 +12,7 @@
 #include "nn/safetensors.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
+#include "tensor/quote.h"
 
 namespace ink {
 
@@ -24,13 +25,6 @@ std::string state_str(Generator::State s) {
   return fmt::format("{} {}", s.state, s.inc);
 }
 
-// Metadata text for a message: bounded, control characters replaced.
-std::string shown(const std::string& text) {
-  std::string out;
-  for (char c : text.substr(0, 60)) out += static_cast<unsigned char>(c) < 0x20 ? '?' : c;
-  return text.size() > 60 ? out + "..." : out;
-}
-
 Generator::State parse_state(const std::string& text, const std::string& what) {
   Generator::State s;
   const char* begin = text.data();
@@ -41,7 +35,7 @@ Generator::State parse_state(const std::string& text, const std::string& what) {
     auto r2 = std::from_chars(r1.ptr + 1, end, s.inc);
     ok = r2.ec == std::errc() && r2.ptr == end && (s.inc & 1u) == 1u;
   }
-  INK_CHECK(ok, "resume: metadata \"{}\" is malformed: \"{}\"", what, shown(text));
+  INK_CHECK(ok, "resume: metadata \"{}\" is malformed: {}", what, quoted_text(text));
   return s;
 }
 
@@ -191,16 +185,16 @@ void Trainer::resume(const std::string& dir) {
   // model identity: it is the MLP with its default config.
   const ModelIdentity identity = model_identity(meta);
   INK_CHECK(identity.kind == model.kind(),
-            "resume: {} is a training state of the \"{}\" model, but this run trains \"{}\"", path,
-            shown(identity.kind), model.kind());
+            "resume: {} is a training state of the {} model, but this run trains \"{}\"", path,
+            quoted_text(identity.kind), model.kind());
   INK_CHECK(!identity.recorded || identity.config_json == model.config_json(),
             "resume: {} was trained with the model config {}, but this run uses {}", path,
-            shown(identity.config_json), model.config_json());
+            quoted_text(identity.config_json, 200), model.config_json());
   const auto check_same = [&](const std::string& key, const std::string& name,
                               const std::string& ours) {
     const std::string& theirs = require(meta, key, path);
     INK_CHECK(theirs == ours, "resume: {} was trained with {} = {}, but this run uses {}", path,
-              name, shown(theirs), ours);
+              name, shown_text(theirs), ours);
   };
   check_same("trainer.samples_per_prompt", "samples_per_prompt",
              std::to_string(config_.samples_per_prompt));
@@ -214,7 +208,7 @@ void Trainer::resume(const std::string& dir) {
   const std::string& epoch_text = require(meta, "trainer.epoch", path);
   auto r = std::from_chars(epoch_text.data(), epoch_text.data() + epoch_text.size(), epoch);
   INK_CHECK(r.ec == std::errc() && r.ptr == epoch_text.data() + epoch_text.size() && epoch >= 0,
-            "resume: metadata \"trainer.epoch\" is malformed: \"{}\"", shown(epoch_text));
+            "resume: metadata \"trainer.epoch\" is malformed: {}", quoted_text(epoch_text));
   std::vector<float> losses;
   const std::string& loss_text = require(meta, "trainer.losses", path);
   for (size_t pos = 0; pos < loss_text.size();) {
@@ -224,7 +218,7 @@ void Trainer::resume(const std::string& dir) {
     char* end = nullptr;
     const float v = std::strtof(item.c_str(), &end);
     INK_CHECK(!item.empty() && end == item.c_str() + item.size(),
-              "resume: metadata \"trainer.losses\" has a malformed entry \"{}\"", shown(item));
+              "resume: metadata \"trainer.losses\" has a malformed entry {}", quoted_text(item));
     losses.push_back(v);
     pos = comma + 1;
   }
