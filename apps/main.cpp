@@ -11,6 +11,7 @@
 #include "apps/commands.h"
 #include "apps/run_dir.h"
 #include "tensor/error.h"
+#include "tensor/quote.h"
 
 namespace ink::app {
 
@@ -35,9 +36,8 @@ CLI::Option* add_seed_option(CLI::App* command, uint64_t& seed, const std::strin
   const CLI::Validator digits_only(
       [](std::string& text) -> std::string {
         if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos) return "";
-        const std::string shown = text.size() > 30 ? text.substr(0, 30) + "..." : text;
-        return fmt::format("must be an integer in [0, 18446744073709551615], got \"{}\"",
-                           one_line(shown));
+        return fmt::format("must be an integer in [0, 18446744073709551615], got {}",
+                           quoted_text(text, 30));
       },
       "UINT64");
   return command->add_option("--seed", seed, description)->check(digits_only);

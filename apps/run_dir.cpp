@@ -96,7 +96,7 @@ RunRecord parse_run_record(std::string_view text, const std::string& source) {
   RunRecord r;
   if (j.contains("model")) {  // absent in phase 1 records, which are all of the MLP
     INK_CHECK(j.at("model").is_string(), "{}: \"model\" must be a string, got {}", source,
-              j.at("model").dump().substr(0, 60));
+              shown(j.at("model")));
     r.config.model = j.at("model").get<std::string>();
   }
   r.config.epochs = integer("epochs");

@@ -7,6 +7,7 @@
 #include "models/mlp_recipe.h"
 #include "models/shapes.h"
 #include "tensor/error.h"
+#include "tensor/quote.h"
 
 namespace ink {
 
@@ -44,12 +45,6 @@ const RecipeEntry* find_recipe(const std::string& name) {
   return nullptr;
 }
 
-std::string bounded(const std::string& text) {
-  std::string out;
-  for (char c : text.substr(0, 40)) out += static_cast<unsigned char>(c) < 0x20 ? '?' : c;
-  return text.size() > 40 ? out + "..." : out;
-}
-
 }  // namespace
 
 TrainingStreams::TrainingStreams(uint64_t seed)
@@ -70,8 +65,8 @@ void TrainConfig::validate(const FieldName& field_name) const {
   };
 
   const RecipeEntry* recipe = find_recipe(model);
-  INK_CHECK(recipe != nullptr, "{}{} must be one of {}, got \"{}\"", prefix, name("model"),
-            fmt::join(recipe_names(), ", "), bounded(model));
+  INK_CHECK(recipe != nullptr, "{}{} must be one of {}, got {}", prefix, name("model"),
+            fmt::join(recipe_names(), ", "), quoted_text(model));
   check_range("epochs", epochs, 1, kMaxEpochs, "");
   check_range("samples_per_prompt", samples_per_prompt, 1, kMaxSamplesPerPrompt, "");
   // The batch-of-one rule, for models with BatchNorm: no batch, the last one included, may hold
@@ -118,9 +113,9 @@ std::map<std::string, std::string> Recipe::resume_settings() {
 
 void Recipe::load_extra_state(const SafetensorsFile& state) {
   std::vector<std::string> names;
-  for (const auto& [name, tensor] : state.tensors) names.push_back(bounded(name));
+  for (const auto& [name, tensor] : state.tensors) names.push_back(quoted_text(name));
   INK_CHECK(names.empty(), "resume: unexpected {} in the training state of the {} recipe",
-            fmt::format("\"{}\"", fmt::join(names, "\", \"")), this->name());
+            fmt::join(names, ", "), this->name());
 }
 
 std::vector<std::string> recipe_names() {

@@ -9,6 +9,7 @@
 #include "models/diffusion/model.h"
 #include "models/text_to_image.h"
 #include "tensor/error.h"
+#include "tensor/quote.h"
 
 namespace ink {
 
@@ -39,15 +40,6 @@ const std::vector<Kind>& kinds() {
   return table;
 }
 
-// A file's text bounded and without control characters, for messages.
-std::string shown(const std::string& text) {
-  std::string out;
-  for (char c : text.substr(0, 60)) {
-    out += static_cast<unsigned char>(c) < 0x20 || c == 0x7f ? '?' : c;
-  }
-  return text.size() > 60 ? out + "..." : out;
-}
-
 }  // namespace
 
 std::map<std::string, std::string> ImageModel::checkpoint_metadata() const {
@@ -65,7 +57,7 @@ std::unique_ptr<ImageModel> make_model(const std::string& kind, const std::strin
   for (const Kind& entry : kinds()) {
     if (kind == entry.name) return entry.make(config_json == "{}" ? "" : config_json, generator);
   }
-  INK_FAIL("unknown model kind \"{}\" (known: {})", shown(kind), fmt::join(model_kinds(), ", "));
+  INK_FAIL("unknown model kind {} (known: {})", quoted_text(kind), fmt::join(model_kinds(), ", "));
 }
 
 ModelIdentity model_identity(const std::map<std::string, std::string>& metadata) {

@@ -7,6 +7,7 @@
 #include "tensor/autograd.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
+#include "tensor/quote.h"
 
 namespace ink {
 
@@ -43,17 +44,15 @@ TextToImageConfig TextToImageConfig::from_json(const std::string& text) {
   TextToImageConfig config;
   if (text.empty()) return config;
   const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  INK_CHECK(j.is_object(), "mlp config: expected a JSON object, got \"{}\"",
-            text.size() > 60 ? text.substr(0, 60) + "..." : text);
+  INK_CHECK(j.is_object(), "mlp config: expected a JSON object, got {}", quoted_text(text));
   for (const auto& [key, value] : j.items()) {
     const ConfigField* field = nullptr;
     for (const ConfigField& f : kConfigFields) field = key == f.name ? &f : field;
-    INK_CHECK(field != nullptr, "mlp config: unknown field \"{}\"",
-              key.size() > 40 ? key.substr(0, 40) + "..." : key);
+    INK_CHECK(field != nullptr, "mlp config: unknown field {}", quoted_text(key));
     INK_CHECK(value.is_number_integer() && value.get<int64_t>() >= 1 &&
                   value.get<int64_t>() <= field->max,
               "mlp config: \"{}\" must be an integer in [1, {}], got {}", key, field->max,
-              value.dump().substr(0, 40));
+              quoted_text(value.dump()));
     config.*field->member = value.get<int64_t>();
   }
   INK_CHECK(config.vocab_size == CharTokenizer::kVocabSize,

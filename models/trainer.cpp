@@ -185,11 +185,11 @@ void Trainer::resume(const std::string& dir) {
   // model identity: it is the MLP with its default config.
   const ModelIdentity identity = model_identity(meta);
   INK_CHECK(identity.kind == model.kind(),
-            "resume: {} is a training state of the \"{}\" model, but this run trains \"{}\"", path,
-            shown_text(identity.kind), model.kind());
+            "resume: {} is a training state of the {} model, but this run trains \"{}\"", path,
+            quoted_text(identity.kind), model.kind());
   INK_CHECK(!identity.recorded || identity.config_json == model.config_json(),
             "resume: {} was trained with the model config {}, but this run uses {}", path,
-            shown_text(identity.config_json, 200), model.config_json());
+            quoted_text(identity.config_json, 200), model.config_json());
   const auto check_same = [&](const std::string& key, const std::string& name,
                               const std::string& ours) {
     const std::string& theirs = require(meta, key, path);

@@ -205,7 +205,9 @@ void copy_values(const Tensor& destination, const Tensor& source) {
              destination.impl()->offset * element;
   const auto* from =
       static_cast<const uint8_t*>(source.impl()->storage->data()) + source.impl()->offset * element;
-  if (to != from) std::memmove(to, from, static_cast<size_t>(destination.numel()) * element);
+  if (to == from) return;
+  std::memmove(to, from, static_cast<size_t>(destination.numel()) * element);
+  destination.bump_version();  // a write, as far as a pending backward that saved it knows
 }
 
 void Module::copy_values_from(const Module& source) {

@@ -192,7 +192,8 @@ void load_state_dict_file(Module& module, const std::string& path, bool strict =
 
 // Copies the bytes of `source` into `destination` in place: same dtype and shape, both
 // contiguous (throws ink::Error otherwise, naming both shapes). Not recorded by autograd, like
-// PyTorch's copy_ under no_grad; handles on `destination` see the new values.
+// PyTorch's copy_ under no_grad; handles on `destination` see the new values, and its version
+// counter counts the write.
 void copy_values(const Tensor& destination, const Tensor& source);
 
 // Python's repr of a float ("1e-05", "0.1", "1.0"), used by extra_repr() to print

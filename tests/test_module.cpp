@@ -364,7 +364,9 @@ TEST(Module, CopyValuesFromCopiesEveryTensorByNameInPlace) {
   TextEncoder a(&a_gen), b(&b_gen);
   Tensor handle = b.embedding->weight;  // a handle taken before the copy
   const auto before = handle.to_vector();
+  const uint64_t version = handle.version();
   b.copy_values_from(a);
+  EXPECT_GT(handle.version(), version);  // an in-place write, as a SavedTensor must see
   EXPECT_NE(handle.to_vector(), before);
   EXPECT_EQ(handle.to_vector(), a.embedding->weight.to_vector());
   for (size_t i = 0; i < a.state_dict().size(); ++i) {
