@@ -12,6 +12,10 @@ Module names match the issue exactly, so a state_dict moves to and from inkgrad 
   diffusion_twin.py sampler-golden
       writes tests/data/samplers_golden.json (schedules, timestep spacing and the samplers'
       results for a closed-form Gaussian denoiser) for tests/test_samplers.cpp
+  diffusion_twin.py model-golden [--config tiny]
+      writes tests/data/diffusion_golden.safetensors: one training step (loss, every gradient,
+      the AdamW step, the EMA), the U-Net's eps and a 10-step DDIM sample with CFG (see
+      write_model_golden for the layout)
   diffusion_twin.py check FILE
       loads a safetensors checkpoint (e.g. written by inkgrad) with strict=True, using the
       config in its metadata, and prints the U-Net's ε for fixed inputs
@@ -32,7 +36,8 @@ Decisions where the issue leaves room (the C++ model must make the same ones):
     ch[i-1], 3, padding 1) stored directly as up.i.upsample.{weight,bias}.
   - The time embedding: temb = lin2(silu(lin1(sinusoidal(t)))), with t the integer timestep as
     a float; each ResBlock adds time_proj(silu(temb)) after conv1. sinusoidal(t) =
-    [sin(t f_0..f_{half-1}), cos(t f_0..f_{half-1})], f_i = exp(-ln(10000) i / half), half = ch/2.
+    [sin(t f_0..f_{half-1}), cos(t f_0..f_{half-1})], f_i = exp(-ln(10000) i / half), half = ch/2,
+    computed in float64 and then rounded to float32 (float32 angles t f_i are off by up to 1e-4).
   - Text: context = norm_out(layers(cat([null_emb, tok_emb(tokens)], 1) + pos_emb)), key mask =
     [1, tokens != 0]. tok_emb has padding_idx 0 (only its initial row 0 = 0 is affected: padding
     keys are masked everywhere, so that row never gets a gradient). null_emb and pos_emb start as
@@ -173,8 +178,9 @@ class TextEncoder(nn.Module):
 def sinusoidal_embedding(t, dim):
     """[sin(t f_i), cos(t f_i)], f_i = exp(-ln(10000) i / half), i < half = dim / 2."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
-    angles = t.float()[:, None] * freqs[None, :]
+    # In float64 (then rounded): t f_i reaches ~1000 rad, where float32 angles are off by 1e-4.
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)
+    angles = t.double()[:, None] * freqs[None, :]
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 
@@ -186,7 +192,8 @@ class TimeEmbed(nn.Module):
         self.lin2 = nn.Linear(4 * ch, 4 * ch)
 
     def forward(self, t):
-        return self.lin2(F.silu(self.lin1(sinusoidal_embedding(t, self.ch))))
+        emb = sinusoidal_embedding(t, self.ch).to(self.lin1.weight.dtype)
+        return self.lin2(F.silu(self.lin1(emb)))
 
 
 class ResBlock(nn.Module):
@@ -345,10 +352,17 @@ def training_loss(model, x0, tokens, abar, cond_dropout=0.1, generator=None):
     t = torch.randint(0, abar.shape[0], (b,), generator=generator)
     eps = torch.randn(x0.shape, generator=generator)
     drop = torch.rand(b, generator=generator) < cond_dropout
+    return loss_for(model, x0, tokens, abar, t, eps, drop)[0]
+
+
+def loss_for(model, x0, tokens, abar, t, eps, drop):
+    """The loss for given draws: timesteps t [B], noise eps, drop [B] bool (True = the prompt is
+    replaced by the empty prompt). Returns (loss, predicted eps)."""
     tokens = torch.where(drop[:, None], torch.zeros_like(tokens), tokens)
-    a = abar[t].float()[:, None, None, None]
+    a = abar[t].to(x0.dtype)[:, None, None, None]
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
-    return F.mse_loss(model(x_t, t, tokens), eps)
+    eps_pred = model(x_t, t, tokens)
+    return F.mse_loss(eps_pred, eps), eps_pred
 
 
 # ---- sampling ----
@@ -524,6 +538,81 @@ def write_sampler_golden(path):
     print(f"wrote {path}")
 
 
+def write_model_golden(path, name):
+    """Golden numbers for the C++ model (issue 11's tests), computed in float64 from float32-exact
+    values and stored as float32 in one safetensors file:
+      param.*      the starting state_dict: PyTorch's initialisation, except that the tensors
+                   that start at zero (ResBlock conv2, attention to_out) get N(0, 0.02^2) values
+                   so that every path is active
+      input.*      x0 [2, C, 28, 28] in [-1, 1], tokens [2, L] (two prompts), t [2], noise, drop
+                   [2] (I64, 1 = the prompt replaced by the empty prompt)
+      output.eps_pred, output.loss [1]   the U-Net's eps for x_t and the ε-MSE
+      grad.*       every parameter's gradient of that loss
+      adamw.*      the parameters after one AdamW step (metadata: lr, betas, eps, weight_decay)
+      ema.*        an EMA (decay in the metadata) started at param.* after one update with
+                   adamw.*: ema = decay ema + (1 - decay) param
+      ddim.x_T, ddim.tokens, ddim.negative_tokens, ddim.x0   a 10-step DDIM (eta 0, trailing,
+                   linear schedule, x0_hat clipped) with CFG at the metadata's guidance, from
+                   param.* (not the stepped weights); ddim.x0_unclipped the same without
+                   clipping (with these untrained weights most clipped pixels end at +-1)"""
+    torch.manual_seed(0)
+    config = CONFIGS[name]
+    model = TextToImageDiffusion(config)
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if not p.any():
+                p.copy_(torch.randn(p.shape) * 0.02)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    model.double()
+    hyper = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01,
+             "ema_decay": 0.999, "guidance": 3.0, "ddim_steps": 10}
+    abar = alphas_cumprod(linear_betas())
+    c = config.in_channels
+    x0 = ((torch.rand(2, c, 28, 28) > 0.8).float() * 2 - 1).double()
+    tokens = torch.tensor([encode(PROMPTS[0], config.max_length),
+                           encode(PROMPTS[5], config.max_length)])
+    t = torch.tensor([10, 700])
+    noise = torch.randn(2, c, 28, 28).double()
+    drop = torch.tensor([False, True])
+    loss, eps_pred = loss_for(model, x0, tokens, abar, t, noise, drop)
+    loss.backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=hyper["lr"],
+                                  betas=(hyper["beta1"], hyper["beta2"]), eps=hyper["eps"],
+                                  weight_decay=hyper["weight_decay"])
+    optimizer.step()
+    after = {k: p.detach().clone() for k, p in model.named_parameters()}
+    d = hyper["ema_decay"]
+    ema = {k: d * initial[k].double() + (1 - d) * after[k] for k in after}
+    model.load_state_dict({k: v.double() for k, v in initial.items()})
+    x_T = torch.randn(2, c, 28, 28).double()
+    empty = torch.zeros_like(tokens)
+    with torch.no_grad():
+        denoise = cfg_denoiser(model, tokens, empty, hyper["guidance"])
+        steps = trailing_timesteps(hyper["ddim_steps"])
+        x_ddim = sample(denoise, x_T, abar, steps, "ddim")
+        # An untrained network drives most clipped pixels to +-1; unclipped, every pixel counts.
+        x_ddim_unclipped = sample(denoise, x_T, abar, steps, "ddim", clip=False)
+    out = {}
+    for k, v in initial.items():
+        out["param." + k] = v.float()
+    for prefix, tensors in [("grad.", grads), ("adamw.", after), ("ema.", ema)]:
+        for k, v in tensors.items():
+            out[prefix + k] = v.float()
+    out.update({"input.x0": x0.float(), "input.tokens": tokens, "input.t": t,
+                "input.noise": noise.float(), "input.drop": drop.long(),
+                "output.eps_pred": eps_pred.detach().float(),
+                "output.loss": loss.detach().float().reshape(1),
+                "ddim.x_T": x_T.float(), "ddim.tokens": tokens, "ddim.negative_tokens": empty,
+                "ddim.x0": x_ddim.float(),
+                "ddim.x0_unclipped": x_ddim_unclipped.float()})
+    metadata = config_metadata(name, config)
+    metadata.update({k: repr(v) for k, v in hyper.items()})
+    metadata["torch_version"] = torch.__version__
+    save_file(out, path, metadata)
+    print(f"wrote {path}: loss {loss.item():.6f}, {len(out)} tensors")
+
+
 def info(name, size):
     torch.manual_seed(0)
     config = CONFIGS[name]
@@ -557,6 +646,10 @@ def main():
     p = commands.add_parser("sampler-golden")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "tests" /
                                         "data" / "samplers_golden.json"))
+    p = commands.add_parser("model-golden")
+    p.add_argument("--config", default="tiny", choices=CONFIGS)
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "tests" /
+                                        "data" / "diffusion_golden.safetensors"))
     p = commands.add_parser("check")
     p.add_argument("file")
     p = commands.add_parser("sample")
@@ -580,6 +673,8 @@ def main():
         print(f"wrote {args.file}: {len(model.state_dict())} tensors")
     elif args.command == "sampler-golden":
         write_sampler_golden(args.out)
+    elif args.command == "model-golden":
+        write_model_golden(args.out, args.config)
     elif args.command == "check":
         model, metadata = load_model(args.file)
         print(f"{args.file}: load_state_dict(strict=True) ok, metadata {metadata}")

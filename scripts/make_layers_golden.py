@@ -22,8 +22,8 @@ Format (JSON):
                dim, heads, query_dim, ...),
     "inputs":  {name: tensor} the op's tensor arguments that are not parameters, in call order
                (x, q/k/v, context, key_mask, ...),
-    "params":  {name: tensor} parameters by their PyTorch state_dict name (weight, bias, to_q.weight,
-               ...); absent parameters (bias=False) are simply not listed,
+    "params":  {name: tensor} parameters by their PyTorch state_dict name (weight, bias,
+               to_q.weight, ...); absent parameters (bias=False) are simply not listed,
     "grad_output": tensor, the fixed upstream gradient dL/d(output),
     "output":  tensor, the forward result,
     "grads":   {name: tensor} dL/d(name) for every floating input and every parameter (the keys of

@@ -6,7 +6,8 @@ bench_diffusion measures, so the two can be compared in one run on the same mach
   sampling:  images/s of 50 DDIM steps with classifier-free guidance (both halves in one batched
              forward), n images per call
 each at 1 and 2 threads (torch.set_num_threads), each in its own process so that the peak RSS
-(ru_maxrss) belongs to that measurement alone.
+(ru_maxrss) belongs to that measurement alone. Wall-clock figures need a quiet machine; at 1
+thread the images per CPU-second are printed too, as a check when the machine is busy.
 
   /usr/bin/python3 scripts/time_torch_diffusion.py [--config small] [--threads 1 2]
       [--train-steps 5] [--batch 64] [--sample-images 8] [--sample-steps 50] [--repeats 1]
@@ -48,14 +49,15 @@ def measure(args):
             optimizer.step()
 
         step()  # warm-up
-        times = []
+        times, cpu = [], []
         for _ in range(args.train_steps):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             step()
             times.append(time.perf_counter() - start)
-        times.sort()
-        per_step = times[len(times) // 2]
-        result = {"images_per_s": args.batch / per_step, "seconds": per_step}
+            cpu.append(time.process_time() - start_cpu)
+        per_step = sorted(times)[len(times) // 2]
+        result = {"images_per_s": args.batch / per_step, "seconds": per_step,
+                  "cpu_images_per_s": args.batch / sorted(cpu)[len(cpu) // 2]}
     else:
         model.eval()
         n = args.sample_images
@@ -70,14 +72,15 @@ def measure(args):
                 sample(cfg_denoiser(model, tokens, empty, 3.0), x, abar, steps, "ddim")
 
         run()  # warm-up
-        times = []
+        times, cpu = [], []
         for _ in range(args.repeats):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             run()
             times.append(time.perf_counter() - start)
-        times.sort()
-        per_call = times[len(times) // 2]
-        result = {"images_per_s": n / per_call, "seconds": per_call}
+            cpu.append(time.process_time() - start_cpu)
+        per_call = sorted(times)[len(times) // 2]
+        result = {"images_per_s": n / per_call, "seconds": per_call,
+                  "cpu_images_per_s": n / sorted(cpu)[len(cpu) // 2]}
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
@@ -111,8 +114,11 @@ def main():
                     if mode == "train" else
                     f"sampling, {args.sample_steps} DDIM steps with CFG, {args.sample_images} "
                     f"images per call")
+            # At 1 thread, images per second of process CPU time is a check on a busy machine
+            # (wall time then includes waiting for a core); at 2 threads it sums both threads.
+            cpu = f"  ({r['cpu_images_per_s']:.1f} per CPU-second)" if threads == 1 else ""
             print(f"  {threads} thread{'s' if threads > 1 else ' '}  {what:58s} "
-                  f"{r['images_per_s']:8.1f} images/s   peak RSS {r['peak_rss_mb']:6.0f} MB")
+                  f"{r['images_per_s']:8.1f} images/s   peak RSS {r['peak_rss_mb']:6.0f} MB{cpu}")
     return 0
 
 
