@@ -1,5 +1,6 @@
 // Stateless differentiable functions of the nn layer: batch normalisation and the MSE loss, each
-// a single fused op (one forward kernel, one backward kernel) recorded with ink::record_op.
+// a single fused op. They forward to ink::batch_norm and ink::mse_loss (tensor/ops/, with their
+// kernels in tensor/kernels/), so the kernels can be tested and benchmarked on their own.
 #pragma once
 
 #include "tensor/tensor.h"

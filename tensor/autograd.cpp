@@ -21,13 +21,17 @@ thread_local const char* t_backward_op = nullptr;
 std::atomic<bool> g_detect_anomaly{false};
 std::atomic<int64_t> g_live_nodes{0};
 
-bool all_finite(const Tensor& t) {
-  if (t.dtype() == DType::Float32) {
-    const float* p = t.data();
-    for (int64_t i = 0; i < t.numel(); ++i) {
-      if (!std::isfinite(p[i])) return false;
-    }
+template <class T>
+bool all_finite(const T* p, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(p[i])) return false;
   }
+  return true;
+}
+
+bool all_finite(const Tensor& t) {
+  if (t.dtype() == DType::Float32) return all_finite(t.data(), t.numel());
+  if (t.dtype() == DType::Float64) return all_finite(t.data_f64(), t.numel());
   return true;
 }
 
@@ -155,6 +159,7 @@ Tensor record_op(Tensor output, const char* op_name, const std::vector<Tensor>& 
     Node::Edge& edge = edges[i];
     edge.defined = true;
     edge.shape = input.shape();
+    edge.dtype = input.dtype();
     if (!input.requires_grad()) {
       edge.name = input.name();
     } else if (input.grad_fn()) {
@@ -203,14 +208,26 @@ std::vector<std::shared_ptr<Node>> topological_order(const std::shared_ptr<Node>
 }
 
 // Leaves accumulate: grad += incoming (the first gradient is copied, never aliased).
+template <class T>
+void accumulate(T* __restrict dst, const T* __restrict src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
 void accumulate_into_leaf(TensorImpl& leaf, const Tensor& grad) {
   if (!leaf.grad) {
     leaf.grad = grad.clone().detach().impl_ptr();  // never alias a gradient another op holds
     return;
   }
-  float* __restrict dst = Tensor(leaf.grad).data();
-  const float* __restrict src = grad.data();
-  for (int64_t i = 0; i < leaf.numel; ++i) dst[i] += src[i];
+  Tensor dst(leaf.grad);
+  INK_CHECK(dst.dtype() == grad.dtype() && dst.shape() == grad.shape(),
+            "backward: the accumulated gradient {} {} does not match the new one {} {}",
+            dtype_name(dst.dtype()), shape_str(dst.shape()), dtype_name(grad.dtype()),
+            shape_str(grad.shape()));
+  if (dst.dtype() == DType::Float64) {
+    accumulate(dst.data_f64(), grad.data_f64(), leaf.numel);
+  } else {
+    accumulate(dst.data(), grad.data(), leaf.numel);
+  }
 }
 
 }  // namespace
@@ -232,7 +249,7 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
               "backward: a gradient can be implied only for a scalar output, but the output has "
               "shape {}; pass a gradient of that shape",
               shape_str(root.shape()));
-    seed = ones(root.shape());
+    seed = ones_like(root);
   }
 
   NoGradGuard no_grad;  // backward closures compute with ops but never record them
@@ -269,6 +286,7 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
       const Node::Edge& edge = node.edges[i];
       if (!edge.node || !input_grads[i].defined()) continue;
       Tensor& g = input_grads[i];
+      if (g.dtype() != edge.dtype) g = g.to(edge.dtype);  // after type promotion
       INK_CHECK(g.shape() == edge.shape,
                 "backward: op {} returned a gradient of shape {} for input {} of shape {} (a bug "
                 "in that op)",

@@ -69,9 +69,10 @@ struct Node {
     // The node that produced the input, or the leaf's accumulator; null when the input needs
     // no gradient (data, a detached tensor, an Int64 index tensor).
     std::shared_ptr<Node> node;
-    Shape shape;           // the input's shape: checks the returned gradient, labels to_dot
-    std::string name;      // the name of an input without a node (to_dot's grey boxes)
-    bool defined = false;  // false for an undefined input (an absent optional argument)
+    Shape shape;                   // the input's shape: checks the returned gradient, labels to_dot
+    std::string name;              // the name of an input without a node (to_dot's grey boxes)
+    DType dtype = DType::Float32;  // the input's dtype: a gradient is converted to it
+    bool defined = false;          // false for an undefined input (an absent optional argument)
   };
 
   Node(const char* op_name, std::vector<Edge> edges, Shape output_shape, BackwardFn backward);

@@ -10,10 +10,14 @@
 
 namespace ink {
 
+// The check runs in double precision by default, as PyTorch's does: every floating input is
+// converted to Float64 first, so the central difference with eps = 1e-6 is accurate to about
+// 1e-9 and the tolerances can be tight. A backward that is 0.5% (even 0.05%) wrong then fails.
 struct GradcheckOptions {
-  float eps = 1e-3f;   // finite-difference step (float32 arithmetic, so not too small)
-  float atol = 1e-3f;  // |analytic - numeric| <= atol + rtol * |numeric|
-  float rtol = 1e-2f;
+  DType dtype = DType::Float64;  // Float32 runs the old single-precision check (set eps ~1e-3)
+  double eps = 1e-6;             // finite-difference step
+  double atol = 1e-6;            // |analytic - numeric| <= atol + rtol * |numeric|
+  double rtol = 1e-4;
   // Refuse to pass when every analytic gradient is exactly zero (a vacuous check).
   bool require_nonzero = true;
 };
@@ -29,8 +33,11 @@ struct GradcheckResult {
 };
 
 // f maps the inputs to any tensor; the check differentiates sum(f(inputs) * w) for a fixed
-// random weighting w, so every output element matters. Inputs that require grad are
-// checked; their data is perturbed in place and restored.
+// random weighting w, so every output element matters. Inputs that require grad are checked.
+// f is called on copies of the inputs converted to options.dtype (Int64 inputs stay as they
+// are), so the caller's tensors and their gradients are never touched; f must therefore build
+// its result from the inputs it is given (constants it captures may stay Float32: elementwise
+// ops promote).
 GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
                           const std::vector<Tensor>& inputs, const GradcheckOptions& options = {});
 

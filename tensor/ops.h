@@ -52,8 +52,13 @@ Tensor clamp(const Tensor& x, std::optional<float> min, std::optional<float> max
 
 // ---- matrix products ----
 // 2-D [M, K] x [K, N] -> [M, N]; batched 3-D [B, M, K] x [B, K, N] -> [B, M, N];
-// and 3-D x 2-D [B, M, K] x [K, N] -> [B, M, N].
+// and 3-D x 2-D [B, M, K] x [K, N] -> [B, M, N]. More generally the leading (batch) dims of
+// the two operands must be equal, or one operand is 2-D and is broadcast over the other's batch.
+// The batch of products is split across threads by entry (results do not depend on the count).
 Tensor matmul(const Tensor& a, const Tensor& b);
+// op(a) x op(b) where op transposes the last two dims when asked, without copying: e.g.
+// matmul(q, k, false, true) is q k^T for q [B, T, D] and k [B, T, D]. Same batch rules.
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b);
 // y = x W^T + b, as torch.nn.functional.linear: x [*, in], weight [out, in], bias [out] or
 // undefined. Computed without materialising W^T.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
@@ -92,6 +97,22 @@ Tensor sum_to(const Tensor& grad, const Shape& shape);
 // An index outside [0, V) is an ink::Error.
 Tensor embedding(const Tensor& weight, const Tensor& indices,
                  std::optional<int64_t> padding_idx = std::nullopt);
+
+// ---- fused ops (kernels in tensor/kernels/) ----
+// Batch normalisation of input [B, C] over the batch, as torch.nn.functional.batch_norm.
+//   training: normalises with the batch mean and the biased batch variance. When running_mean /
+//     running_var (Float32 buffers) are given they are updated in place with
+//       running = (1 - momentum) * running + momentum * batch_statistic,
+//     using the unbiased variance (var * B / (B - 1)) for running_var, as PyTorch does.
+//     Needs B > 1. The backward is the full batch-statistics gradient.
+//   eval: normalises with running_mean / running_var (both required); B may be 1.
+// weight (gamma) and bias (beta) are [C], or both undefined for no affine transform.
+Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor& running_var,
+                  const Tensor& weight, const Tensor& bias, bool training, double momentum = 0.1,
+                  double eps = 1e-5);
+// mean((input - target)^2) over all elements, as torch.nn.functional.mse_loss with reduction
+// "mean". The shapes must be equal (no broadcasting). Returns a scalar (shape []).
+Tensor mse_loss(const Tensor& input, const Tensor& target);
 
 // ---- convolution and resampling (NCHW, as PyTorch; tensor/ops/conv.cpp) ----
 // 2-D cross-correlation: x [B, C, H, W], weight [O, C / groups, kH, kW], bias [O] or undefined

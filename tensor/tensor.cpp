@@ -16,7 +16,15 @@
 namespace ink {
 
 const char* dtype_name(DType dtype) {
-  return dtype == DType::Float32 ? "Float32" : "Int64";
+  switch (dtype) {
+    case DType::Float32:
+      return "Float32";
+    case DType::Int64:
+      return "Int64";
+    case DType::Float64:
+      return "Float64";
+  }
+  return "unknown";
 }
 size_t dtype_size(DType dtype) {
   return dtype == DType::Float32 ? 4 : 8;
@@ -314,6 +322,42 @@ const int64_t* Tensor::data_i64() const {
   check_dtype(t, DType::Int64, "data_i64");
   return static_cast<const int64_t*>(std::as_const(*t.storage).data()) + t.offset;
 }
+double* Tensor::data_f64() {
+  const auto& t = checked(impl_, "data_f64");
+  check_dtype(t, DType::Float64, "data_f64");
+  t.storage->bump_version();
+  return static_cast<double*>(t.storage->data()) + t.offset;
+}
+const double* Tensor::data_f64() const {
+  const auto& t = checked(impl_, "data_f64");
+  check_dtype(t, DType::Float64, "data_f64");
+  return static_cast<const double*>(std::as_const(*t.storage).data()) + t.offset;
+}
+template <>
+float* Tensor::data_ptr<float>() {
+  return data();
+}
+template <>
+const float* Tensor::data_ptr<float>() const {
+  return data();
+}
+template <>
+double* Tensor::data_ptr<double>() {
+  return data_f64();
+}
+template <>
+const double* Tensor::data_ptr<double>() const {
+  return data_f64();
+}
+template <>
+int64_t* Tensor::data_ptr<int64_t>() {
+  return data_i64();
+}
+template <>
+const int64_t* Tensor::data_ptr<int64_t>() const {
+  return data_i64();
+}
+
 uint64_t Tensor::version() const {
   return checked(impl_, "version").storage->version();
 }
@@ -322,9 +366,15 @@ void Tensor::bump_version() const {
 }
 
 float Tensor::item() const {
+  return static_cast<float>(item_f64());
+}
+double Tensor::item_f64() const {
   INK_CHECK(numel() == 1, "item: only a one-element tensor converts to a number, got shape {}",
             shape_str(shape()));
-  return data()[0];
+  INK_CHECK(is_floating(dtype()),
+            "item: expected a Float32 or Float64 tensor, got {} with shape {} (use item_i64)",
+            dtype_name(dtype()), shape_str(shape()));
+  return dtype() == DType::Float32 ? static_cast<double>(data()[0]) : data_f64()[0];
 }
 int64_t Tensor::item_i64() const {
   INK_CHECK(numel() == 1, "item_i64: only a one-element tensor converts to a number, got shape {}",
@@ -333,8 +383,22 @@ int64_t Tensor::item_i64() const {
 }
 
 std::vector<float> Tensor::to_vector() const {
+  if (defined() && dtype() == DType::Float64) {
+    const double* p = data_f64();
+    std::vector<float> out(static_cast<size_t>(numel()));
+    for (int64_t i = 0; i < numel(); ++i) out[i] = static_cast<float>(p[i]);
+    return out;
+  }
   const float* p = data();
   return std::vector<float>(p, p + numel());
+}
+std::vector<double> Tensor::to_vector_f64() const {
+  if (defined() && dtype() == DType::Float32) {
+    const float* p = data();
+    return std::vector<double>(p, p + numel());
+  }
+  const double* p = data_f64();
+  return std::vector<double>(p, p + numel());
 }
 std::vector<int64_t> Tensor::to_vector_i64() const {
   const int64_t* p = data_i64();
@@ -346,8 +410,8 @@ namespace {
 void format_values(std::string& out, const Tensor& t, int64_t dim, int64_t offset) {
   const Shape& s = t.shape();
   if (s.empty()) {
-    out += t.dtype() == DType::Float32 ? fmt::format("{:.4f}", t.data()[0])
-                                       : fmt::format("{}", t.data_i64()[0]);
+    out += t.dtype() == DType::Int64 ? fmt::format("{}", t.data_i64()[0])
+                                     : fmt::format("{:.4f}", t.to_vector_f64()[0]);
     return;
   }
   const int64_t n = s[dim];
@@ -362,8 +426,9 @@ void format_values(std::string& out, const Tensor& t, int64_t dim, int64_t offse
     }
     if (dim + 1 == static_cast<int64_t>(s.size())) {
       const int64_t at = offset + i;
-      out += t.dtype() == DType::Float32 ? fmt::format("{:.4f}", t.data()[at])
-                                         : fmt::format("{}", t.data_i64()[at]);
+      out += t.dtype() == DType::Int64     ? fmt::format("{}", t.data_i64()[at])
+             : t.dtype() == DType::Float32 ? fmt::format("{:.4f}", t.data()[at])
+                                           : fmt::format("{:.4f}", t.data_f64()[at]);
     } else {
       format_values(out, t, dim + 1, offset + i * stride);
     }
@@ -396,8 +461,9 @@ Tensor Tensor::set_requires_grad(bool requires_grad) {
             "set_requires_grad: only leaf tensors can change requires_grad (this one comes from "
             "op {})",
             t.grad_fn ? t.grad_fn->op_name : "");
-  INK_CHECK(!requires_grad || t.dtype == DType::Float32,
-            "set_requires_grad: only Float32 tensors can require gradients, got {}",
+  INK_CHECK(!requires_grad || is_floating(t.dtype),
+            "set_requires_grad: only Float32 tensors can require gradients (and Float64 ones, "
+            "for gradcheck), got {}",
             dtype_name(t.dtype));
   t.requires_grad = requires_grad;
   return *this;
@@ -419,7 +485,11 @@ void Tensor::set_grad(const Tensor& grad) {
 
 void Tensor::zero_grad() {
   const auto& t = checked(impl_, "zero_grad");
-  if (t.grad) std::memset(Tensor(t.grad).data(), 0, sizeof(float) * t.grad->numel);
+  if (!t.grad) return;
+  TensorImpl& g = *t.grad;
+  g.storage->bump_version();
+  const size_t element = dtype_size(g.dtype);
+  std::memset(static_cast<char*>(g.storage->data()) + g.offset * element, 0, element * g.numel);
 }
 
 bool Tensor::is_leaf() const {
@@ -503,6 +573,14 @@ Tensor full(const Shape& shape, float value) {
   return t;
 }
 
+Tensor full(const Shape& shape, double value, DType dtype) {
+  INK_CHECK(is_floating(dtype), "full: expected Float32 or Float64, got {}", dtype_name(dtype));
+  if (dtype == DType::Float32) return full(shape, static_cast<float>(value));
+  Tensor t = empty(shape, DType::Float64);
+  std::fill_n(t.data_f64(), t.numel(), value);
+  return t;
+}
+
 Tensor ones(const Shape& shape) {
   return full(shape, 1.0f);
 }
@@ -513,7 +591,7 @@ Tensor zeros_like(const Tensor& t) {
   return zeros(t.shape(), t.dtype());
 }
 Tensor ones_like(const Tensor& t) {
-  return ones(t.shape());
+  return t.dtype() == DType::Float64 ? full(t.shape(), 1.0, DType::Float64) : ones(t.shape());
 }
 
 Tensor from_vector(const std::vector<float>& values, const Shape& shape) {

@@ -3,7 +3,8 @@
 //
 // Storage is row-major and contiguous. A view (reshape, view, squeeze, unsqueeze, detach)
 // shares the storage of its base; transpose and permute copy, which keeps every kernel simple.
-// dtype is Float32 for values and Int64 for index tensors (token ids).
+// dtype is Float32 for values and Int64 for index tensors (token ids). Float64 exists so that
+// gradcheck can run in double precision, as PyTorch's does; every differentiable op accepts it.
 #pragma once
 
 #include <atomic>
@@ -18,9 +19,12 @@
 
 namespace ink {
 
-enum class DType : uint8_t { Float32, Int64 };
+enum class DType : uint8_t { Float32, Int64, Float64 };
 const char* dtype_name(DType dtype);
 size_t dtype_size(DType dtype);
+inline bool is_floating(DType dtype) {
+  return dtype == DType::Float32 || dtype == DType::Float64;
+}
 
 // What this object represents: a block of 64-byte aligned memory. Freed blocks are kept in a
 // cache keyed by size (sized from the peak of live storage; see tensor.cpp), so a training loop
@@ -92,14 +96,23 @@ class Tensor {
   const float* data() const;
   int64_t* data_i64();
   const int64_t* data_i64() const;
+  double* data_f64();
+  const double* data_f64() const;
+  // The same accessors by element type (float, double or int64_t), for templated kernels.
+  template <class T>
+  T* data_ptr();
+  template <class T>
+  const T* data_ptr() const;
   // The version of the storage (shared by every view of it): how many writes it has seen.
   uint64_t version() const;
   // Counts a write made without data() (e.g. through impl()->storage).
   void bump_version() const;
 
-  float item() const;        // a one-element Float32 tensor's value
+  float item() const;        // a one-element Float32 (or Float64, rounded) tensor's value
+  double item_f64() const;   // a one-element Float32 or Float64 tensor's value
   int64_t item_i64() const;  // a one-element Int64 tensor's value
-  std::vector<float> to_vector() const;
+  std::vector<float> to_vector() const;       // Float32 (or Float64, rounded) values
+  std::vector<double> to_vector_f64() const;  // Float32 or Float64 values
   std::vector<int64_t> to_vector_i64() const;
   std::string to_string() const;  // shape, dtype and (a summary of) the values
 
@@ -124,6 +137,9 @@ class Tensor {
   Tensor detach() const;
   // A deep copy of the data (recorded by autograd, gradient flows to *this).
   Tensor clone() const;
+  // A copy converted to `dtype` (Float32 <-> Float64; recorded by autograd, the gradient is
+  // converted back). Returns *this when the dtype already matches.
+  Tensor to(DType dtype) const;
 
   // A name for leaves (parameters), shown by to_dot.
   const std::string& name() const;
@@ -173,7 +189,8 @@ Tensor empty(const Shape& shape, DType dtype = DType::Float32);  // uninitialise
 Tensor zeros(const Shape& shape, DType dtype = DType::Float32);
 Tensor ones(const Shape& shape);
 Tensor full(const Shape& shape, float value);
-Tensor scalar(float value);  // a rank-0 tensor
+Tensor full(const Shape& shape, double value, DType dtype);  // Float32 or Float64
+Tensor scalar(float value);                                  // a rank-0 tensor
 Tensor zeros_like(const Tensor& t);
 Tensor ones_like(const Tensor& t);
 // Copies `values` into a new tensor; values.size() must equal the shape's element count.

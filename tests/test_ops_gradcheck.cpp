@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "tensor/inkgrad.h"
+#include "tests/test_util.h"
 
 namespace ink {
 namespace {
@@ -200,6 +201,96 @@ TEST(Gradcheck, RestoresInputsAndTheirGradients) {
   ASSERT_TRUE(gradcheck([](const Inputs& v) { return exp(v[0]); }, {x}).ok);
   EXPECT_EQ(x.to_vector(), before);
   EXPECT_FALSE(x.grad().defined());
+}
+
+// ---- gradcheck in double precision (issue 9) ----
+
+// y = 3x with a backward that is off by `relative_error`.
+GradcheckResult check_scaled_backward(double relative_error) {
+  auto op = [relative_error](const Inputs& v) {
+    Tensor out = mul(v[0].detach(), 3.0f);
+    return record_op(out, "off_by_a_little", {v[0]},
+                     [relative_error](const Tensor& g, const GradMask&) {
+                       return std::vector<Tensor>{mul(g, 3.0 * (1.0 + relative_error))};
+                     });
+  };
+  return gradcheck(op, {param({3, 4}, 40)});
+}
+
+TEST(GradcheckDouble, CatchesABackwardThatIsHalfAPercentOff) {
+  const GradcheckResult r = check_scaled_backward(0.005);
+  EXPECT_FALSE(r.ok);
+  EXPECT_THAT(r.message, HasSubstr("relative error 0.005"));
+  EXPECT_THAT(r.message, HasSubstr("in Float64"));
+}
+
+TEST(GradcheckDouble, CatchesATenthOfThatTooAndPassesTheExactBackward) {
+  // The margin: 0.05% is still ten times the relative tolerance (1e-4) ...
+  EXPECT_FALSE(check_scaled_backward(0.0005).ok);
+  // ... while the exact backward passes.
+  EXPECT_TRUE(check_scaled_backward(0.0).ok) << check_scaled_backward(0.0).message;
+}
+
+TEST(GradcheckDouble, RunsTheOpsInFloat64) {
+  DType seen = DType::Int64;
+  Tensor x = param({2, 3}, 41);
+  ASSERT_TRUE(gradcheck(
+                  [&seen](const Inputs& v) {
+                    seen = v[0].dtype();
+                    return tanh(matmul(v[0], v[0], false, true));
+                  },
+                  {x})
+                  .ok);
+  EXPECT_EQ(seen, DType::Float64);
+  EXPECT_EQ(x.dtype(), DType::Float32);  // the caller's tensor is untouched
+}
+
+TEST(GradcheckDouble, TheSinglePrecisionCheckIsStillAvailable) {
+  GradcheckOptions single;
+  single.dtype = DType::Float32;
+  single.eps = 1e-3;
+  single.atol = 1e-3;
+  single.rtol = 1e-2;
+  DType seen = DType::Int64;
+  EXPECT_TRUE(gradcheck(
+                  [&seen](const Inputs& v) {
+                    seen = v[0].dtype();
+                    return sigmoid(v[0]);
+                  },
+                  {param({4}, 42)}, single)
+                  .ok);
+  EXPECT_EQ(seen, DType::Float32);
+}
+
+TEST(Float64, ConversionIsDifferentiableAndPromotionConvertsGradientsBack) {
+  Tensor x = param({3}, 43);
+  Tensor y = x.to(DType::Float64);
+  EXPECT_EQ(y.dtype(), DType::Float64);
+  EXPECT_EQ(y.to_vector(), x.to_vector());
+  // Float32 * Float64 computes in Float64; each input's gradient comes back in its own dtype.
+  Tensor w = from_vector({1, 2, 3}, {3}).to(DType::Float64).set_requires_grad(true);
+  Tensor z = sum(mul(x, w));
+  EXPECT_EQ(z.dtype(), DType::Float64);
+  z.backward();
+  EXPECT_EQ(x.grad().dtype(), DType::Float32);
+  EXPECT_EQ(w.grad().dtype(), DType::Float64);
+  EXPECT_EQ(x.grad().to_vector(), (std::vector<float>{1, 2, 3}));
+  EXPECT_EQ(w.grad().to_vector(), x.to_vector());
+}
+
+TEST(Float64, OpsGiveTheSameValuesAsFloat32) {
+  Tensor a = param({2, 3}, 44), b = param({3, 2}, 45);
+  Tensor a64 = a.to(DType::Float64), b64 = b.to(DType::Float64);
+  auto close = [](const Tensor& x64, const Tensor& x32) {
+    return allclose(x64.to(DType::Float32), x32, 1e-5f, 1e-6f);
+  };
+  EXPECT_TRUE(close(matmul(a64, b64), matmul(a, b)));
+  EXPECT_TRUE(close(linear(a64, b64.transpose(0, 1)), linear(a, b.transpose(0, 1))));
+  EXPECT_TRUE(close(sum(exp(a64), {1}), sum(exp(a), {1})));
+  EXPECT_TRUE(close(cat({a64, a64}, 0), cat({a, a}, 0)));
+  EXPECT_TRUE(close(max(a64, 1).values, max(a, 1).values));
+  EXPECT_TRUE(close(mse_loss(a64, a64 * 2.0f), mse_loss(a, a * 2.0f)));
+  EXPECT_THAT(testing_util::error_of([&] { matmul(a64, b); }), HasSubstr("matmul: dtypes differ"));
 }
 
 }  // namespace

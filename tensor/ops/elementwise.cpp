@@ -20,54 +20,78 @@ using namespace detail;
 
 namespace {
 
-// Applies f elementwise over the broadcast of a and b.
+// Applies f elementwise over the broadcast of a and b. Float32 with Float64 computes in Float64
+// (type promotion, as PyTorch; the engine converts each gradient back to its input's dtype).
 template <class F>
-Tensor broadcast_binary(const Tensor& a, const Tensor& b, const char* op, F f) {
-  check_float(a, op);
-  check_float(b, op);
-  const Shape out_shape = broadcast_shapes(a.shape(), b.shape(), op);
-  Tensor out = empty(out_shape);
-  const float* pa = a.data();
-  const float* pb = b.data();
-  float* po = out.data();
-  if (a.shape() == b.shape()) {
-    map_binary(pa, pb, po, out.numel(), f);
-    return out;
-  }
-  const auto sa = broadcast_strides(a.shape(), out_shape);
-  const auto sb = broadcast_strides(b.shape(), out_shape);
-  for_each_broadcast_row(out_shape, sa, sb,
-                         [&](int64_t o, int64_t ia, int64_t da, int64_t ib, int64_t db, int64_t n) {
-                           float* dst = po + o;
-                           const float* x = pa + ia;
-                           const float* y = pb + ib;
-                           // Specialised loops let the compiler vectorise the common cases.
-                           if (da == 1 && db == 1) {
-                             for (int64_t j = 0; j < n; ++j) dst[j] = f(x[j], y[j]);
-                           } else if (da == 1) {
-                             for (int64_t j = 0; j < n; ++j) dst[j] = f(x[j], y[0]);
-                           } else if (db == 1) {
-                             for (int64_t j = 0; j < n; ++j) dst[j] = f(x[0], y[j]);
-                           } else {
-                             for (int64_t j = 0; j < n; ++j) dst[j] = f(x[0], y[0]);
-                           }
-                         });
+Tensor broadcast_binary(const Tensor& a_in, const Tensor& b_in, const char* op, F f) {
+  check_float(a_in, op);
+  check_float(b_in, op);
+  const Shape out_shape = broadcast_shapes(a_in.shape(), b_in.shape(), op);
+  const DType dtype = a_in.dtype() == b_in.dtype() ? a_in.dtype() : DType::Float64;
+  const Tensor a = a_in.dtype() == dtype ? a_in : a_in.detach().to(dtype);
+  const Tensor b = b_in.dtype() == dtype ? b_in : b_in.detach().to(dtype);
+  Tensor out = empty(out_shape, dtype);
+  dispatch_floating(dtype, op, [&](auto zero) {
+    using T = decltype(zero);
+    const T* pa = a.data_ptr<T>();
+    const T* pb = b.data_ptr<T>();
+    T* po = out.data_ptr<T>();
+    if (a.shape() == b.shape()) {
+      map_binary(pa, pb, po, out.numel(), f);
+      return;
+    }
+    const auto sa = broadcast_strides(a.shape(), out_shape);
+    const auto sb = broadcast_strides(b.shape(), out_shape);
+    for_each_broadcast_row(
+        out_shape, sa, sb,
+        [&](int64_t o, int64_t ia, int64_t da, int64_t ib, int64_t db, int64_t n) {
+          T* dst = po + o;
+          const T* x = pa + ia;
+          const T* y = pb + ib;
+          // Specialised loops let the compiler vectorise the common cases.
+          if (da == 1 && db == 1) {
+            for (int64_t j = 0; j < n; ++j) dst[j] = f(x[j], y[j]);
+          } else if (da == 1) {
+            for (int64_t j = 0; j < n; ++j) dst[j] = f(x[j], y[0]);
+          } else if (db == 1) {
+            for (int64_t j = 0; j < n; ++j) dst[j] = f(x[0], y[j]);
+          } else {
+            for (int64_t j = 0; j < n; ++j) dst[j] = f(x[0], y[0]);
+          }
+        });
+  });
   return out;
 }
 
+// out = f(x) elementwise, in x's dtype. f is a generic lambda, instantiated for float and double.
 template <class F>
 Tensor unary(const Tensor& x, const char* op, F f) {
   check_float(x, op);
-  Tensor out = empty(x.shape());
-  map_unary(x.data(), out.data(), x.numel(), f);
+  Tensor out = empty(x.shape(), x.dtype());
+  dispatch_floating(x.dtype(), op, [&](auto zero) {
+    using T = decltype(zero);
+    map_unary(x.data_ptr<T>(), out.data_ptr<T>(), x.numel(), f);
+  });
   return out;
+}
+
+// gx = f(g, s) elementwise, for the backward of a unary op that saved s (its input or output).
+template <class F>
+Tensor unary_backward(const Tensor& g, const Tensor& s, const char* op, F f) {
+  check_same_dtype(g, s, op);
+  Tensor gx = empty(g.shape(), g.dtype());
+  dispatch_floating(g.dtype(), op, [&](auto zero) {
+    using T = decltype(zero);
+    map_binary(g.data_ptr<T>(), s.data_ptr<T>(), gx.data_ptr<T>(), g.numel(), f);
+  });
+  return gx;
 }
 
 }  // namespace
 
 // ---- add ----
 Tensor add(const Tensor& a, const Tensor& b) {
-  Tensor out = broadcast_binary(a, b, "add", [](float x, float y) { return x + y; });
+  Tensor out = broadcast_binary(a, b, "add", [](auto x, auto y) { return x + y; });
   // d(a+b)/da = 1, d(a+b)/db = 1
   return record_op(out, "add", {a, b},
                    [sa = a.shape(), sb = b.shape()](const Tensor& g, const GradMask& needs) {
@@ -78,7 +102,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 
 // ---- sub ----
 Tensor sub(const Tensor& a, const Tensor& b) {
-  Tensor out = broadcast_binary(a, b, "sub", [](float x, float y) { return x - y; });
+  Tensor out = broadcast_binary(a, b, "sub", [](auto x, auto y) { return x - y; });
   // d(a-b)/da = 1, d(a-b)/db = -1
   return record_op(out, "sub", {a, b},
                    [sa = a.shape(), sb = b.shape()](const Tensor& g, const GradMask& needs) {
@@ -89,7 +113,7 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 
 // ---- mul ----
 Tensor mul(const Tensor& a, const Tensor& b) {
-  Tensor out = broadcast_binary(a, b, "mul", [](float x, float y) { return x * y; });
+  Tensor out = broadcast_binary(a, b, "mul", [](auto x, auto y) { return x * y; });
   // d(a*b)/da = b, d(a*b)/db = a
   // Each factor is saved only when the other one needs a gradient.
   return record_op(
@@ -104,7 +128,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 
 // ---- div ----
 Tensor div(const Tensor& a, const Tensor& b) {
-  Tensor out = broadcast_binary(a, b, "div", [](float x, float y) { return x / y; });
+  Tensor out = broadcast_binary(a, b, "div", [](auto x, auto y) { return x / y; });
   // d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
   return record_op(out, "div", {a, b},
                    [sa = a.shape(), a = b.requires_grad() ? SavedTensor(a) : SavedTensor(),
@@ -120,7 +144,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
 
 // ---- ops with a scalar ----
 Tensor add(const Tensor& a, float s) {
-  Tensor out = unary(a, "add", [s](float x) { return x + s; });
+  Tensor out = unary(a, "add", [s](auto x) { return x + s; });
   // d(a+s)/da = 1
   return record_op(out, "add_scalar", {a},
                    [](const Tensor& g, const GradMask&) { return std::vector<Tensor>{g}; });
@@ -131,7 +155,7 @@ Tensor sub(const Tensor& a, float s) {
 }
 
 Tensor mul(const Tensor& a, float s) {
-  Tensor out = unary(a, "mul", [s](float x) { return x * s; });
+  Tensor out = unary(a, "mul", [s](auto x) { return x * s; });
   // d(a*s)/da = s
   return record_op(out, "mul_scalar", {a}, [s](const Tensor& g, const GradMask&) {
     return std::vector<Tensor>{mul(g, s)};
@@ -139,7 +163,7 @@ Tensor mul(const Tensor& a, float s) {
 }
 
 Tensor div(const Tensor& a, float s) {
-  Tensor out = unary(a, "div", [s](float x) { return x / s; });
+  Tensor out = unary(a, "div", [s](auto x) { return x / s; });
   // d(a/s)/da = 1/s
   return record_op(out, "div_scalar", {a}, [s](const Tensor& g, const GradMask&) {
     return std::vector<Tensor>{div(g, s)};
@@ -151,7 +175,7 @@ Tensor rsub(float s, const Tensor& b) {
 }
 
 Tensor rdiv(float s, const Tensor& b) {
-  Tensor out = unary(b, "rdiv", [s](float x) { return s / x; });
+  Tensor out = unary(b, "rdiv", [s](auto x) { return s / x; });
   // d(s/b)/db = -s/b^2
   return record_op(out, "rdiv_scalar", {b},
                    [s, b = SavedTensor(b)](const Tensor& g, const GradMask&) {
@@ -202,7 +226,7 @@ Tensor operator-(const Tensor& a) {
 
 // ---- neg ----
 Tensor neg(const Tensor& x) {
-  Tensor out = unary(x, "neg", [](float v) { return -v; });
+  Tensor out = unary(x, "neg", [](auto v) { return -v; });
   // d(-x)/dx = -1
   return record_op(out, "neg", {x},
                    [](const Tensor& g, const GradMask&) { return std::vector<Tensor>{neg(g)}; });
@@ -210,7 +234,7 @@ Tensor neg(const Tensor& x) {
 
 // ---- exp ----
 Tensor exp(const Tensor& x) {
-  Tensor out = unary(x, "exp", [](float v) { return std::exp(v); });
+  Tensor out = unary(x, "exp", [](auto v) { return std::exp(v); });
   // d/dx exp(x) = exp(x)
   return record_op(out, "exp", {x}, [y = SavedTensor(out)](const Tensor& g, const GradMask&) {
     return std::vector<Tensor>{mul(g, y.get())};
@@ -219,7 +243,7 @@ Tensor exp(const Tensor& x) {
 
 // ---- log ----
 Tensor log(const Tensor& x) {
-  Tensor out = unary(x, "log", [](float v) { return std::log(v); });
+  Tensor out = unary(x, "log", [](auto v) { return std::log(v); });
   // d/dx log(x) = 1/x
   return record_op(out, "log", {x}, [x = SavedTensor(x)](const Tensor& g, const GradMask&) {
     return std::vector<Tensor>{div(g, x.get())};
@@ -228,7 +252,7 @@ Tensor log(const Tensor& x) {
 
 // ---- sqrt ----
 Tensor sqrt(const Tensor& x) {
-  Tensor out = unary(x, "sqrt", [](float v) { return std::sqrt(v); });
+  Tensor out = unary(x, "sqrt", [](auto v) { return std::sqrt(v); });
   // d/dx sqrt(x) = 1 / (2 sqrt(x))
   return record_op(out, "sqrt", {x}, [y = SavedTensor(out)](const Tensor& g, const GradMask&) {
     return std::vector<Tensor>{div(g, mul(y.get(), 2.0f))};
@@ -237,56 +261,55 @@ Tensor sqrt(const Tensor& x) {
 
 // ---- pow by a scalar ----
 Tensor pow(const Tensor& x, float e) {
-  Tensor out = unary(x, "pow", [e](float v) { return std::pow(v, e); });
+  Tensor out = unary(x, "pow", [e](auto v) { return static_cast<decltype(v)>(std::pow(v, e)); });
   // d/dx x^e = e * x^(e-1)
   return record_op(out, "pow", {x}, [e, x = SavedTensor(x)](const Tensor& g, const GradMask&) {
-    Tensor d = unary(x.get(), "pow_backward", [e](float v) { return e * std::pow(v, e - 1.0f); });
+    Tensor d = unary(x.get(), "pow_backward",
+                     [e](auto v) { return static_cast<decltype(v)>(e * std::pow(v, e - 1.0f)); });
     return std::vector<Tensor>{mul(g, d)};
   });
 }
 
 // ---- relu ----
 Tensor relu(const Tensor& x) {
-  Tensor out = unary(x, "relu", [](float v) { return v > 0.0f ? v : 0.0f; });
+  Tensor out = unary(x, "relu", [](auto v) { return v > 0 ? v : decltype(v){0}; });
   // d/dx relu(x) = 1 if x > 0 else 0
   return record_op(out, "relu", {x}, [y = SavedTensor(out)](const Tensor& g, const GradMask&) {
-    Tensor gx = empty(g.shape());
-    map_binary(g.data(), y.get().data(), gx.data(), g.numel(),
-               [](float gv, float yv) { return yv > 0.0f ? gv : 0.0f; });
-    return std::vector<Tensor>{gx};
+    return std::vector<Tensor>{unary_backward(g, y.get(), "relu_backward", [](auto gv, auto yv) {
+      return yv > 0 ? gv : decltype(gv){0};
+    })};
   });
 }
 
 // ---- sigmoid ----
 namespace {
 // Never evaluates exp of a large positive number, so +-1000 give 1 and 0 exactly, not NaN.
-inline float stable_sigmoid(float v) {
-  if (v >= 0.0f) return 1.0f / (1.0f + std::exp(-v));
-  const float e = std::exp(v);
-  return e / (1.0f + e);
+template <class T>
+T stable_sigmoid(T v) {
+  if (v >= 0) return T{1} / (T{1} + std::exp(-v));
+  const T e = std::exp(v);
+  return e / (T{1} + e);
 }
 }  // namespace
 
 Tensor sigmoid(const Tensor& x) {
-  Tensor out = unary(x, "sigmoid", stable_sigmoid);
+  Tensor out = unary(x, "sigmoid", [](auto v) { return stable_sigmoid(v); });
   // d/dx sigmoid = s * (1 - s)
   return record_op(out, "sigmoid", {x}, [s = SavedTensor(out)](const Tensor& g, const GradMask&) {
-    Tensor gx = empty(g.shape());
-    map_binary(g.data(), s.get().data(), gx.data(), g.numel(),
-               [](float gv, float sv) { return gv * sv * (1.0f - sv); });
-    return std::vector<Tensor>{gx};
+    return std::vector<Tensor>{unary_backward(g, s.get(), "sigmoid_backward", [](auto gv, auto sv) {
+      return gv * sv * (decltype(sv){1} - sv);
+    })};
   });
 }
 
 // ---- tanh ----
 Tensor tanh(const Tensor& x) {
-  Tensor out = unary(x, "tanh", [](float v) { return std::tanh(v); });
+  Tensor out = unary(x, "tanh", [](auto v) { return std::tanh(v); });
   // d/dx tanh = 1 - tanh^2
   return record_op(out, "tanh", {x}, [t = SavedTensor(out)](const Tensor& g, const GradMask&) {
-    Tensor gx = empty(g.shape());
-    map_binary(g.data(), t.get().data(), gx.data(), g.numel(),
-               [](float gv, float tv) { return gv * (1.0f - tv * tv); });
-    return std::vector<Tensor>{gx};
+    return std::vector<Tensor>{unary_backward(g, t.get(), "tanh_backward", [](auto gv, auto tv) {
+      return gv * (decltype(tv){1} - tv * tv);
+    })};
   });
 }
 
@@ -297,14 +320,16 @@ Tensor clamp(const Tensor& x, std::optional<float> min, std::optional<float> max
             min.value_or(0.0f), max.value_or(0.0f));
   const float lo = min.value_or(-INFINITY);
   const float hi = max.value_or(INFINITY);
-  Tensor out = unary(x, "clamp", [lo, hi](float v) { return v < lo ? lo : (v > hi ? hi : v); });
+  Tensor out = unary(x, "clamp", [lo, hi](auto v) {
+    using T = decltype(v);
+    return v < lo ? static_cast<T>(lo) : (v > hi ? static_cast<T>(hi) : v);
+  });
   // d/dx clamp(x) = 1 where lo <= x <= hi, else 0
   return record_op(
       out, "clamp", {x}, [lo, hi, x = SavedTensor(x)](const Tensor& g, const GradMask&) {
-        Tensor gx = empty(g.shape());
-        map_binary(g.data(), x.get().data(), gx.data(), g.numel(),
-                   [lo, hi](float gv, float xv) { return xv >= lo && xv <= hi ? gv : 0.0f; });
-        return std::vector<Tensor>{gx};
+        return std::vector<Tensor>{unary_backward(
+            g, x.get(), "clamp_backward",
+            [lo, hi](auto gv, auto xv) { return xv >= lo && xv <= hi ? gv : decltype(gv){0}; })};
       });
 }
 
@@ -312,10 +337,17 @@ bool allclose(const Tensor& a, const Tensor& b, float rtol, float atol) {
   check_float(a, "allclose");
   check_float(b, "allclose");
   if (a.shape() != b.shape()) return false;
-  const float* pa = a.data();
-  const float* pb = b.data();
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    if (!(std::fabs(pa[i] - pb[i]) <= atol + rtol * std::fabs(pb[i]))) return false;
+  if (a.dtype() == DType::Float32 && b.dtype() == DType::Float32) {
+    const float* pa = a.data();
+    const float* pb = b.data();
+    for (int64_t i = 0; i < a.numel(); ++i) {
+      if (!(std::fabs(pa[i] - pb[i]) <= atol + rtol * std::fabs(pb[i]))) return false;
+    }
+    return true;
+  }
+  const std::vector<double> va = a.to_vector_f64(), vb = b.to_vector_f64();
+  for (size_t i = 0; i < va.size(); ++i) {
+    if (!(std::fabs(va[i] - vb[i]) <= atol + rtol * std::fabs(vb[i]))) return false;
   }
   return true;
 }

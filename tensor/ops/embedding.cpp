@@ -31,24 +31,30 @@ Tensor embedding(const Tensor& weight, const Tensor& indices, std::optional<int6
               "embedding: index {} at position {} is out of range for a table of {} rows", ids[p],
               p, V);
   }
-  Tensor out = empty(out_shape);
-  const float* table = weight.data();
-  float* dst = out.data();
-  for (int64_t p = 0; p < P; ++p) std::memcpy(dst + p * D, table + ids[p] * D, sizeof(float) * D);
+  Tensor out = empty(out_shape, weight.dtype());
+  const size_t row_bytes = dtype_size(weight.dtype()) * D;
+  const char* table = static_cast<const char*>(raw_data(weight));
+  char* dst = static_cast<char*>(raw_data(out));
+  for (int64_t p = 0; p < P; ++p) {
+    std::memcpy(dst + p * row_bytes, table + ids[p] * row_bytes, row_bytes);
+  }
 
   // d out[p] / d weight[ids[p]] = 1: scatter-add, so repeated ids sum; padding gets nothing
   return record_op(
       out, "embedding", {weight, indices},
       [ids = SavedTensor(indices), V, D, P, padding_idx](const Tensor& g, const GradMask&) {
-        Tensor gw = zeros({V, D});
-        float* dw = gw.data();
-        const float* src = g.data();
+        Tensor gw = zeros({V, D}, g.dtype());
         const int64_t* pi = ids.get().data_i64();
-        for (int64_t p = 0; p < P; ++p) {
-          if (padding_idx && pi[p] == *padding_idx) continue;
-          float* row = dw + pi[p] * D;
-          for (int64_t d = 0; d < D; ++d) row[d] += src[p * D + d];
-        }
+        dispatch_floating(g.dtype(), "embedding_backward", [&](auto zero) {
+          using T = decltype(zero);
+          T* dw = gw.data_ptr<T>();
+          const T* src = g.data_ptr<T>();
+          for (int64_t p = 0; p < P; ++p) {
+            if (padding_idx && pi[p] == *padding_idx) continue;
+            T* row = dw + pi[p] * D;
+            for (int64_t d = 0; d < D; ++d) row[d] += src[p * D + d];
+          }
+        });
         return std::vector<Tensor>{gw, Tensor()};
       });
 }

@@ -20,7 +20,7 @@
 #include "tensor/ops.h"
 
 #ifndef INK_NN_OPS_FLOAT64
-#define INK_NN_OPS_FLOAT64 0  // until DType::Float64 lands
+#define INK_NN_OPS_FLOAT64 1  // DType::Float64 has landed ([float64])
 #endif
 
 namespace ink {

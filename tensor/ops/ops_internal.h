@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "tensor/autograd.h"
@@ -20,10 +22,39 @@ inline void check_defined(const Tensor& t, const char* op) {
   INK_CHECK(t.defined(), "{}: the input tensor is undefined", op);
 }
 
+// Differentiable ops take Float32 tensors, and Float64 ones too (for gradcheck in double).
 inline void check_float(const Tensor& t, const char* op) {
   check_defined(t, op);
-  INK_CHECK(t.dtype() == DType::Float32, "{}: expected a Float32 tensor, got {} with shape {}", op,
+  INK_CHECK(is_floating(t.dtype()),
+            "{}: expected a Float32 tensor, got {} with shape {} (Float64 is accepted too)", op,
             dtype_name(t.dtype()), shape_str(t.shape()));
+}
+
+// Both operands of an op without type promotion must have the same floating dtype.
+inline void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
+  INK_CHECK(a.dtype() == b.dtype(), "{}: dtypes differ: {} {} and {} {}", op, dtype_name(a.dtype()),
+            shape_str(a.shape()), dtype_name(b.dtype()), shape_str(b.shape()));
+}
+
+// Calls fn(T{}) with T = float for Float32 and T = double for Float64: the one place where an
+// op's templated kernel is instantiated for each floating dtype.
+template <class Fn>
+decltype(auto) dispatch_floating(DType dtype, const char* op, Fn&& fn) {
+  if (dtype == DType::Float64) return fn(double{});
+  INK_CHECK(dtype == DType::Float32, "{}: expected a Float32 or Float64 tensor, got {}", op,
+            dtype_name(dtype));
+  return fn(float{});
+}
+
+// The DType of element type T.
+template <class T>
+constexpr DType dtype_of() {
+  if constexpr (std::is_same_v<T, double>) {
+    return DType::Float64;
+  } else {
+    static_assert(std::is_same_v<T, float>);
+    return DType::Float32;
+  }
 }
 
 // Strides of `in` when read as if broadcast to `out` (0 along broadcast dims), padded on the
@@ -61,19 +92,30 @@ void for_each_broadcast_row(const Shape& out_shape, const std::vector<int64_t>& 
 }
 
 // out[i] = f(in[i]) over n elements, in parallel for large n.
-template <class F>
-void map_unary(const float* in, float* out, int64_t n, F f) {
+template <class T, class F>
+void map_unary(const T* in, T* out, int64_t n, F f) {
   parallel_for(0, n, kElementwiseGrain, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) out[i] = f(in[i]);
   });
 }
 
 // out[i] = f(a[i], b[i]) over n elements, in parallel for large n.
-template <class F>
-void map_binary(const float* a, const float* b, float* out, int64_t n, F f) {
+template <class T, class F>
+void map_binary(const T* a, const T* b, T* out, int64_t n, F f) {
   parallel_for(0, n, kElementwiseGrain, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) out[i] = f(a[i], b[i]);
   });
+}
+
+// The first element of t, untyped (for byte copies that work for every dtype).
+inline const void* raw_data(const Tensor& t) {
+  return static_cast<const char*>(std::as_const(*t.impl()->storage).data()) +
+         t.impl()->offset * dtype_size(t.dtype());
+}
+// The same for writing: counts as a write (bumps the version), as Tensor::data() does.
+inline void* raw_data(Tensor& t) {
+  t.bump_version();
+  return static_cast<char*>(t.impl()->storage->data()) + t.impl()->offset * dtype_size(t.dtype());
 }
 
 // The shape with one size inferred from -1 (reshape/view rules).

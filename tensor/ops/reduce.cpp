@@ -16,21 +16,22 @@ using namespace detail;
 namespace {
 
 // out[o, i] = sum_r in[o, r, i]
-void reduce_sum_dim(const float* in, float* out, int64_t outer, int64_t R, int64_t inner) {
+template <class T>
+void reduce_sum_dim(const T* in, T* out, int64_t outer, int64_t R, int64_t inner) {
   const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, R * inner));
   parallel_for(0, outer, grain, [&](int64_t lo, int64_t hi) {
     for (int64_t o = lo; o < hi; ++o) {
-      float* __restrict dst = out + o * inner;
-      const float* __restrict src = in + o * R * inner;
+      T* __restrict dst = out + o * inner;
+      const T* __restrict src = in + o * R * inner;
       if (inner == 1) {  // a contiguous row: one running sum
-        float acc = 0.0f;
+        T acc = 0;
         for (int64_t r = 0; r < R; ++r) acc += src[r];
         dst[0] = acc;
         continue;
       }
       std::copy(src, src + inner, dst);
       for (int64_t r = 1; r < R; ++r) {
-        const float* __restrict row = src + r * inner;
+        const T* __restrict row = src + r * inner;
         for (int64_t i = 0; i < inner; ++i) dst[i] += row[i];
       }
     }
@@ -45,13 +46,17 @@ Tensor sum_one_dim_keep(const Tensor& x, int64_t dim) {
   for (size_t d = dim + 1; d < s.size(); ++d) inner *= s[d];
   Shape out_shape = s;
   out_shape[dim] = 1;
-  Tensor out = empty(out_shape);
-  reduce_sum_dim(x.data(), out.data(), outer, s[dim], inner);
+  Tensor out = empty(out_shape, x.dtype());
+  dispatch_floating(x.dtype(), "sum", [&](auto zero) {
+    using T = decltype(zero);
+    reduce_sum_dim(x.data_ptr<T>(), out.data_ptr<T>(), outer, s[dim], inner);
+  });
   return out;
 }
 
 // Sums every element, in chunks of fixed size accumulated in double, combined in order.
-float sum_all(const float* p, int64_t n) {
+template <class T>
+double sum_all(const T* p, int64_t n) {
   constexpr int64_t kChunk = 8192;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> partial(chunks, 0.0);
@@ -65,7 +70,7 @@ float sum_all(const float* p, int64_t n) {
   });
   double total = 0.0;
   for (double v : partial) total += v;
-  return static_cast<float>(total);
+  return total;
 }
 
 std::vector<int64_t> normalized_dims(const std::vector<int64_t>& dims, int64_t rank,
@@ -96,10 +101,13 @@ Shape reduced_shape(const Shape& s, const std::vector<int64_t>& dims, bool keepd
 // ---- sum ----
 Tensor sum(const Tensor& x) {
   check_float(x, "sum");
-  Tensor out = scalar(sum_all(x.data(), x.numel()));
+  const double total = dispatch_floating(x.dtype(), "sum", [&](auto zero) {
+    return sum_all(x.data_ptr<decltype(zero)>(), x.numel());
+  });
+  Tensor out = full({}, total, x.dtype());  // rounded to float once, for Float32
   // d(sum x)/dx = 1 everywhere
   return record_op(out, "sum", {x}, [s = x.shape()](const Tensor& g, const GradMask&) {
-    return std::vector<Tensor>{full(s, g.item())};
+    return std::vector<Tensor>{full(s, g.item_f64(), g.dtype())};
   });
 }
 
@@ -152,39 +160,45 @@ MaxResult max(const Tensor& x, int64_t dim, bool keepdim) {
   for (size_t d = dim + 1; d < s.size(); ++d) inner *= s[d];
   const int64_t R = s[dim];
   const Shape out_shape = reduced_shape(s, {dim}, keepdim);
-  Tensor values = empty(out_shape);
+  Tensor values = empty(out_shape, x.dtype());
   Tensor indices = empty(out_shape, DType::Int64);
-  const float* in = x.data();
-  float* pv = values.data();
   int64_t* pi = indices.data_i64();
-  for (int64_t o = 0; o < outer; ++o) {
-    for (int64_t i = 0; i < inner; ++i) {
-      int64_t best = 0;
-      float best_v = in[o * R * inner + i];
-      for (int64_t r = 1; r < R && !std::isnan(best_v); ++r) {
-        const float v = in[(o * R + r) * inner + i];
-        if (v > best_v || std::isnan(v)) {  // NaN propagates, as in PyTorch
-          best_v = v;
-          best = r;
+  dispatch_floating(x.dtype(), "max", [&](auto zero) {
+    using T = decltype(zero);
+    const T* in = x.data_ptr<T>();
+    T* pv = values.data_ptr<T>();
+    for (int64_t o = 0; o < outer; ++o) {
+      for (int64_t i = 0; i < inner; ++i) {
+        int64_t best = 0;
+        T best_v = in[o * R * inner + i];
+        for (int64_t r = 1; r < R && !std::isnan(best_v); ++r) {
+          const T v = in[(o * R + r) * inner + i];
+          if (v > best_v || std::isnan(v)) {  // NaN propagates, as in PyTorch
+            best_v = v;
+            best = r;
+          }
         }
+        pv[o * inner + i] = best_v;
+        pi[o * inner + i] = best;
       }
-      pv[o * inner + i] = best_v;
-      pi[o * inner + i] = best;
     }
-  }
+  });
   // d max / dx = 1 at the argmax, 0 elsewhere
   values =
       record_op(values, "max", {x},
                 [idx = SavedTensor(indices), s, outer, R, inner](const Tensor& g, const GradMask&) {
-                  Tensor gx = zeros(s);
-                  float* dst = gx.data();
-                  const float* src = g.data();
+                  Tensor gx = zeros(s, g.dtype());
                   const int64_t* arg = idx.get().data_i64();
-                  for (int64_t o = 0; o < outer; ++o) {
-                    for (int64_t i = 0; i < inner; ++i) {
-                      dst[(o * R + arg[o * inner + i]) * inner + i] = src[o * inner + i];
+                  dispatch_floating(g.dtype(), "max_backward", [&](auto zero) {
+                    using T = decltype(zero);
+                    T* dst = gx.data_ptr<T>();
+                    const T* src = g.data_ptr<T>();
+                    for (int64_t o = 0; o < outer; ++o) {
+                      for (int64_t i = 0; i < inner; ++i) {
+                        dst[(o * R + arg[o * inner + i]) * inner + i] = src[o * inner + i];
+                      }
                     }
-                  }
+                  });
                   return std::vector<Tensor>{gx};
                 });
   return {values, indices};

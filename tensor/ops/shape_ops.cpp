@@ -115,15 +115,18 @@ Tensor permute_copy(const Tensor& x, const std::vector<int64_t>& perm) {
     out_shape[i] = in_shape[perm[i]];
     strides[i] = in_strides[perm[i]];
   }
-  Tensor out = empty(out_shape);
-  const float* src = x.data();
-  float* dst = out.data();
+  Tensor out = empty(out_shape, x.dtype());
   const std::vector<int64_t> unused(rank, 0);
-  for_each_broadcast_row(out_shape, strides, unused,
-                         [&](int64_t o, int64_t ia, int64_t step, int64_t, int64_t, int64_t n) {
-                           const float* s = src + ia;
-                           for (int64_t j = 0; j < n; ++j) dst[o + j] = s[j * step];
-                         });
+  dispatch_floating(x.dtype(), "permute", [&](auto zero) {
+    using T = decltype(zero);
+    const T* src = x.data_ptr<T>();
+    T* dst = out.data_ptr<T>();
+    for_each_broadcast_row(out_shape, strides, unused,
+                           [&](int64_t o, int64_t ia, int64_t step, int64_t, int64_t, int64_t n) {
+                             const T* s = src + ia;
+                             for (int64_t j = 0; j < n; ++j) dst[o + j] = s[j * step];
+                           });
+  });
   return out;
 }
 
@@ -170,7 +173,12 @@ Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1) {
 // ---- cat ----
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
   INK_CHECK(!tensors.empty(), "cat: expected a non-empty list of tensors");
-  for (const auto& t : tensors) check_float(t, "cat");
+  for (const auto& t : tensors) {
+    check_float(t, "cat");
+    check_same_dtype(tensors[0], t, "cat");
+  }
+  const DType dtype = tensors[0].dtype();
+  const size_t element = dtype_size(dtype);
   const Shape& first = tensors[0].shape();
   INK_CHECK(!first.empty(), "cat: zero-dimensional tensors cannot be concatenated");
   dim = normalize_dim(dim, static_cast<int64_t>(first.size()), "cat");
@@ -188,7 +196,7 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
               i, shape_str(s), shape_str(first), dim);
     out_shape[dim] += s[dim];
   }
-  Tensor out = empty(out_shape);
+  Tensor out = empty(out_shape, dtype);
   int64_t outer = 1, inner = 1;
   for (int64_t d = 0; d < dim; ++d) outer *= out_shape[d];
   for (size_t d = dim + 1; d < out_shape.size(); ++d) inner *= out_shape[d];
@@ -197,36 +205,39 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
   int64_t at = 0;
   for (const auto& t : tensors) {
     const int64_t chunk = t.size(dim) * inner;
-    const float* src = t.data();
-    float* dst = out.data();
+    const char* src = static_cast<const char*>(raw_data(t));
+    char* dst = static_cast<char*>(raw_data(out));
     for (int64_t o = 0; o < outer; ++o) {
-      std::memcpy(dst + o * out_row + at, src + o * chunk, sizeof(float) * chunk);
+      std::memcpy(dst + (o * out_row + at) * element, src + o * chunk * element, element * chunk);
     }
     at += chunk;
     sizes.push_back(t.size(dim));
   }
   // each input's gradient is its slice of the output gradient
-  return record_op(
-      out, "cat", tensors, [sizes, dim, outer, inner](const Tensor& g, const GradMask& needs) {
-        std::vector<Tensor> grads(sizes.size());
-        const int64_t g_row = g.size(dim) * inner;
-        int64_t offset = 0;
-        for (size_t i = 0; i < sizes.size(); ++i) {
-          const int64_t chunk = sizes[i] * inner;
-          if (needs[i]) {
-            Shape s = g.shape();
-            s[dim] = sizes[i];
-            Tensor piece = empty(s);
-            float* dst = piece.data();
-            for (int64_t o = 0; o < outer; ++o) {
-              std::memcpy(dst + o * chunk, g.data() + o * g_row + offset, sizeof(float) * chunk);
-            }
-            grads[i] = piece;
-          }
-          offset += chunk;
-        }
-        return grads;
-      });
+  return record_op(out, "cat", tensors,
+                   [sizes, dim, outer, inner](const Tensor& g, const GradMask& needs) {
+                     std::vector<Tensor> grads(sizes.size());
+                     const int64_t g_row = g.size(dim) * inner;
+                     int64_t offset = 0;
+                     for (size_t i = 0; i < sizes.size(); ++i) {
+                       const int64_t chunk = sizes[i] * inner;
+                       if (needs[i]) {
+                         Shape s = g.shape();
+                         s[dim] = sizes[i];
+                         Tensor piece = empty(s, g.dtype());
+                         const size_t element = dtype_size(g.dtype());
+                         char* dst = static_cast<char*>(raw_data(piece));
+                         const char* src = static_cast<const char*>(raw_data(g));
+                         for (int64_t o = 0; o < outer; ++o) {
+                           std::memcpy(dst + o * chunk * element,
+                                       src + (o * g_row + offset) * element, element * chunk);
+                         }
+                         grads[i] = piece;
+                       }
+                       offset += chunk;
+                     }
+                     return grads;
+                   });
 }
 
 // ---- expand ----
@@ -236,15 +247,18 @@ Tensor expand(const Tensor& x, const Shape& shape) {
   const Shape b = broadcast_shapes(x.shape(), shape, "expand");
   INK_CHECK(b == shape, "expand: shape {} cannot be expanded to {}", shape_str(x.shape()),
             shape_str(shape));
-  Tensor out = empty(shape);
+  Tensor out = empty(shape, x.dtype());
   const auto strides = broadcast_strides(x.shape(), shape);
   const std::vector<int64_t> unused(shape.size(), 0);
-  const float* src = x.data();
-  float* dst = out.data();
-  for_each_broadcast_row(shape, strides, unused,
-                         [&](int64_t o, int64_t ia, int64_t step, int64_t, int64_t, int64_t n) {
-                           for (int64_t j = 0; j < n; ++j) dst[o + j] = src[ia + j * step];
-                         });
+  dispatch_floating(x.dtype(), "expand", [&](auto zero) {
+    using T = decltype(zero);
+    const T* src = x.data_ptr<T>();
+    T* dst = out.data_ptr<T>();
+    for_each_broadcast_row(shape, strides, unused,
+                           [&](int64_t o, int64_t ia, int64_t step, int64_t, int64_t, int64_t n) {
+                             for (int64_t j = 0; j < n; ++j) dst[o + j] = src[ia + j * step];
+                           });
+  });
   // the gradient of a broadcast is the sum over the broadcast dims
   return record_op(out, "expand", {x}, [s = x.shape()](const Tensor& g, const GradMask&) {
     return std::vector<Tensor>{sum_to(g, s)};
@@ -266,6 +280,34 @@ Tensor Tensor::clone() const {
   // d clone(x)/dx = 1
   return record_op(out, "clone", {*this},
                    [](const Tensor& g, const GradMask&) { return std::vector<Tensor>{g}; });
+}
+
+}  // namespace ink
+
+namespace ink {
+
+// ---- to: a dtype conversion that stays in the graph ----
+Tensor Tensor::to(DType target) const {
+  detail::check_defined(*this, "to");
+  if (dtype() == target) return *this;
+  INK_CHECK(is_floating(dtype()) && is_floating(target),
+            "to: only Float32 <-> Float64 conversions are supported, got {} to {}",
+            dtype_name(dtype()), dtype_name(target));
+  Tensor out = empty(shape(), target);
+  const int64_t n = numel();
+  if (target == DType::Float64) {
+    const float* src = data();
+    double* dst = out.data_f64();
+    for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+  } else {
+    const double* src = data_f64();
+    float* dst = out.data();
+    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+  }
+  // d to(x)/dx = 1: the gradient is converted back to x's dtype
+  return record_op(out, "to", {*this}, [from = dtype()](const Tensor& g, const GradMask&) {
+    return std::vector<Tensor>{g.to(from)};
+  });
 }
 
 }  // namespace ink
