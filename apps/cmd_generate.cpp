@@ -43,19 +43,26 @@ void load_checkpoint(TextToImageModel& model, const std::string& path) {
     INK_FAIL("--checkpoint {} is a folder, not a checkpoint file{}", path,
              fs::exists(inside, ec) ? fmt::format("; did you mean {}?", inside.string()) : "");
   }
-  const SafetensorsFile file = load_safetensors(path);
+  // The header first: names, dtypes and shapes are checked against the model before any data
+  // is read, so a file of any size that is not this model's checkpoint costs only its header.
+  const SafetensorsReader file(path);
   try {
-    model.load_state_dict(file.tensors, /*strict=*/true);
+    model.check_state_dict(file, /*strict=*/true);
   } catch (const Error& error) {
     bool training_state = false;
-    for (const auto& [name, tensor] : file.tensors) {
-      training_state = training_state || name.starts_with("model.text_encoder.");
+    for (const SafetensorsEntry& entry : file.entries()) {
+      training_state = training_state || entry.name.starts_with("model.text_encoder.");
     }
     INK_FAIL("{} is not a checkpoint of the text-to-image model{}: {}", path,
              training_state
                  ? fmt::format(" (it is a training state; use the {} beside it)", kModelFile)
                  : "",
              one_line(error.what(), 4));
+  }
+  try {
+    model.load_state_dict(file, /*strict=*/true);
+  } catch (const Error& error) {
+    INK_FAIL("{} cannot be used: {}", path, one_line(error.what(), 4));
   }
 }
 
@@ -101,12 +108,18 @@ int run_generate(const GenerateFlags& flags) {
   style.scale = static_cast<int>(flags.scale);
   style.stretch = flags.stretch;
   make_parent_folder(flags.out);
+  // Temporaries that an interrupted generate left behind (write_file_atomic's hidden
+  // ".<name>.png.tmp-<pid>-<n>" files of processes that are gone).
+  const auto is_png = [](std::string_view file) { return file.ends_with(".png"); };
+  const fs::path out_folder = fs::path(flags.out).parent_path();
+  remove_stale_temporaries(out_folder.empty() ? "." : out_folder.string(), is_png);
   write_png(flags.out, render_grid(rows, style));
 
   if (!flags.each.empty()) {
     std::error_code ec;
     fs::create_directories(flags.each, ec);
     INK_CHECK(!ec, "--each: cannot create the folder {}: {}", flags.each, ec.message());
+    remove_stale_temporaries(flags.each, is_png);
     const std::string stem =
         file_stem(model.tokenizer().decode(model.tokenizer().encode(flags.prompt)));
     for (int64_t i = 0; i < flags.count; ++i) {
