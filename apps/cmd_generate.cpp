@@ -64,8 +64,10 @@ std::unique_ptr<ImageModel> load_checkpoint(const std::string& path,
     INK_FAIL("--checkpoint {} is a folder, not a checkpoint file{}", path,
              fs::exists(inside, ec) ? fmt::format("; did you mean {}?", inside.string()) : "");
   }
-  const SafetensorsFile file = load_safetensors(path);
-  const ModelIdentity identity = model_identity(file.metadata);
+  // The header first: names, dtypes and shapes are checked against the model before any data
+  // is read, so a file of any size that is not this model's checkpoint costs only its header.
+  const SafetensorsReader file(path);
+  const ModelIdentity identity = model_identity(file.metadata());
   std::unique_ptr<ImageModel> model;
   try {
     Generator scratch(0);  // every value is overwritten by the checkpoint
@@ -75,11 +77,11 @@ std::unique_ptr<ImageModel> load_checkpoint(const std::string& path,
   }
   check(*model);
   try {
-    model->load_state_dict(file.tensors, /*strict=*/true);
+    model->check_state_dict(file, /*strict=*/true);
   } catch (const Error& error) {
     bool training_state = false;
-    for (const auto& [name, tensor] : file.tensors) {
-      training_state = training_state || name.starts_with("model.");
+    for (const SafetensorsEntry& entry : file.entries()) {
+      training_state = training_state || entry.name.starts_with("model.");
     }
     INK_FAIL("{} is not a checkpoint of the {} model{}: {}", path,
              identity.kind == "mlp" ? std::string("text-to-image") : identity.kind,
@@ -87,6 +89,11 @@ std::unique_ptr<ImageModel> load_checkpoint(const std::string& path,
                  ? fmt::format(" (it is a training state; use the {} beside it)", kModelFile)
                  : "",
              one_line(error.what(), 4));
+  }
+  try {
+    model->load_state_dict(file, /*strict=*/true);
+  } catch (const Error& error) {
+    INK_FAIL("{} cannot be used: {}", path, one_line(error.what(), 4));
   }
   return model;
 }
@@ -171,12 +178,18 @@ int run_generate(const GenerateFlags& flags) {
   style.scale = static_cast<int>(flags.scale);
   style.stretch = flags.stretch;
   make_parent_folder(flags.out);
+  // Temporaries that an interrupted generate left behind (write_file_atomic's hidden
+  // ".<name>.png.tmp-<pid>-<n>" files of processes that are gone).
+  const auto is_png = [](std::string_view file) { return file.ends_with(".png"); };
+  const fs::path out_folder = fs::path(flags.out).parent_path();
+  remove_stale_temporaries(out_folder.empty() ? "." : out_folder.string(), is_png);
   write_png(flags.out, render_grid(rows, style));
 
   if (!flags.each.empty()) {
     std::error_code ec;
     fs::create_directories(flags.each, ec);
     INK_CHECK(!ec, "--each: cannot create the folder {}: {}", flags.each, ec.message());
+    remove_stale_temporaries(flags.each, is_png);
     const std::string stem =
         file_stem(model->tokenizer().decode(model->tokenizer().encode(flags.prompt)));
     for (int64_t i = 0; i < flags.count; ++i) {

@@ -52,6 +52,7 @@ void check_range(const char* flag, int64_t value, int64_t low, int64_t high) {
 
 int main(int argc, char** argv) {
   using namespace ink::app;
+  open_standard_descriptors();  // before anything opens a file
   CLI::App app{
       "inkgrad: a text-to-image model trained from scratch on synthetic shapes.\n"
       "Start with `inkgrad train`, then look at runs/latest/samples.png.",

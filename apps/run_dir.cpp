@@ -1,9 +1,11 @@
 // The run folder helpers of run_dir.h: config.json with nlohmann-json, losses.csv, messages.
 #include "apps/run_dir.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <ctime>
@@ -191,24 +193,43 @@ std::vector<std::string> run_files_in(const std::string& dir) {
   return found;
 }
 
-int remove_stale_temporaries(const std::string& dir) {
+int remove_stale_temporaries(const std::string& dir,
+                             const std::function<bool(std::string_view)>& is_ours) {
   int removed = 0;
   std::error_code ec;
   for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+    // ".<file>.tmp-<pid>-<counter>", as write_file_atomic names them.
     const std::string name = entry.path().filename().string();
-    for (std::string_view file : kRunFiles) {
-      const std::string prefix = fmt::format(".{}.tmp-", file);
-      if (!name.starts_with(prefix)) continue;
-      const std::string rest = name.substr(prefix.size());  // "<pid>-<counter>"
-      char* end = nullptr;
-      const long pid = std::strtol(rest.c_str(), &end, 10);
-      if (end == rest.c_str() || *end != '-' || pid <= 0) continue;
-      if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // still running
-      std::error_code remove_error;
-      if (fs::remove(entry.path(), remove_error)) ++removed;
-    }
+    const size_t tmp = name.rfind(".tmp-");
+    if (name.size() < 2 || name[0] != '.' || tmp == std::string::npos || tmp < 2) continue;
+    if (!is_ours(std::string_view(name).substr(1, tmp - 1))) continue;
+    const std::string rest = name.substr(tmp + 5);  // "<pid>-<counter>"
+    char* end = nullptr;
+    const long pid = std::strtol(rest.c_str(), &end, 10);
+    if (end == rest.c_str() || *end != '-' || pid <= 0) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // still running
+    std::error_code remove_error;
+    if (fs::remove(entry.path(), remove_error)) ++removed;
   }
   return removed;
+}
+
+int remove_stale_temporaries(const std::string& dir) {
+  return remove_stale_temporaries(dir, [](std::string_view file) {
+    return std::find(std::begin(kRunFiles), std::end(kRunFiles), file) != std::end(kRunFiles);
+  });
+}
+
+void open_standard_descriptors() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    // open() returns the lowest free descriptor, which is `fd` itself.
+    const int null = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+    if (null >= 0 && null != fd) {
+      ::dup2(null, fd);
+      ::close(null);
+    }
+  }
 }
 
 std::string losses_csv(std::span<const float> losses) {

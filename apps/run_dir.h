@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -55,6 +56,15 @@ std::vector<std::string> run_files_in(const std::string& dir);
 // leaves behind when a process is killed mid-write, for run files only and only when that
 // process is gone. Returns how many were removed.
 int remove_stale_temporaries(const std::string& dir);
+// The same for the temporaries of any file in `dir` for which `is_ours(file name)` is true
+// (generate uses it for the PNGs it writes).
+int remove_stale_temporaries(const std::string& dir,
+                             const std::function<bool(std::string_view)>& is_ours);
+
+// Opens /dev/null on any of descriptors 0, 1 and 2 that is closed. Call it first in main: with
+// stdout closed, the next file opened (the run folder's lock) would become descriptor 1 and
+// receive everything printed.
+void open_standard_descriptors();
 
 // "epoch,loss" then one line per epoch (1-based), losses with 9 significant digits.
 std::string losses_csv(std::span<const float> losses);

@@ -189,8 +189,120 @@ std::string shown(std::string_view name) {
   return quoted_text(name, kMaxQuotedCharacters);
 }
 
+std::string describe(DType dtype, const Shape& shape) {
+  return fmt::format("{} {}", dtype_name(dtype), shape_str(shape));
+}
+
 std::string describe(const Tensor& t) {
-  return fmt::format("{} {}", dtype_name(t.dtype()), shape_str(t.shape()));
+  return describe(t.dtype(), t.shape());
+}
+
+// A tensor offered for loading: from memory (a NamedTensors entry) or from a file's header.
+struct Offered {
+  std::string_view name;
+  bool defined = true;
+  DType dtype = DType::Float32;
+  const Shape* shape = nullptr;
+};
+
+// Matches `offered` to the module's `expected` tensors by name. Returns every problem
+// (duplicates; missing and unexpected names when `strict`; dtype and shape mismatches) and puts
+// the (expected index, offered index) of each tensor to load into `matches`.
+std::vector<std::string> match_state(const NamedTensors& expected,
+                                     const std::vector<Offered>& offered, bool strict,
+                                     std::vector<std::pair<size_t, size_t>>& matches) {
+  std::vector<std::string> problems;
+  std::unordered_map<std::string_view, size_t> given;
+  for (size_t i = 0; i < offered.size(); ++i) {
+    if (!given.emplace(offered[i].name, i).second) {
+      problems.push_back(fmt::format("{} appears more than once", shown(offered[i].name)));
+    } else if (!offered[i].defined) {
+      problems.push_back(fmt::format("{} is an undefined tensor", shown(offered[i].name)));
+    }
+  }
+  std::unordered_set<std::string_view> expected_names;
+  for (size_t t = 0; t < expected.size(); ++t) {
+    const auto& [name, target] = expected[t];
+    expected_names.insert(name);
+    auto found = given.find(name);
+    if (found == given.end()) {
+      if (strict) {
+        problems.push_back(fmt::format("missing {} (expected {})", shown(name), describe(target)));
+      }
+      continue;
+    }
+    const Offered& source = offered[found->second];
+    if (!source.defined) continue;  // already reported
+    if (source.dtype != target.dtype()) {
+      problems.push_back(fmt::format("{} expected {}, file has {}", shown(name), describe(target),
+                                     describe(source.dtype, *source.shape)));
+    } else if (*source.shape != target.shape()) {
+      problems.push_back(fmt::format("{} expected {}, file has {}", shown(name),
+                                     shape_str(target.shape()), shape_str(*source.shape)));
+    } else {
+      matches.emplace_back(t, found->second);
+    }
+  }
+  if (strict) {
+    for (const Offered& source : offered) {
+      if (!expected_names.contains(source.name)) {
+        problems.push_back(source.defined ? fmt::format("unexpected {} ({})", shown(source.name),
+                                                        describe(source.dtype, *source.shape))
+                                          : fmt::format("unexpected {}", shown(source.name)));
+      }
+    }
+  }
+  return problems;
+}
+
+void throw_problems(const std::vector<std::string>& problems, const std::string& type_name) {
+  if (problems.size() == 1) INK_FAIL("load_state_dict: {}", problems[0]);
+  if (!problems.empty()) {
+    INK_FAIL("load_state_dict: {} problems loading into {}:\n  {}", problems.size(), type_name,
+             fmt::join(problems, "\n  "));
+  }
+}
+
+// Why loaded values cannot work, or "" when they can. Weights that are NaN or infinite give
+// black or saturated pictures with no other sign, and BatchNorm's running statistics (found by
+// their PyTorch names) have values no data can produce: a negative or NaN variance, a negative
+// count of batches.
+std::string value_problem(std::string_view name, const Tensor& t) {
+  const std::string_view leaf = name.substr(name.rfind('.') + 1);  // npos + 1 == 0
+  if (t.dtype() == DType::Int64) {
+    if (leaf != "num_batches_tracked") return "";
+    const int64_t* values = t.data_i64();
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      if (values[i] < 0) {
+        return fmt::format("{} is {}, but a count of batches cannot be negative", shown(name),
+                           values[i]);
+      }
+    }
+    return "";
+  }
+  if (t.dtype() != DType::Float32) return "";
+  const float* values = t.data();
+  int64_t nans = 0, infinities = 0, first = -1;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    if (std::isfinite(values[i])) continue;
+    (std::isnan(values[i]) ? nans : infinities) += 1;
+    if (first < 0) first = i;
+  }
+  if (first >= 0) {
+    return fmt::format(
+        "{} holds {} non-finite value{} ({} NaN, {} infinite; the first at index {}): a model "
+        "with these weights cannot work",
+        shown(name), nans + infinities, nans + infinities == 1 ? "" : "s", nans, infinities, first);
+  }
+  if (leaf == "running_var") {
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      if (values[i] < 0.0f) {
+        return fmt::format("{} holds a negative variance {} at index {}", shown(name), values[i],
+                           i);
+      }
+    }
+  }
+  return "";
 }
 
 }  // namespace
@@ -216,57 +328,55 @@ void Module::copy_values_from(const Module& source) {
 }
 
 void Module::load_state_dict(const NamedTensors& state, bool strict) {
-  std::vector<std::string> problems;
-  std::unordered_map<std::string, size_t> given;
-  for (size_t i = 0; i < state.size(); ++i) {
-    const auto& [name, tensor] = state[i];
-    if (!given.emplace(name, i).second) {
-      problems.push_back(fmt::format("{} appears more than once", shown(name)));
-    } else if (!tensor.defined()) {
-      problems.push_back(fmt::format("{} is an undefined tensor", shown(name)));
-    }
+  std::vector<Offered> offered;
+  offered.reserve(state.size());
+  for (const auto& [name, tensor] : state) {
+    offered.push_back(tensor.defined() ? Offered{name, true, tensor.dtype(), &tensor.shape()}
+                                       : Offered{name, false});
   }
-
   const NamedTensors expected = state_dict();
-  std::unordered_set<std::string> expected_names;
-  std::vector<std::pair<Tensor, Tensor>> copies;  // (destination, source)
-  for (const auto& [name, target] : expected) {
-    expected_names.insert(name);
-    auto found = given.find(name);
-    if (found == given.end()) {
-      if (strict) {
-        problems.push_back(fmt::format("missing {} (expected {})", shown(name), describe(target)));
-      }
-      continue;
-    }
-    const Tensor& source = state[found->second].second;
-    if (!source.defined()) continue;  // already reported
-    if (source.dtype() != target.dtype()) {
-      problems.push_back(fmt::format("{} expected {}, file has {}", shown(name), describe(target),
-                                     describe(source)));
-    } else if (source.shape() != target.shape()) {
-      problems.push_back(fmt::format("{} expected {}, file has {}", shown(name),
-                                     shape_str(target.shape()), shape_str(source.shape())));
-    } else {
-      copies.emplace_back(target, source);
-    }
+  std::vector<std::pair<size_t, size_t>> matches;
+  std::vector<std::string> problems = match_state(expected, offered, strict, matches);
+  for (const auto& [target, source] : matches) {
+    std::string problem = value_problem(expected[target].first, state[source].second);
+    if (!problem.empty()) problems.push_back(std::move(problem));
   }
-  if (strict) {
-    for (const auto& [name, tensor] : state) {
-      if (!expected_names.contains(name)) {
-        problems.push_back(tensor.defined()
-                               ? fmt::format("unexpected {} ({})", shown(name), describe(tensor))
-                               : fmt::format("unexpected {}", shown(name)));
-      }
-    }
+  throw_problems(problems, type_name_);
+  for (const auto& [target, source] : matches) {
+    copy_values(expected[target].second, state[source].second);
   }
+}
 
-  if (problems.size() == 1) INK_FAIL("load_state_dict: {}", problems[0]);
-  if (!problems.empty()) {
-    INK_FAIL("load_state_dict: {} problems loading into {}:\n  {}", problems.size(), type_name_,
-             fmt::join(problems, "\n  "));
+namespace {
+
+std::vector<Offered> offered_by(const SafetensorsReader& file) {
+  std::vector<Offered> offered;
+  offered.reserve(file.entries().size());
+  for (const SafetensorsEntry& e : file.entries())
+    offered.push_back({e.name, true, e.dtype, &e.shape});
+  return offered;
+}
+
+}  // namespace
+
+void Module::check_state_dict(const SafetensorsReader& file, bool strict) const {
+  std::vector<std::pair<size_t, size_t>> matches;
+  throw_problems(match_state(state_dict(), offered_by(file), strict, matches), type_name_);
+}
+
+void Module::load_state_dict(const SafetensorsReader& file, bool strict) {
+  const NamedTensors expected = state_dict();
+  std::vector<std::pair<size_t, size_t>> matches;
+  throw_problems(match_state(expected, offered_by(file), strict, matches), type_name_);
+  // The header matches this module, so no data was read yet and each tensor's bytes are known to
+  // fit: read them straight into the module's own storage.
+  std::vector<std::string> problems;
+  for (const auto& [target, source] : matches) {
+    file.read_into(source, expected[target].second);
+    std::string problem = value_problem(expected[target].first, expected[target].second);
+    if (!problem.empty()) problems.push_back(std::move(problem));
   }
-  for (const auto& [target, source] : copies) copy_values(target, source);
+  throw_problems(problems, type_name_);
 }
 
 // ---- printing ----
@@ -353,9 +463,9 @@ void save_state_dict(const Module& module, const std::string& path) {
 }
 
 void load_state_dict_file(Module& module, const std::string& path, bool strict) {
-  SafetensorsFile file = load_safetensors(path);
+  const SafetensorsReader file(path);  // reads and checks only the header
   try {
-    module.load_state_dict(file.tensors, strict);
+    module.load_state_dict(file, strict);
   } catch (const Error& e) {
     throw Error(fmt::format("{}\n  (while loading {})", e.what(), path));
   }

@@ -93,9 +93,19 @@ class Module {
   NamedTensors state_dict() const;
   // Copies `state` into this module's tensors by name. Problems are collected and reported
   // together in one ink::Error: names in `state` that the module lacks ("unexpected") and names
-  // the module has that `state` lacks ("missing") when `strict`, and any dtype or shape
-  // mismatch (always). The module is modified only when there is no problem at all.
+  // the module has that `state` lacks ("missing") when `strict`, any dtype or shape mismatch
+  // (always), and values that cannot work (always): NaN or infinite values in any Float32
+  // tensor, a negative BatchNorm running_var or num_batches_tracked. The module is modified only
+  // when there is no problem at all.
   void load_state_dict(const NamedTensors& state, bool strict = true);
+  // The same from an opened file, without a copy of it in memory: the header's names, dtypes
+  // and shapes are checked against this module before any data is read (a mismatch leaves the
+  // module untouched), then each tensor is read straight into the module's storage and its
+  // values checked. A value problem is found only after reading, so it leaves the module
+  // partly loaded: load into a fresh module, as generate and resume do.
+  void load_state_dict(const SafetensorsReader& file, bool strict = true);
+  // The name, dtype and shape problems load_state_dict(file) would throw, without reading data.
+  void check_state_dict(const SafetensorsReader& file, bool strict = true) const;
 
   // ---- printing, like Python's print(model) ----
   const std::string& type_name() const { return type_name_; }
@@ -187,7 +197,9 @@ class UnaryModule : public Module {
 // Writes module.state_dict() to a safetensors file (atomically), with __metadata__
 // {"format": "pt"} so that PyTorch's safetensors.torch.load_file reads it.
 void save_state_dict(const Module& module, const std::string& path);
-// Reads a safetensors file and load_state_dict()s it into `module`; errors name the path.
+// Opens a safetensors file and load_state_dict()s it into `module` (header first, then the data
+// straight into the module, so memory stays at the module's size whatever the file claims);
+// errors name the path.
 void load_state_dict_file(Module& module, const std::string& path, bool strict = true);
 
 // Copies the bytes of `source` into `destination` in place: same dtype and shape, both

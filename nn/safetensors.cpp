@@ -438,40 +438,73 @@ void check_layout(const std::vector<HeaderEntry>& entries, uint64_t data_size,
   }
 }
 
-std::vector<uint8_t> read_whole_file(const std::string& path) {
-  // O_NONBLOCK: opening a FIFO must not hang waiting for a writer (no effect on regular files).
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) fail(path, "cannot open the file: {}", errno_text(errno));
-  struct stat info {};
-  if (::fstat(fd, &info) != 0) {
-    const int error = errno;
-    ::close(fd);
-    fail(path, "cannot read the file: {}", errno_text(error));
+// The length N of the JSON header, from the first bytes of a file of `file_size` bytes
+// (`prefix` holds its first min(8, file_size) bytes), checked against the limit and the size.
+uint64_t checked_header_size(std::span<const uint8_t> prefix, uint64_t file_size,
+                             std::string_view source) {
+  if (file_size == 0) {
+    fail(source, "the file is empty (a safetensors file starts with an 8-byte header length)");
   }
-  if (S_ISDIR(info.st_mode)) {
-    ::close(fd);
-    fail(path, "is a directory, not a safetensors file");
+  if (file_size < 8) {
+    fail(source,
+         "the file is only {} bytes long (a safetensors file starts with an 8-byte header length)",
+         file_size);
   }
-  if (!S_ISREG(info.st_mode)) {
-    ::close(fd);
-    fail(path, "is not a regular file");
+  uint64_t header_size = 0;
+  std::memcpy(&header_size, prefix.data(), 8);
+  if (header_size > kSafetensorsMaxHeaderBytes) {
+    fail(source,
+         "header length {} exceeds the limit of {} bytes (100 MB); is this a safetensors file?",
+         header_size, kSafetensorsMaxHeaderBytes);
   }
-  std::vector<uint8_t> bytes(static_cast<size_t>(info.st_size));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+  if (header_size > file_size - 8) {
+    fail(source,
+         "header length {} is longer than the {} bytes that follow it; the file is truncated or "
+         "is not a safetensors file",
+         header_size, file_size - 8);
+  }
+  return header_size;
+}
+
+// A header read and checked against the size of its file: every entry fits the data section and
+// the entries tile it exactly.
+struct CheckedHeader {
+  std::vector<HeaderEntry> entries;  // in header order
+  std::map<std::string, std::string> metadata;
+  uint64_t data_start = 0;  // byte offset of the data section in the file
+  uint64_t data_size = 0;
+};
+
+CheckedHeader check_header(std::span<const uint8_t> header_bytes, uint64_t file_size,
+                           std::string_view source) {
+  HeaderReader header(source);
+  header.read(header_bytes);
+  CheckedHeader checked;
+  checked.data_start = 8 + header_bytes.size();
+  checked.data_size = file_size - checked.data_start;
+  check_layout(header.entries, checked.data_size, source);
+  checked.entries = std::move(header.entries);
+  checked.metadata = std::move(header.metadata);
+  return checked;
+}
+
+void* raw_data_for_write(const Tensor& t) {
+  const size_t element = dtype_size(t.dtype());
+  return static_cast<uint8_t*>(t.impl()->storage->data()) + t.impl()->offset * element;
+}
+
+// Reads exactly `size` bytes at `offset` of `fd` into `out`, or fails naming `path`.
+void read_exactly(int fd, uint64_t offset, void* out, uint64_t size, const std::string& path) {
+  auto* bytes = static_cast<uint8_t*>(out);
+  uint64_t done = 0;
+  while (done < size) {
+    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(size - done, uint64_t{1} << 30));
+    const ssize_t n = ::pread(fd, bytes + done, chunk, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int error = errno;
-      ::close(fd);
-      fail(path, "cannot read the file: {}", errno_text(error));
-    }
-    if (n == 0) break;  // the file shrank while we read it; the parser reports the truncation
-    done += static_cast<size_t>(n);
+    if (n < 0) fail(path, "cannot read the file: {}", errno_text(errno));
+    if (n == 0) fail(path, "the file is truncated (it shrank while it was being read)");
+    done += static_cast<uint64_t>(n);
   }
-  ::close(fd);
-  bytes.resize(done);
-  return bytes;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -549,53 +582,95 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
 
 SafetensorsFile parse_safetensors(std::span<const uint8_t> bytes, const std::string& source_name) {
   const std::string_view source = source_name;
-  if (bytes.empty()) {
-    fail(source, "the file is empty (a safetensors file starts with an 8-byte header length)");
-  }
-  if (bytes.size() < 8) {
-    fail(source,
-         "the file is only {} bytes long (a safetensors file starts with an 8-byte header length)",
-         bytes.size());
-  }
-  uint64_t header_size = 0;
-  std::memcpy(&header_size, bytes.data(), 8);
-  if (header_size > kSafetensorsMaxHeaderBytes) {
-    fail(source,
-         "header length {} exceeds the limit of {} bytes (100 MB); is this a safetensors file?",
-         header_size, kSafetensorsMaxHeaderBytes);
-  }
-  const uint64_t after_prefix = bytes.size() - 8;
-  if (header_size > after_prefix) {
-    fail(source,
-         "header length {} is longer than the {} bytes that follow it; the file is truncated or "
-         "is not a safetensors file",
-         header_size, after_prefix);
-  }
+  const uint64_t header_size =
+      checked_header_size(bytes.first(std::min<size_t>(bytes.size(), 8)), bytes.size(), source);
+  CheckedHeader header = check_header(bytes.subspan(8, header_size), bytes.size(), source);
 
-  HeaderReader header(source);
-  header.read(bytes.subspan(8, header_size));
-  const std::span<const uint8_t> data = bytes.subspan(8 + header_size);
-  check_layout(header.entries, data.size(), source);
-
-  // Everything is consistent: allocate. The tensors together hold exactly data.size() bytes.
+  // Everything is consistent: allocate. The tensors together hold exactly data_size bytes.
   SafetensorsFile file;
   file.metadata = std::move(header.metadata);
   file.tensors.reserve(header.entries.size());
   for (HeaderEntry& e : header.entries) {
     Tensor t = empty(e.shape, e.dtype);
     const uint64_t nbytes = e.end - e.begin;
-    if (nbytes > 0) {
-      void* out = e.dtype == DType::Float32 ? static_cast<void*>(t.data())
-                                            : static_cast<void*>(t.data_i64());
-      std::memcpy(out, data.data() + e.begin, nbytes);
-    }
+    if (nbytes > 0)
+      std::memcpy(raw_data_for_write(t), bytes.data() + header.data_start + e.begin, nbytes);
     file.tensors.emplace_back(std::move(e.name), std::move(t));
   }
   return file;
 }
 
-SafetensorsFile load_safetensors(const std::string& path) {
-  return parse_safetensors(read_whole_file(path), path);
+SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
+  // O_NONBLOCK: opening a FIFO must not hang waiting for a writer (no effect on regular files).
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd_ < 0) fail(path, "cannot open the file: {}", errno_text(errno));
+  try {
+    struct stat info {};
+    if (::fstat(fd_, &info) != 0) fail(path, "cannot read the file: {}", errno_text(errno));
+    if (S_ISDIR(info.st_mode)) fail(path, "is a directory, not a safetensors file");
+    if (!S_ISREG(info.st_mode)) fail(path, "is not a regular file");
+    const auto file_size = static_cast<uint64_t>(info.st_size);
+
+    // Only the length and the header are read here, whatever size the file claims to be.
+    std::array<uint8_t, 8> prefix{};
+    const uint64_t prefix_size = std::min<uint64_t>(file_size, 8);
+    read_exactly(fd_, 0, prefix.data(), prefix_size, path);
+    const uint64_t header_size =
+        checked_header_size({prefix.data(), static_cast<size_t>(prefix_size)}, file_size, path);
+    std::vector<uint8_t> header_bytes(static_cast<size_t>(header_size));
+    read_exactly(fd_, 8, header_bytes.data(), header_size, path);
+    CheckedHeader header = check_header(header_bytes, file_size, path);
+
+    data_start_ = header.data_start;
+    data_size_ = header.data_size;
+    metadata_ = std::move(header.metadata);
+    entries_.reserve(header.entries.size());
+    for (HeaderEntry& e : header.entries) {
+      entries_.push_back(
+          {std::move(e.name), e.dtype, std::move(e.shape), e.begin, e.end - e.begin});
+    }
+  } catch (...) {
+    ::close(fd_);
+    throw;
+  }
+}
+
+SafetensorsReader::~SafetensorsReader() {
+  ::close(fd_);
+}
+
+void SafetensorsReader::read_into(size_t index, const Tensor& destination) const {
+  INK_CHECK(index < entries_.size(), "SafetensorsReader::read_into: index {} of {} tensors", index,
+            entries_.size());
+  const SafetensorsEntry& e = entries_[index];
+  INK_CHECK(destination.defined() && destination.dtype() == e.dtype &&
+                destination.numel() * static_cast<int64_t>(dtype_size(e.dtype)) ==
+                    static_cast<int64_t>(e.size),
+            "SafetensorsReader::read_into: tensor {} of {} is {} {}, the destination is not a "
+            "contiguous tensor of that dtype and size",
+            printable(e.name), path_, safetensors_dtype_name(e.dtype), shape_str(e.shape));
+  if (e.size > 0)
+    read_exactly(fd_, data_start_ + e.offset, raw_data_for_write(destination), e.size, path_);
+}
+
+SafetensorsFile SafetensorsReader::read_all(uint64_t max_data_bytes) const {
+  if (data_size_ > max_data_bytes) {
+    fail(path_, "its tensors hold {} bytes, more than the {} bytes expected here", data_size_,
+         max_data_bytes);
+  }
+  SafetensorsFile file;
+  file.metadata = metadata_;
+  file.tensors.reserve(entries_.size());
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    Tensor t = empty(entries_[i].shape, entries_[i].dtype);
+    read_into(i, t);
+    file.tensors.emplace_back(entries_[i].name, std::move(t));
+  }
+  return file;
+}
+
+SafetensorsFile load_safetensors(const std::string& path, uint64_t max_data_bytes) {
+  return SafetensorsReader(path).read_all(max_data_bytes);
 }
 
 namespace {

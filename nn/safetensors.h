@@ -62,9 +62,53 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
 SafetensorsFile parse_safetensors(std::span<const uint8_t> bytes,
                                   const std::string& source_name = "<memory>");
 
-// Reads and parses the file at `path`. A missing, unreadable, empty or non-regular file (such as
-// a directory) throws ink::Error naming the path.
-SafetensorsFile load_safetensors(const std::string& path);
+// One tensor of a safetensors header.
+struct SafetensorsEntry {
+  std::string name;
+  DType dtype = DType::Float32;
+  Shape shape;
+  uint64_t offset = 0;  // of its data, in bytes from the start of the data section
+  uint64_t size = 0;    // of its data, in bytes
+};
+
+// What this object represents: a safetensors file opened for reading, of which only the 8-byte
+// length and the header have been read. The constructor checks the header against the file's
+// size exactly as parse_safetensors does (same messages), so a file that is not a safetensors
+// file or lies about its contents fails having read at most 8 + 100 MB, however large it is.
+// Tensor data is read only on request, straight into the caller's tensor: a caller can check
+// every name, dtype and shape against what it expects before reading a byte of data.
+class SafetensorsReader {
+ public:
+  // A missing, unreadable, empty or non-regular file (such as a directory or a FIFO) throws
+  // ink::Error naming the path.
+  explicit SafetensorsReader(const std::string& path);
+  ~SafetensorsReader();
+  SafetensorsReader(const SafetensorsReader&) = delete;
+  SafetensorsReader& operator=(const SafetensorsReader&) = delete;
+
+  const std::string& path() const { return path_; }
+  const std::vector<SafetensorsEntry>& entries() const { return entries_; }  // header order
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  uint64_t data_size() const { return data_size_; }  // bytes of tensor data in the file
+
+  // Reads tensor `index` into `destination`, a contiguous tensor of its dtype and element count.
+  void read_into(size_t index, const Tensor& destination) const;
+  // Reads every tensor into new tensors. A file whose tensors hold more than `max_data_bytes`
+  // throws before anything is allocated.
+  SafetensorsFile read_all(uint64_t max_data_bytes = UINT64_MAX) const;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  uint64_t data_start_ = 0;  // byte offset of the data section
+  uint64_t data_size_ = 0;
+  std::vector<SafetensorsEntry> entries_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// SafetensorsReader(path).read_all(max_data_bytes): the header is read and checked before any
+// data, and memory holds only the tensors (at most max_data_bytes of them).
+SafetensorsFile load_safetensors(const std::string& path, uint64_t max_data_bytes = UINT64_MAX);
 
 // Replaces the file at `path` with `bytes` atomically: writes a uniquely named temporary file in
 // the same folder, flushes it to disk, renames it over `path` and flushes the folder. On failure

@@ -763,6 +763,49 @@ TEST_F(InkgradCli, ResumeQuotesHostileMetadataBriefly) {
   fs::remove_all(dir);
 }
 
+// Issue 15 §4: a checkpoint with NaN weights is refused naming the tensor, not turned into
+// black pictures.
+TEST_F(InkgradCli, GenerateRefusesWeightsThatCannotWork) {
+  NamedTensors state = load_safetensors(run_dir() + "/model.safetensors").tensors;
+  for (auto& [name, tensor] : state) {
+    if (name == "image_generator.decoder.0.weight") tensor.data()[5] = std::nanf("");
+  }
+  const std::string bad = path("nan_model.safetensors");
+  save_safetensors(bad, state);
+  expect_error({"generate", "-c", bad, "-p", "circle", "-o", path("nan.png")},
+               "cannot be used: load_state_dict: \"image_generator.decoder.0.weight\" holds 1 "
+               "non-finite value (1 NaN, 0 infinite; the first at index 5)");
+  EXPECT_FALSE(fs::exists(path("nan.png")));
+}
+
+// Issue 15, smaller ones: the temporaries of an interrupted `generate --each` are removed by the
+// next run; with stdout closed, nothing is written into the run folder's lock file.
+TEST_F(InkgradCli, GenerateRemovesStaleTemporariesAndClosedStdoutIsHarmless) {
+  const std::string each = path("each_stale");
+  fs::create_directories(each);
+  const fs::path dead = fs::path(each) / ".circle_001.png.tmp-999999999-0";
+  const fs::path live = fs::path(each) / fmt::format(".circle_002.png.tmp-{}-0", ::getpid());
+  const fs::path other = fs::path(each) / ".notes.txt.tmp-999999999-0";
+  std::ofstream(dead) << "partial";
+  std::ofstream(live) << "partial";
+  std::ofstream(other) << "partial";
+  const Result result =
+      run({"generate", "-c", run_dir() + "/model.safetensors", "-p", "circle", "-n", "2", "--seed",
+           "1", "-o", path("each_grid.png"), "--each", each});
+  ASSERT_EQ(result.code, 0) << result.err;
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(live));   // its writer may still be running
+  EXPECT_TRUE(fs::exists(other));  // not a file generate writes
+
+  const std::string dir = path("closed_stdout");
+  const std::string command = shell_quote(INKGRAD_BINARY) +
+                              " train --epochs 1 --samples-per-prompt 8 --batch-size 16 --out " +
+                              shell_quote(dir) + " >&- 2>" + shell_quote(path("closed.err"));
+  ASSERT_EQ(std::system(command.c_str()), 0) << read_text(path("closed.err"));
+  EXPECT_EQ(read_text(fs::path(dir) / ".inkgrad.lock"), "");
+  EXPECT_EQ(read_run_record(dir).status, "complete");
+}
+
 // Issue 15 §1: outputs that are not regular files are written in place, never replaced.
 TEST_F(InkgradCli, OutputsToDevicesAndStdoutAreWrittenInPlace) {
   const Result graph = run({"graph", "--out", "/dev/stdout"});

@@ -2,6 +2,7 @@
 // files (devices, FIFOs, sockets, symlinks), reading checkpoints without trusting their size,
 // refusing weights that load but cannot work, and quoting file content in messages.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -11,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -22,6 +24,7 @@
 #include <gtest/gtest.h>
 
 #include "nn/layers.h"
+#include "nn/module.h"
 #include "nn/safetensors.h"
 #include "tensor/error.h"
 #include "tests/test_util.h"
@@ -317,6 +320,181 @@ TEST(HardeningQuote, LoadStateDictQuotesNamesBriefly) {
   EXPECT_THAT(error, HasSubstr("...\" (50000000 characters)"));
   EXPECT_EQ(error.find('\x1b'), std::string::npos);
   EXPECT_LT(error.size(), 800u);
+}
+
+// ---- §3: a checkpoint's header is checked before its data is read ----
+
+// What a child process did: its exit code (0: no ink::Error), the message of its ink::Error, and
+// its peak resident memory.
+struct ChildOutcome {
+  int exit_code = -1;
+  std::string error;
+  long max_rss_mib = -1;
+};
+
+// Runs fn in a forked child and measures its peak RSS (wait4), so that a large allocation shows
+// even when fn fails afterwards.
+template <typename Fn>
+ChildOutcome run_in_child(Fn&& fn) {
+  int pipe_fds[2];
+  if (::pipe(pipe_fds) != 0) return {};
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(pipe_fds[0]);
+    int code = 0;
+    try {
+      fn();
+    } catch (const Error& e) {
+      const std::string message = e.what();
+      (void)!::write(pipe_fds[1], message.data(), std::min<size_t>(message.size(), 60000));
+      code = 1;
+    } catch (...) {
+      code = 2;
+    }
+    ::_exit(code);
+  }
+  ::close(pipe_fds[1]);
+  ChildOutcome outcome;
+  char buffer[4096];
+  for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof(buffer))) > 0;) {
+    outcome.error.append(buffer, static_cast<size_t>(n));
+  }
+  ::close(pipe_fds[0]);
+  int status = 0;
+  rusage usage{};
+  ::wait4(pid, &status, 0, &usage);
+  outcome.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  outcome.max_rss_mib = usage.ru_maxrss / 1024;  // Linux reports KiB
+  return outcome;
+}
+
+// A sparse file: `head` followed by zeros up to `size` bytes, using no disk space for them.
+void write_sparse(const fs::path& path, const std::vector<uint8_t>& head, uint64_t size) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::write(fd, head.data(), head.size()), static_cast<ssize_t>(head.size()));
+  ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(size)), 0);
+  ::close(fd);
+}
+
+constexpr uint64_t kGiB = uint64_t{1} << 30;
+constexpr long kSmallMemoryMiB = 256;  // far below the sizes these files claim
+
+TEST_F(Hardening, AHugeFileWithABadHeaderFailsWithoutReadingIt) {
+  const fs::path path = dir_ / "huge.safetensors";
+  write_sparse(path, {}, 2 * kGiB);  // all zeros: a header length of 0
+  const ChildOutcome outcome = run_in_child([&] {
+    nn::Linear layer(2, 3);
+    nn::load_state_dict_file(layer, path.string());
+  });
+  EXPECT_EQ(outcome.exit_code, 1);
+  EXPECT_THAT(outcome.error, HasSubstr("safetensors: " + path.string() + ": invalid JSON"));
+  EXPECT_LT(outcome.max_rss_mib, kSmallMemoryMiB);
+}
+
+TEST_F(Hardening, ATensorTheModelLacksFailsBeforeItsDataIsRead) {
+  const fs::path path = dir_ / "big_tensor.safetensors";
+  const std::string header =
+      R"({"x":{"dtype":"F32","shape":[268435456],"data_offsets":[0,1073741824]}})";
+  write_sparse(path, file_with_header(header), 8 + header.size() + kGiB);
+  const ChildOutcome outcome = run_in_child([&] {
+    nn::Linear layer(2, 3);
+    nn::load_state_dict_file(layer, path.string());
+  });
+  EXPECT_EQ(outcome.exit_code, 1);
+  EXPECT_THAT(outcome.error, HasSubstr("unexpected \"x\" (Float32 [268435456])"));
+  EXPECT_THAT(outcome.error, HasSubstr("missing \"weight\" (expected Float32 [3, 2])"));
+  EXPECT_LT(outcome.max_rss_mib, kSmallMemoryMiB);
+
+  // Without a model to check against, a size cap refuses it before allocating.
+  const ChildOutcome capped =
+      run_in_child([&] { load_safetensors(path.string(), /*max_data_bytes=*/1 << 20); });
+  EXPECT_EQ(capped.exit_code, 1);
+  EXPECT_THAT(capped.error,
+              HasSubstr("its tensors hold 1073741824 bytes, more than the 1048576 bytes expected"));
+  EXPECT_LT(capped.max_rss_mib, kSmallMemoryMiB);
+}
+
+TEST_F(Hardening, AMatchingFileIsReadStraightIntoTheModule) {
+  Generator generator(3);
+  nn::Linear source(4, 5, true, &generator);
+  const fs::path path = dir_ / "linear.safetensors";
+  nn::save_state_dict(source, path.string());
+  nn::Linear target(4, 5);
+  const float* weight_storage = target.weight.data();
+  nn::load_state_dict_file(target, path.string());
+  EXPECT_EQ(target.weight.data(), weight_storage);  // same storage, now holding the file's values
+  EXPECT_EQ(std::vector<float>(target.weight.data(), target.weight.data() + 20),
+            std::vector<float>(source.weight.data(), source.weight.data() + 20));
+  EXPECT_EQ(std::vector<float>(target.bias.data(), target.bias.data() + 5),
+            std::vector<float>(source.bias.data(), source.bias.data() + 5));
+
+  // The reader alone: the header is there before any data is read.
+  const SafetensorsReader reader(path.string());
+  ASSERT_EQ(reader.entries().size(), 2u);
+  EXPECT_EQ(reader.entries()[0].name, "weight");
+  EXPECT_EQ(reader.entries()[0].shape, (Shape{5, 4}));
+  EXPECT_EQ(reader.data_size(), 25u * 4);
+  EXPECT_THAT(error_of([&] { reader.read_into(0, zeros({4})); }),
+              HasSubstr("the destination is not a contiguous tensor of that dtype and size"));
+}
+
+// ---- §4: weights that load but cannot work ----
+
+TEST(HardeningValues, NonFiniteWeightsAreRefusedByName) {
+  nn::Linear layer(2, 3);
+  NamedTensors state = {{"weight", zeros({3, 2})}, {"bias", zeros({3})}};
+  state[0].second.data()[2] = std::nanf("");
+  state[0].second.data()[4] = std::nanf("");
+  state[1].second.data()[1] = -INFINITY;
+  const std::vector<float> before(layer.weight.data(), layer.weight.data() + 6);
+  const std::string error = error_of([&] { layer.load_state_dict(state); });
+  EXPECT_THAT(error, HasSubstr("load_state_dict: 2 problems loading into Linear"));
+  EXPECT_THAT(error, HasSubstr("\"weight\" holds 2 non-finite values (2 NaN, 0 infinite; the "
+                               "first at index 2): a model with these weights cannot work"));
+  EXPECT_THAT(error, HasSubstr("\"bias\" holds 1 non-finite value (0 NaN, 1 infinite; the first "
+                               "at index 1)"));
+  EXPECT_EQ(std::vector<float>(layer.weight.data(), layer.weight.data() + 6), before);
+}
+
+TEST(HardeningValues, ImpossibleBatchNormStatisticsAreRefused) {
+  nn::BatchNorm1d norm(3);
+  auto state_with = [&](const std::string& name, const Tensor& value) {
+    NamedTensors state;
+    for (const auto& [n, t] : norm.state_dict())
+      state.emplace_back(n, n == name ? value : t.clone());
+    return state;
+  };
+  EXPECT_THAT(
+      error_of([&] {
+        norm.load_state_dict(state_with("running_var", from_vector({1.0f, -0.5f, 1.0f}, {3})));
+      }),
+      HasSubstr("load_state_dict: \"running_var\" holds a negative variance -0.5 at index 1"));
+  EXPECT_THAT(
+      error_of([&] {
+        norm.load_state_dict(state_with("running_var", from_vector({1.0f, 1.0f, NAN}, {3})));
+      }),
+      HasSubstr("\"running_var\" holds 1 non-finite value (1 NaN"));
+  EXPECT_THAT(
+      error_of([&] {
+        norm.load_state_dict(state_with("num_batches_tracked", from_vector_i64({-1}, {})));
+      }),
+      HasSubstr("\"num_batches_tracked\" is -1, but a count of batches cannot be negative"));
+  // A zero variance is possible (a constant feature) and loads.
+  EXPECT_NO_THROW(
+      norm.load_state_dict(state_with("running_var", from_vector({0.0f, 1.0f, 2.0f}, {3}))));
+}
+
+TEST_F(Hardening, NonFiniteWeightsInAFileAreRefusedNamingTheFile) {
+  nn::Linear layer(2, 3);
+  NamedTensors state = {{"weight", zeros({3, 2})}, {"bias", zeros({3})}};
+  state[1].second.data()[0] = INFINITY;
+  const fs::path path = dir_ / "bad.safetensors";
+  save_safetensors(path.string(), state);
+  const std::string error = error_of([&] { nn::load_state_dict_file(layer, path.string()); });
+  EXPECT_THAT(error, HasSubstr("load_state_dict: \"bias\" holds 1 non-finite value (0 NaN, 1 "
+                               "infinite; the first at index 0)"));
+  EXPECT_THAT(error, HasSubstr("(while loading " + path.string() + ")"));
 }
 
 }  // namespace
