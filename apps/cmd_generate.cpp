@@ -117,9 +117,13 @@ int run_generate(const GenerateFlags& flags) {
                 gray_image(values, kImageSide, kImageSide, static_cast<int>(flags.scale)));
     }
   }
-  fmt::print("wrote {}: {} picture{} of {} (seed {}; pass --seed {} to repeat)\n", flags.out,
-             flags.count, flags.count == 1 ? "" : "s", quoted_text(flags.prompt), seed, seed);
-  if (!flags.each.empty()) fmt::print("wrote {} PNG files into {}\n", flags.count, flags.each);
+  std::FILE* messages = writes_to_stdout(flags.out) ? stderr : stdout;
+  fmt::print(messages, "wrote {}: {} picture{} of {} (seed {}; pass --seed {} to repeat)\n",
+             flags.out, flags.count, flags.count == 1 ? "" : "s", quoted_text(flags.prompt), seed,
+             seed);
+  if (!flags.each.empty()) {
+    fmt::print(messages, "wrote {} PNG files into {}\n", flags.count, flags.each);
+  }
   return 0;
 }
 

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "apps/commands.h"
+#include "apps/run_dir.h"
 #include "models/shapes.h"
 #include "models/text_to_image.h"
 #include "nn/functional.h"
@@ -49,9 +50,11 @@ int run_graph(const GraphFlags& flags) {
   const std::string dot = to_dot(loss);
   make_parent_folder(flags.out);
   write_file_atomic(flags.out, {reinterpret_cast<const uint8_t*>(dot.data()), dot.size()});
-  fmt::print("wrote {}: the autograd graph of one training step (batch {}, loss {:.4f})\n",
+  std::FILE* messages = writes_to_stdout(flags.out) ? stderr : stdout;
+  fmt::print(messages,
+             "wrote {}: the autograd graph of one training step (batch {}, loss {:.4f})\n",
              flags.out, batch, loss.item());
-  fmt::print("render it with: dot -Tsvg {} -o graph.svg\n", flags.out);
+  fmt::print(messages, "render it with: dot -Tsvg {} -o graph.svg\n", flags.out);
   return 0;
 }
 

@@ -2,6 +2,7 @@
 #include "apps/run_dir.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -151,6 +152,13 @@ std::string losses_csv(std::span<const float> losses) {
   std::string out = "epoch,loss\n";
   for (size_t i = 0; i < losses.size(); ++i) out += fmt::format("{},{:.9g}\n", i + 1, losses[i]);
   return out;
+}
+
+bool writes_to_stdout(const std::string& path) {
+  struct stat out {
+  }, target{};
+  return ::fstat(1, &out) == 0 && ::stat(path.c_str(), &target) == 0 &&
+         out.st_dev == target.st_dev && out.st_ino == target.st_ino;
 }
 
 std::string utc_now() {

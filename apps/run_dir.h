@@ -60,6 +60,11 @@ int remove_stale_temporaries(const std::string& dir);
 // "epoch,loss" then one line per epoch (1-based), losses with 9 significant digits.
 std::string losses_csv(std::span<const float> losses);
 
+// True when writing `path` reaches this process's standard output (`-o /dev/stdout`, or a path
+// that names the file stdout is redirected to). Messages then go to stderr, so that they do not
+// end up inside the output.
+bool writes_to_stdout(const std::string& path);
+
 // The current time as "2024-05-01T12:34:56Z".
 std::string utc_now();
 

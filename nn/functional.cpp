@@ -135,18 +135,19 @@ Tensor batch_norm_training(const Tensor& input, const Tensor& running_mean,
   std::vector<Tensor> inputs{input};
   if (weight.defined()) inputs.push_back(weight);
   if (bias.defined()) inputs.push_back(bias);
-  const bool need_dx = input.requires_grad();
-  const bool need_dgamma = weight.defined() && weight.requires_grad();
-  const bool need_dbeta = bias.defined() && bias.requires_grad();
   return record_op(output, "batch_norm", inputs,
-                   [x = input.detach(), gamma = weight.defined() ? weight.detach() : Tensor(),
-                    affine = bias.defined(), mean = std::move(mean), inv_std = std::move(inv_std),
-                    B, C, need_dx, need_dgamma, need_dbeta](const Tensor& grad_output) {
-                     Tensor dx = need_dx ? empty(x.shape()) : Tensor();
+                   [x = SavedTensor(input), gamma = SavedTensor(weight), affine = bias.defined(),
+                    mean = std::move(mean), inv_std = std::move(inv_std), B,
+                    C](const Tensor& grad_output, const GradMask& needs) {
+                     const bool need_dx = needs[0];
+                     const bool need_dgamma = gamma.defined() && needs[1];
+                     const bool need_dbeta = affine && needs[2];
+                     const Tensor& vx = x.get();
+                     Tensor dx = need_dx ? empty(vx.shape()) : Tensor();
                      Tensor dgamma = need_dgamma ? empty({C}) : Tensor();
                      Tensor dbeta = need_dbeta ? empty({C}) : Tensor();
-                     batch_norm_backward(grad_output.data(), x.data(), mean.data(), inv_std.data(),
-                                         gamma.defined() ? gamma.data() : nullptr, B, C,
+                     batch_norm_backward(grad_output.data(), vx.data(), mean.data(), inv_std.data(),
+                                         gamma.defined() ? gamma.get().data() : nullptr, B, C,
                                          need_dx ? dx.data() : nullptr,
                                          need_dgamma ? dgamma.data() : nullptr,
                                          need_dbeta ? dbeta.data() : nullptr);
@@ -219,19 +220,19 @@ Tensor mse_loss(const Tensor& input, const Tensor& target) {
   }
   Tensor output = scalar(static_cast<float>(total / static_cast<double>(n)));
 
-  const bool need_input = input.requires_grad();
-  const bool need_target = target.requires_grad();
   // d/dinput mean((a - b)^2) = 2 (a - b) / n; d/dtarget is its negative.
   return record_op(output, "mse_loss", {input, target},
-                   [a_saved = input.detach(), b_saved = target.detach(), n, need_input,
-                    need_target](const Tensor& grad_output) {
+                   [a_saved = SavedTensor(input), b_saved = SavedTensor(target), n](
+                       const Tensor& grad_output, const GradMask& needs) {
                      const float k = 2.0f * grad_output.item() / static_cast<float>(n);
-                     Tensor da = need_input ? empty(a_saved.shape()) : Tensor();
-                     Tensor db = need_target ? empty(b_saved.shape()) : Tensor();
-                     const float* pa = a_saved.data();
-                     const float* pb = b_saved.data();
-                     float* out_a = need_input ? da.data() : nullptr;
-                     float* out_b = need_target ? db.data() : nullptr;
+                     const Tensor& va = a_saved.get();
+                     const Tensor& vb = b_saved.get();
+                     Tensor da = needs[0] ? empty(va.shape()) : Tensor();
+                     Tensor db = needs[1] ? empty(vb.shape()) : Tensor();
+                     const float* pa = va.data();
+                     const float* pb = vb.data();
+                     float* out_a = needs[0] ? da.data() : nullptr;
+                     float* out_b = needs[1] ? db.data() : nullptr;
                      for (int64_t i = 0; i < n; ++i) {
                        const float g = k * (pa[i] - pb[i]);
                        if (out_a) out_a[i] = g;

@@ -294,7 +294,7 @@ void Adam::step() {
     check_grad(i, grad);
     const AdamUpdate update{
         param.data(),
-        grad.data(),
+        std::as_const(grad).data(),
         exp_avg_[i].data(),
         exp_avg_sq_[i].data(),
         static_cast<float>(beta1),
@@ -397,7 +397,7 @@ void SGD::step() {
     }
     const SGDUpdate update{
         param.data(),
-        grad.data(),
+        std::as_const(grad).data(),
         options_.momentum != 0.0 ? momentum_buffer_[i].data() : nullptr,
         first,
         static_cast<float>(options_.weight_decay),

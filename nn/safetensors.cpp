@@ -616,10 +616,105 @@ SafetensorsFile load_safetensors(const std::string& path) {
   return parse_safetensors(read_whole_file(path), path);
 }
 
-void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) {
-  const std::filesystem::path target(path);
+namespace {
+
+// Writes all of `bytes` to `fd`, retrying short writes; returns 0 or the errno of the failure.
+int write_all(int fd, std::span<const uint8_t> bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const size_t chunk = std::min<size_t>(bytes.size() - done, size_t{1} << 30);
+    const ssize_t n = ::write(fd, bytes.data() + done, chunk);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    if (n == 0) return EIO;
+    done += static_cast<size_t>(n);
+  }
+  return 0;
+}
+
+// Where write_file_atomic puts the bytes. kReplace: a new file renamed over `path` (which may
+// not exist yet). kDirect: `path` is opened and written in place, because it is not a file that
+// may be replaced: a device such as /dev/null or /dev/full, a FIFO, or a link through /proc such
+// as /dev/stdout (renaming over those would destroy the device node or the link).
+struct WriteTarget {
+  enum class Kind { kReplace, kDirect } kind;
+  std::string path;
+};
+
+// True when the folder holding `path` is inside /proc, whose links (/proc/self/fd/1, and
+// /dev/fd/1 or /dev/stdout which lead there) name open descriptors rather than paths.
+bool in_proc(const std::filesystem::path& path) {
+  std::error_code ec;
+  const std::filesystem::path folder =
+      std::filesystem::weakly_canonical(std::filesystem::absolute(path, ec).parent_path(), ec);
+  return !ec && (folder == "/proc" || folder.string().starts_with("/proc/"));
+}
+
+// Follows `path` through its symbolic links to what a write would reach. A symlink to a regular
+// file (or to nothing yet) means that file is replaced and the link kept.
+WriteTarget resolve_write_target(const std::string& path) {
+  namespace fs = std::filesystem;
+  fs::path current = path;
+  for (int hop = 0;; ++hop) {
+    struct stat info {};
+    if (::lstat(current.c_str(), &info) != 0) {
+      // Nothing there (a new file, or a dangling link's target): create it. Other problems
+      // (a missing folder, no permission) are reported by the writer with the path.
+      return {WriteTarget::Kind::kReplace, current.string()};
+    }
+    if (S_ISLNK(info.st_mode)) {
+      if (in_proc(current) || hop == 40) return {WriteTarget::Kind::kDirect, path};
+      std::error_code ec;
+      const fs::path target = fs::read_symlink(current, ec);
+      if (ec) return {WriteTarget::Kind::kDirect, path};  // open() reports why
+      current = target.is_absolute() ? target : current.parent_path() / target;
+      continue;
+    }
+    if (S_ISREG(info.st_mode) || S_ISDIR(info.st_mode)) {
+      // A folder is "replaced" too, so that the rename fails with the system's reason.
+      return {WriteTarget::Kind::kReplace, current.string()};
+    }
+    if (S_ISBLK(info.st_mode)) {
+      INK_FAIL(
+          "write_file_atomic: cannot write \"{}\": it is a block device (a disk or partition); "
+          "refusing to write onto it",
+          path);
+    }
+    if (S_ISSOCK(info.st_mode)) {
+      INK_FAIL("write_file_atomic: cannot write \"{}\": it is a socket, not a file", path);
+    }
+    return {WriteTarget::Kind::kDirect, path};  // a character device or a FIFO
+  }
+}
+
+// Writes into an existing non-regular file (or through /proc) without replacing it. Blocks like
+// a shell redirection would until a FIFO has a reader.
+void write_in_place(const std::string& path, std::span<const uint8_t> bytes) {
+  // O_APPEND: through /dev/stdout to a regular file, keep what the process printed before.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) {
+    INK_FAIL("write_file_atomic: cannot write \"{}\": open failed: {}", path, errno_text(errno));
+  }
+  int error = write_all(fd, bytes);
+  const char* step = "write";
+  struct stat info {};
+  if (error == 0 && ::fstat(fd, &info) == 0 && S_ISREG(info.st_mode) && ::fsync(fd) != 0) {
+    error = errno, step = "fsync";
+  }
+  if (::close(fd) != 0 && error == 0) error = errno, step = "close";
+  if (error != 0) {
+    INK_FAIL("write_file_atomic: cannot write \"{}\": {} failed: {}", path, step,
+             errno_text(error));
+  }
+}
+
+// Replaces the regular file `target` (or creates it) atomically; messages name `shown_path`,
+// what the caller asked to write.
+void replace_file(const std::string& shown_path, const std::string& target_path,
+                  std::span<const uint8_t> bytes) {
+  const std::filesystem::path target(target_path);
   const std::string base = target.filename().string();
-  INK_CHECK(!base.empty(), "write_file_atomic: \"{}\" does not name a file", path);
+  INK_CHECK(!base.empty(), "write_file_atomic: \"{}\" does not name a file", shown_path);
   std::filesystem::path folder = target.parent_path();
   if (folder.empty()) folder = ".";
 
@@ -635,7 +730,7 @@ void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) 
     if (fd < 0 && (errno != EEXIST || attempt == 100)) {
       INK_FAIL(
           "write_file_atomic: cannot write \"{}\": cannot create a temporary file in \"{}\": {}",
-          path, folder.string(), errno_text(errno));
+          shown_path, folder.string(), errno_text(errno));
     }
   }
 
@@ -643,24 +738,16 @@ void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) 
   auto give_up = [&](const char* step, int error) {
     if (fd >= 0) ::close(fd);
     ::unlink(temp.c_str());
-    INK_FAIL("write_file_atomic: cannot write \"{}\": {} failed: {}", path, step,
+    INK_FAIL("write_file_atomic: cannot write \"{}\": {} failed: {}", shown_path, step,
              errno_text(error));
   };
 
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const size_t chunk = std::min<size_t>(bytes.size() - done, size_t{1} << 30);
-    const ssize_t n = ::write(fd, bytes.data() + done, chunk);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) give_up("write", errno);
-    if (n == 0) give_up("write", EIO);
-    done += static_cast<size_t>(n);
-  }
+  if (const int error = write_all(fd, bytes); error != 0) give_up("write", error);
   if (::fsync(fd) != 0) give_up("fsync", errno);
   const int closed = ::close(fd);
   fd = -1;
   if (closed != 0) give_up("close", errno);
-  if (::rename(temp.c_str(), path.c_str()) != 0) give_up("rename", errno);
+  if (::rename(temp.c_str(), target_path.c_str()) != 0) give_up("rename", errno);
 
   // Make the rename itself durable. This is best effort: whether or not it succeeds, a crash
   // leaves either the previous file or the complete new one, which is the promise we make.
@@ -668,6 +755,17 @@ void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) 
   if (folder_fd >= 0) {
     ::fsync(folder_fd);
     ::close(folder_fd);
+  }
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) {
+  const WriteTarget target = resolve_write_target(path);
+  if (target.kind == WriteTarget::Kind::kDirect) {
+    write_in_place(target.path, bytes);
+  } else {
+    replace_file(path, target.path, bytes);
   }
 }
 

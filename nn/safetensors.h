@@ -67,6 +67,14 @@ SafetensorsFile load_safetensors(const std::string& path);
 // the temporary file is removed, the previous file at `path` is left untouched, and ink::Error
 // names the path and the system's reason. Suitable for any output that must never be half
 // written (checkpoints, config.json, images).
+//
+// What is already at `path` decides how, because renaming over it would destroy it:
+// - a symbolic link is followed: the regular file it leads to is replaced (or created) as above
+//   and the link is kept;
+// - a character device (/dev/null, /dev/full, a terminal), a FIFO, or a link through /proc
+//   (/dev/stdout, /dev/fd/N) is opened and written in place, not atomically, so "-o /dev/stdout"
+//   and pipes work and /dev/full fails with "No space left on device";
+// - a block device or a socket is refused with an ink::Error.
 void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes);
 
 }  // namespace ink

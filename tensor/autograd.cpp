@@ -1,6 +1,8 @@
-// The autograd engine: recording ops, the backward pass, grad mode and anomaly detection.
+// The autograd engine: recording ops, saved tensors, the backward pass, grad mode and anomaly
+// detection.
 #include "tensor/autograd.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <unordered_map>
@@ -13,18 +15,33 @@ namespace ink {
 
 namespace {
 thread_local bool t_grad_enabled = true;
-// Set while backward closures run, so anomaly detection blames the op whose backward it is.
-thread_local bool t_in_backward = false;
-bool g_detect_anomaly = false;
+// The op whose backward is running on this thread (null outside backward): anomaly detection
+// and SavedTensor's error name it.
+thread_local const char* t_backward_op = nullptr;
+std::atomic<bool> g_detect_anomaly{false};
+std::atomic<int64_t> g_live_nodes{0};
 
 bool all_finite(const Tensor& t) {
-  if (t.dtype() != DType::Float32) return true;
-  const float* p = t.data();
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    if (!std::isfinite(p[i])) return false;
+  if (t.dtype() == DType::Float32) {
+    const float* p = t.data();
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      if (!std::isfinite(p[i])) return false;
+    }
   }
   return true;
 }
+
+// Sets t_backward_op for the lifetime of one backward call, also when it throws.
+class BackwardScope {
+ public:
+  explicit BackwardScope(const char* op) : previous_(t_backward_op) { t_backward_op = op; }
+  ~BackwardScope() { t_backward_op = previous_; }
+  BackwardScope(const BackwardScope&) = delete;
+  BackwardScope& operator=(const BackwardScope&) = delete;
+
+ private:
+  const char* previous_;
+};
 }  // namespace
 
 bool is_grad_enabled() {
@@ -39,48 +56,88 @@ NoGradGuard::~NoGradGuard() {
 }
 
 void set_detect_anomaly(bool enabled) {
-  g_detect_anomaly = enabled;
+  g_detect_anomaly.store(enabled);
 }
 bool is_anomaly_detection_enabled() {
-  return g_detect_anomaly;
+  return g_detect_anomaly.load();
 }
 
-Node::Node(const char* op_name_, std::vector<Tensor> inputs_, BackwardFn backward_)
-    : op_name(op_name_), inputs(std::move(inputs_)), backward(std::move(backward_)) {}
+int64_t live_node_count() {
+  return g_live_nodes.load();
+}
+
+// ---- SavedTensor ----
+
+SavedTensor::SavedTensor(const Tensor& tensor)
+    : tensor_(tensor.defined() ? tensor.detach() : Tensor()),
+      version_(tensor.defined() ? tensor.version() : 0) {}
+
+const Tensor& SavedTensor::get() const {
+  INK_CHECK(tensor_.defined(), "{}: a tensor needed by backward was not saved (a bug in that op)",
+            t_backward_op ? t_backward_op : "SavedTensor");
+  const uint64_t now = tensor_.version();
+  INK_CHECK(now == version_,
+            "{}: a tensor saved for backward was modified in place (version {}, saved at version "
+            "{}); its gradient would be wrong. Write into a copy (clone()), or run backward first",
+            t_backward_op ? t_backward_op : "SavedTensor", now, version_);
+  return tensor_;
+}
+
+// ---- Node ----
+
+Node::Node(const char* op_name_, std::vector<Edge> edges_, Shape output_shape_,
+           BackwardFn backward_)
+    : op_name(op_name_),
+      edges(std::move(edges_)),
+      output_shape(std::move(output_shape_)),
+      backward(std::move(backward_)) {
+  std::vector<bool> mask(edges.size());
+  for (size_t i = 0; i < edges.size(); ++i) mask[i] = edges[i].node != nullptr;
+  needs = GradMask(std::move(mask));
+  ++g_live_nodes;
+}
+
+std::shared_ptr<Node> Node::accumulator_for(const std::shared_ptr<TensorImpl>& leaf) {
+  if (auto existing = leaf->grad_accumulator.lock()) return existing;
+  auto node = std::make_shared<Node>("AccumulateGrad", std::vector<Edge>{}, leaf->shape, nullptr);
+  node->leaf = leaf;
+  leaf->grad_accumulator = node;
+  return node;
+}
 
 Node::~Node() {
   // Freeing a chain of 100,000 ops by plain shared_ptr destruction would recurse once per op
-  // and overflow the stack. Instead, whenever this node holds the last reference to an input
-  // whose node would die with it, move that node onto a local stack and dismantle it here.
+  // and overflow the stack. Instead, whenever this node holds the last reference to the next
+  // node, move that node onto a local stack and dismantle it here.
   std::vector<std::shared_ptr<Node>> pending;
   auto harvest = [&pending](Node& node) {
-    node.backward = nullptr;  // drop saved tensors first, so inputs hold the last references
-    for (Tensor& input : node.inputs) {
-      if (!input.defined()) continue;
-      TensorImpl* impl = input.impl();
-      if (input.impl_ptr().use_count() == 1 && impl->grad_fn && impl->grad_fn.use_count() == 1) {
-        pending.push_back(std::move(impl->grad_fn));
-      }
+    node.backward = nullptr;  // drop saved tensors first
+    for (Edge& edge : node.edges) {
+      if (edge.node && edge.node.use_count() == 1) pending.push_back(std::move(edge.node));
     }
-    node.inputs.clear();
+    node.edges.clear();
   };
   harvest(*this);
   while (!pending.empty()) {
     std::shared_ptr<Node> node = std::move(pending.back());
     pending.pop_back();
     harvest(*node);
-  }  // `node` is destroyed here with no inputs left, so its destructor does not recurse
+  }  // `node` is destroyed here with no edges left, so its destructor does not recurse
+  --g_live_nodes;
 }
 
 void Node::release() {
   backward = nullptr;
-  inputs.clear();
+  edges.clear();
   released = true;
 }
 
-Tensor record_op(Tensor output, const char* op_name, std::vector<Tensor> inputs,
+// ---- record_op ----
+
+Tensor record_op(Tensor output, const char* op_name, const std::vector<Tensor>& inputs,
                  BackwardFn backward) {
-  if (g_detect_anomaly && !t_in_backward && !all_finite(output)) {
+  if (g_detect_anomaly.load(std::memory_order_relaxed) && t_backward_op == nullptr &&
+      !all_finite(output)) {
     INK_FAIL(
         "detect_anomaly: op {} produced a non-finite value (NaN or Inf) in its output of "
         "shape {}",
@@ -90,42 +147,62 @@ Tensor record_op(Tensor output, const char* op_name, std::vector<Tensor> inputs,
   bool any_requires_grad = false;
   for (const Tensor& t : inputs) any_requires_grad |= t.defined() && t.requires_grad();
   if (!any_requires_grad) return output;
+
+  std::vector<Node::Edge> edges(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& input = inputs[i];
+    if (!input.defined()) continue;
+    Node::Edge& edge = edges[i];
+    edge.defined = true;
+    edge.shape = input.shape();
+    if (!input.requires_grad()) {
+      edge.name = input.name();
+    } else if (input.grad_fn()) {
+      edge.node = input.grad_fn();
+    } else {
+      edge.node = Node::accumulator_for(input.impl_ptr());
+    }
+  }
   TensorImpl* impl = output.impl();
-  impl->grad_fn = std::make_shared<Node>(op_name, std::move(inputs), std::move(backward));
+  impl->grad_fn =
+      std::make_shared<Node>(op_name, std::move(edges), output.shape(), std::move(backward));
   impl->requires_grad = true;
   return output;
 }
 
+// ---- the backward pass ----
+
 namespace {
 
-// Reverse-postorder of the graph below `root`, found without recursion. The result holds
-// strong references, so nodes freed by release() during backward stay valid until the end.
-std::vector<std::shared_ptr<TensorImpl>> topological_order(const Tensor& root) {
-  std::vector<std::shared_ptr<TensorImpl>> postorder;
-  std::unordered_set<TensorImpl*> visited;
+// Reverse-postorder of the graph below `root`, found without recursion: every node comes
+// before the nodes its edges point at. The result holds strong references, so nodes released
+// during backward stay valid until the end.
+std::vector<std::shared_ptr<Node>> topological_order(const std::shared_ptr<Node>& root) {
+  std::vector<std::shared_ptr<Node>> postorder;
+  std::unordered_set<Node*> visited;
   struct Frame {
-    std::shared_ptr<TensorImpl> tensor;
-    size_t next_input;
+    std::shared_ptr<Node> node;
+    size_t next_edge;
   };
   std::vector<Frame> stack;
-  stack.push_back({root.impl_ptr(), 0});
-  visited.insert(root.impl());
+  stack.push_back({root, 0});
+  visited.insert(root.get());
   while (!stack.empty()) {
     Frame& frame = stack.back();
-    const auto& node = frame.tensor->grad_fn;
-    if (node && frame.next_input < node->inputs.size()) {
-      const Tensor& input = node->inputs[frame.next_input++];
-      if (input.defined() && input.requires_grad() && visited.insert(input.impl()).second) {
-        stack.push_back({input.impl_ptr(), 0});  // invalidates `frame`; the loop re-reads it
+    if (frame.next_edge < frame.node->edges.size()) {
+      const std::shared_ptr<Node>& next = frame.node->edges[frame.next_edge++].node;
+      if (next && visited.insert(next.get()).second) {
+        stack.push_back({next, 0});  // invalidates `frame`; the loop re-reads it
       }
       continue;
     }
-    postorder.push_back(std::move(frame.tensor));
+    postorder.push_back(std::move(frame.node));
     stack.pop_back();
   }
   return {postorder.rbegin(), postorder.rend()};
 }
 
+// Leaves accumulate: grad += incoming (the first gradient is copied, never aliased).
 void accumulate_into_leaf(TensorImpl& leaf, const Tensor& grad) {
   if (!leaf.grad) {
     leaf.grad = grad.clone().detach().impl_ptr();  // never alias a gradient another op holds
@@ -146,7 +223,7 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
             shape_str(root.shape()));
   Tensor seed;
   if (gradient.defined()) {
-    INK_CHECK(gradient.shape() == root.shape() && gradient.dtype() == DType::Float32,
+    INK_CHECK(gradient.shape() == root.shape() && gradient.dtype() == root.dtype(),
               "backward: gradient of shape {} ({}) does not match the output's shape {}",
               shape_str(gradient.shape()), dtype_name(gradient.dtype()), shape_str(root.shape()));
     seed = gradient;
@@ -159,52 +236,50 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
   }
 
   NoGradGuard no_grad;  // backward closures compute with ops but never record them
-  const auto order = topological_order(root);
-  std::unordered_map<TensorImpl*, Tensor> pending;  // gradients summed per tensor
-  pending.emplace(root.impl(), seed);
+  const std::shared_ptr<Node> root_node =
+      root.grad_fn() ? root.grad_fn() : Node::accumulator_for(root.impl_ptr());
+  const auto order = topological_order(root_node);
+  std::unordered_map<Node*, Tensor> pending;  // the gradients arriving at each node, summed
+  pending.emplace(root_node.get(), seed);
 
-  for (const auto& tensor : order) {
-    auto found = pending.find(tensor.get());
-    if (found == pending.end()) continue;  // no gradient reached this tensor
+  for (const auto& node_ptr : order) {
+    Node& node = *node_ptr;
+    auto found = pending.find(&node);
+    if (found == pending.end()) continue;  // no gradient reached this node
     Tensor grad = std::move(found->second);
     pending.erase(found);
 
-    if (!tensor->grad_fn) {
-      accumulate_into_leaf(*tensor, grad);
+    if (node.is_accumulator()) {
+      accumulate_into_leaf(*node.leaf, grad);
       continue;
     }
-    Node& node = *tensor->grad_fn;
     INK_CHECK(!node.released,
               "backward: the graph through op {} was already freed by an earlier backward; pass "
               "retain_graph=true to that backward to run backward twice",
               node.op_name);
-    t_in_backward = true;
     std::vector<Tensor> input_grads;
-    try {
-      input_grads = node.backward(grad);
-    } catch (...) {
-      t_in_backward = false;
-      throw;
+    {
+      BackwardScope scope(node.op_name);
+      input_grads = node.backward(grad, node.needs);
     }
-    t_in_backward = false;
-    INK_CHECK(input_grads.size() == node.inputs.size(),
+    INK_CHECK(input_grads.size() == node.edges.size(),
               "backward: op {} returned {} gradients for {} inputs (a bug in that op)",
-              node.op_name, input_grads.size(), node.inputs.size());
-    for (size_t i = 0; i < node.inputs.size(); ++i) {
-      if (!node.needs_grad(i) || !input_grads[i].defined()) continue;
-      const Tensor& input = node.inputs[i];
+              node.op_name, input_grads.size(), node.edges.size());
+    for (size_t i = 0; i < node.edges.size(); ++i) {
+      const Node::Edge& edge = node.edges[i];
+      if (!edge.node || !input_grads[i].defined()) continue;
       Tensor& g = input_grads[i];
-      INK_CHECK(g.shape() == input.shape(),
+      INK_CHECK(g.shape() == edge.shape,
                 "backward: op {} returned a gradient of shape {} for input {} of shape {} (a bug "
                 "in that op)",
-                node.op_name, shape_str(g.shape()), i, shape_str(input.shape()));
-      if (g_detect_anomaly && !all_finite(g)) {
+                node.op_name, shape_str(g.shape()), i, shape_str(edge.shape));
+      if (g_detect_anomaly.load(std::memory_order_relaxed) && !all_finite(g)) {
         INK_FAIL(
             "detect_anomaly: the backward of op {} produced a non-finite gradient for its "
             "input {} of shape {}",
-            node.op_name, i, shape_str(input.shape()));
+            node.op_name, i, shape_str(edge.shape));
       }
-      auto [slot, inserted] = pending.try_emplace(input.impl(), g);
+      auto [slot, inserted] = pending.try_emplace(edge.node.get(), g);
       if (!inserted) slot->second = add(slot->second, g);
     }
     if (!retain_graph) node.release();

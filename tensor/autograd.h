@@ -1,12 +1,19 @@
-// The autograd engine: graph nodes, the backward pass, and grad mode.
+// The autograd engine: graph nodes, saved tensors, the backward pass, and grad mode.
 //
 // Each differentiable op computes its result and, when grad mode is on and an input requires
 // grad, attaches a Node whose backward closure maps the output's gradient to its inputs'
 // gradients (see ops/*.cpp, where every forward has its backward right below it).
-// A Node holds its inputs (the graph's edges) and whatever its closure saved, never its own
-// output, so graphs have no reference cycles.
+//
+// A Node does not own its inputs. Its edges point at the nodes that produced them (or, for a
+// leaf that requires grad, at the leaf's gradient accumulator), and it keeps only the tensors
+// its backward captured explicitly as SavedTensor. So `add` keeps nothing alive but its edges,
+// and an intermediate result is freed as soon as no handle and no backward needs it.
+// A Node never holds its own output, so graphs have no reference cycles.
+//
+// Reading order: GradMask, SavedTensor, Node, record_op, then run_backward in autograd.cpp.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -16,38 +23,94 @@
 
 namespace ink {
 
-// Maps the gradient of an op's output to one gradient per input. An entry may be left
-// undefined when that input does not need a gradient (check Node::needs_grad(i)).
-using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+// What this object represents: which inputs of a recorded op need a gradient. needs[i] is true
+// when input i requires grad (directly, or through the ops that produced it). A backward must
+// skip the inputs whose entry is false and return an undefined Tensor for them.
+class GradMask {
+ public:
+  GradMask() = default;
+  explicit GradMask(std::vector<bool> needs) : needs_(std::move(needs)) {}
+  // False for an index past the end, so `needs[2]` is safe on an op called without a bias.
+  bool operator[](size_t i) const { return i < needs_.size() && needs_[i]; }
+  size_t size() const { return needs_.size(); }
 
-// What this object represents: one recorded op in the graph.
+ private:
+  std::vector<bool> needs_;
+};
+
+// Maps the gradient of an op's output to one gradient per input, computing only those that
+// `needs` asks for (the others stay undefined).
+using BackwardFn =
+    std::function<std::vector<Tensor>(const Tensor& grad_output, const GradMask& needs)>;
+
+// What this object represents: a tensor that a backward closure needs, saved at record time.
+// It holds a detached handle (no graph, so no reference cycles) and the version of the storage
+// when it was saved. get() checks that version: if the data was written since (any non-const
+// data() call, on this tensor or any view of its storage), the gradient would silently be wrong,
+// so get() throws an ink::Error naming the op instead, as PyTorch does.
+class SavedTensor {
+ public:
+  SavedTensor() = default;  // nothing saved; defined() is false
+  explicit SavedTensor(const Tensor& tensor);
+
+  bool defined() const { return tensor_.defined(); }
+  // The saved tensor; throws when it was modified in place after it was saved.
+  const Tensor& get() const;
+
+ private:
+  Tensor tensor_;
+  uint64_t version_ = 0;
+};
+
+// What this object represents: one recorded op in the graph (or a leaf's gradient accumulator).
 struct Node {
-  Node(const char* op_name, std::vector<Tensor> inputs, BackwardFn backward);
+  // One edge per input of the op, in the order of the inputs.
+  struct Edge {
+    // The node that produced the input, or the leaf's accumulator; null when the input needs
+    // no gradient (data, a detached tensor, an Int64 index tensor).
+    std::shared_ptr<Node> node;
+    Shape shape;           // the input's shape: checks the returned gradient, labels to_dot
+    std::string name;      // the name of an input without a node (to_dot's grey boxes)
+    bool defined = false;  // false for an undefined input (an absent optional argument)
+  };
+
+  Node(const char* op_name, std::vector<Edge> edges, Shape output_shape, BackwardFn backward);
+  // A gradient accumulator: the node through which gradients reach `leaf`. Like PyTorch's
+  // AccumulateGrad, it holds the leaf, and the leaf remembers it (weakly) so that every op
+  // using the leaf shares one accumulator.
+  static std::shared_ptr<Node> accumulator_for(const std::shared_ptr<TensorImpl>& leaf);
+
   ~Node();  // dismantles long chains iteratively, so deep graphs free without recursion
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
 
-  bool needs_grad(size_t i) const { return inputs[i].defined() && inputs[i].requires_grad(); }
-  // Drops the saved state; a second backward through this node then fails with a clear error.
+  bool is_accumulator() const { return leaf != nullptr; }
+  // Drops the saved tensors and the edges; a second backward through this node then fails
+  // with a clear error.
   void release();
 
   const char* op_name;
-  std::vector<Tensor> inputs;
+  std::vector<Edge> edges;
+  GradMask needs;      // needs[i] == (edges[i].node != nullptr)
+  Shape output_shape;  // the shape of the gradient this node receives
   BackwardFn backward;
+  std::shared_ptr<TensorImpl> leaf;  // set for an accumulator only
   bool released = false;
 };
 
 // Wraps `output` as the result of op `op_name` on `inputs`. When grad mode is enabled and any
 // input requires grad, the output gets a Node with `backward` and requires grad itself.
 // This is the one function every op (and any user-defined op) calls to join the graph.
-Tensor record_op(Tensor output, const char* op_name, std::vector<Tensor> inputs,
+// `inputs` only gives the edges: the node keeps no reference to them. Whatever the backward
+// needs must be captured as SavedTensor (or plain values such as shapes).
+Tensor record_op(Tensor output, const char* op_name, const std::vector<Tensor>& inputs,
                  BackwardFn backward);
 
 // True when ops record the graph (the default). Thread-local, like PyTorch.
 bool is_grad_enabled();
 
 // Disables graph recording for its lifetime, like torch.no_grad(). It is independent of a
-// Module's train()/eval() mode, which changes layer behaviour instead.
+// Module's train()/eval() mode, which changes layer behaviour instead. Thread-local.
 class NoGradGuard {
  public:
   NoGradGuard();
@@ -61,11 +124,14 @@ class NoGradGuard {
 
 // When enabled, every recorded op checks its output (forward) and its input gradients
 // (backward) for NaN or Inf and throws ink::Error naming the first op that produced one.
-// Costs a pass over every tensor; meant for debugging.
+// Costs a pass over every tensor; meant for debugging. The flag is process-wide (atomic).
 void set_detect_anomaly(bool enabled);
 bool is_anomaly_detection_enabled();
 
 // Runs backward from `root` with `gradient` (see Tensor::backward).
 void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph);
+
+// Counts Node objects alive in this process (for leak and lifetime tests).
+int64_t live_node_count();
 
 }  // namespace ink

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 
 #include "tensor/autograd.h"
 #include "tensor/error.h"
@@ -168,18 +169,30 @@ void check_dtype(const TensorImpl& t, DType want, const char* what) {
 float* Tensor::data() {
   const auto& t = checked(impl_, "data");
   check_dtype(t, DType::Float32, "data");
+  t.storage->bump_version();
   return static_cast<float*>(t.storage->data()) + t.offset;
 }
 const float* Tensor::data() const {
-  return const_cast<Tensor*>(this)->data();
+  const auto& t = checked(impl_, "data");
+  check_dtype(t, DType::Float32, "data");
+  return static_cast<const float*>(std::as_const(*t.storage).data()) + t.offset;
 }
 int64_t* Tensor::data_i64() {
   const auto& t = checked(impl_, "data_i64");
   check_dtype(t, DType::Int64, "data_i64");
+  t.storage->bump_version();
   return static_cast<int64_t*>(t.storage->data()) + t.offset;
 }
 const int64_t* Tensor::data_i64() const {
-  return const_cast<Tensor*>(this)->data_i64();
+  const auto& t = checked(impl_, "data_i64");
+  check_dtype(t, DType::Int64, "data_i64");
+  return static_cast<const int64_t*>(std::as_const(*t.storage).data()) + t.offset;
+}
+uint64_t Tensor::version() const {
+  return checked(impl_, "version").storage->version();
+}
+void Tensor::bump_version() const {
+  checked(impl_, "bump_version").storage->bump_version();
 }
 
 float Tensor::item() const {

@@ -6,6 +6,7 @@
 // dtype is Float32 for values and Int64 for index tensors (token ids).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -35,9 +36,15 @@ class Storage {
   const void* data() const { return data_; }
   size_t nbytes() const { return nbytes_; }
 
+  // The version counter shared by every view of this storage: bumped by each write through
+  // Tensor (non-const data(), bump_version()), checked by SavedTensor in backward.
+  uint64_t version() const { return version_.load(std::memory_order_relaxed); }
+  void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
+
  private:
   void* data_ = nullptr;
   size_t nbytes_ = 0;
+  std::atomic<uint64_t> version_{0};
 };
 
 struct Node;
@@ -61,10 +68,17 @@ class Tensor {
   DType dtype() const;
 
   // ---- raw data (contiguous, row-major). Throws if the dtype does not match. ----
+  // The non-const accessors count as a write: they bump the storage's version, so a backward
+  // that saved this tensor notices the change (see SavedTensor). Read through a const handle
+  // (`std::as_const(t).data()`) when you only read.
   float* data();
   const float* data() const;
   int64_t* data_i64();
   const int64_t* data_i64() const;
+  // The version of the storage (shared by every view of it): how many writes it has seen.
+  uint64_t version() const;
+  // Counts a write made without data() (e.g. through impl()->storage).
+  void bump_version() const;
 
   float item() const;        // a one-element Float32 tensor's value
   int64_t item_i64() const;  // a one-element Int64 tensor's value
@@ -131,8 +145,9 @@ struct TensorImpl {
   int64_t numel = 0;
   DType dtype = DType::Float32;
   bool requires_grad = false;
-  std::shared_ptr<TensorImpl> grad;  // accumulated gradient (leaves only)
-  std::shared_ptr<Node> grad_fn;     // the op that produced this tensor, if recorded
+  std::shared_ptr<TensorImpl> grad;      // accumulated gradient (leaves only)
+  std::shared_ptr<Node> grad_fn;         // the op that produced this tensor, if recorded
+  std::weak_ptr<Node> grad_accumulator;  // a leaf's accumulator, while a graph uses it
   std::string name;
 };
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -706,6 +707,28 @@ TEST_F(InkgradCli, DataAndGraph) {
   EXPECT_THAT(dot, HasSubstr("text_encoder.embedding.weight"));
   EXPECT_THAT(dot, HasSubstr("image_generator.decoder.6.bias"));
   expect_error({"graph", "--out", path("g.dot"), "--batch-size", "1"}, "--batch-size");
+}
+
+// Issue 15 §1: outputs that are not regular files are written in place, never replaced.
+TEST_F(InkgradCli, OutputsToDevicesAndStdoutAreWrittenInPlace) {
+  const Result graph = run({"graph", "--out", "/dev/stdout"});
+  ASSERT_EQ(graph.code, 0) << graph.err;
+  EXPECT_THAT(graph.out, ::testing::StartsWith("digraph"));
+  EXPECT_THAT(graph.out, ::testing::EndsWith("}\n"));  // the messages went to stderr
+  EXPECT_THAT(graph.err, HasSubstr("wrote /dev/stdout"));
+  EXPECT_TRUE(fs::is_symlink("/dev/stdout"));
+
+  const std::string model = run_dir() + "/model.safetensors";
+  const Result null_png =
+      run({"generate", "-c", model, "-p", "circle", "--seed", "1", "-n", "2", "-o", "/dev/null"});
+  EXPECT_EQ(null_png.code, 0) << null_png.err;
+  struct stat info {};
+  ASSERT_EQ(::lstat("/dev/null", &info), 0);
+  EXPECT_TRUE(S_ISCHR(info.st_mode));
+  if (::lstat("/dev/full", &info) == 0 && S_ISCHR(info.st_mode)) {
+    expect_error({"generate", "-c", model, "-p", "circle", "--seed", "1", "-o", "/dev/full"},
+                 "cannot write \"/dev/full\": write failed: No space left on device");
+  }
 }
 
 // Starts inkgrad in the background with stdout and stderr going to files.

@@ -174,8 +174,9 @@ TEST(Gradcheck, ReportsTheFailingInputAndElement) {
   // An op with a deliberately wrong backward (factor 2 instead of 3).
   auto wrong = [](const Inputs& v) {
     Tensor out = mul(v[0].detach(), 3.0f);
-    return record_op(out, "wrong", {v[0]},
-                     [](const Tensor& g) { return std::vector<Tensor>{mul(g, 2.0f)}; });
+    return record_op(out, "wrong", {v[0]}, [](const Tensor& g, const GradMask&) {
+      return std::vector<Tensor>{mul(g, 2.0f)};
+    });
   };
   const GradcheckResult r = gradcheck(wrong, {param({3}, 34)});
   EXPECT_FALSE(r.ok);

@@ -69,45 +69,61 @@ Tensor unary(const Tensor& x, const char* op, F f) {
 Tensor add(const Tensor& a, const Tensor& b) {
   Tensor out = broadcast_binary(a, b, "add", [](float x, float y) { return x + y; });
   // d(a+b)/da = 1, d(a+b)/db = 1
-  return record_op(out, "add", {a, b}, [sa = a.shape(), sb = b.shape()](const Tensor& g) {
-    return std::vector<Tensor>{sum_to(g, sa), sum_to(g, sb)};
-  });
+  return record_op(out, "add", {a, b},
+                   [sa = a.shape(), sb = b.shape()](const Tensor& g, const GradMask& needs) {
+                     return std::vector<Tensor>{needs[0] ? sum_to(g, sa) : Tensor(),
+                                                needs[1] ? sum_to(g, sb) : Tensor()};
+                   });
 }
 
 // ---- sub ----
 Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor out = broadcast_binary(a, b, "sub", [](float x, float y) { return x - y; });
   // d(a-b)/da = 1, d(a-b)/db = -1
-  return record_op(out, "sub", {a, b}, [sa = a.shape(), sb = b.shape()](const Tensor& g) {
-    return std::vector<Tensor>{sum_to(g, sa), sum_to(neg(g), sb)};
-  });
+  return record_op(out, "sub", {a, b},
+                   [sa = a.shape(), sb = b.shape()](const Tensor& g, const GradMask& needs) {
+                     return std::vector<Tensor>{needs[0] ? sum_to(g, sa) : Tensor(),
+                                                needs[1] ? sum_to(neg(g), sb) : Tensor()};
+                   });
 }
 
 // ---- mul ----
 Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor out = broadcast_binary(a, b, "mul", [](float x, float y) { return x * y; });
   // d(a*b)/da = b, d(a*b)/db = a
-  return record_op(out, "mul", {a, b}, [a = a.detach(), b = b.detach()](const Tensor& g) {
-    return std::vector<Tensor>{sum_to(mul(g, b), a.shape()), sum_to(mul(g, a), b.shape())};
-  });
+  // Each factor is saved only when the other one needs a gradient.
+  return record_op(
+      out, "mul", {a, b},
+      [sa = a.shape(), sb = b.shape(), a = b.requires_grad() ? SavedTensor(a) : SavedTensor(),
+       b = a.requires_grad() ? SavedTensor(b) : SavedTensor()](const Tensor& g,
+                                                               const GradMask& needs) {
+        return std::vector<Tensor>{needs[0] ? sum_to(mul(g, b.get()), sa) : Tensor(),
+                                   needs[1] ? sum_to(mul(g, a.get()), sb) : Tensor()};
+      });
 }
 
 // ---- div ----
 Tensor div(const Tensor& a, const Tensor& b) {
   Tensor out = broadcast_binary(a, b, "div", [](float x, float y) { return x / y; });
   // d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
-  return record_op(out, "div", {a, b}, [a = a.detach(), b = b.detach()](const Tensor& g) {
-    Tensor ga = sum_to(div(g, b), a.shape());
-    Tensor gb = sum_to(neg(div(mul(g, a), mul(b, b))), b.shape());
-    return std::vector<Tensor>{ga, gb};
-  });
+  return record_op(out, "div", {a, b},
+                   [sa = a.shape(), a = b.requires_grad() ? SavedTensor(a) : SavedTensor(),
+                    b = SavedTensor(b)](const Tensor& g, const GradMask& needs) {
+                     const Tensor& vb = b.get();
+                     Tensor ga = needs[0] ? sum_to(div(g, vb), sa) : Tensor();
+                     Tensor gb = needs[1]
+                                     ? sum_to(neg(div(mul(g, a.get()), mul(vb, vb))), vb.shape())
+                                     : Tensor();
+                     return std::vector<Tensor>{ga, gb};
+                   });
 }
 
 // ---- ops with a scalar ----
 Tensor add(const Tensor& a, float s) {
   Tensor out = unary(a, "add", [s](float x) { return x + s; });
   // d(a+s)/da = 1
-  return record_op(out, "add_scalar", {a}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
+  return record_op(out, "add_scalar", {a},
+                   [](const Tensor& g, const GradMask&) { return std::vector<Tensor>{g}; });
 }
 
 Tensor sub(const Tensor& a, float s) {
@@ -117,15 +133,17 @@ Tensor sub(const Tensor& a, float s) {
 Tensor mul(const Tensor& a, float s) {
   Tensor out = unary(a, "mul", [s](float x) { return x * s; });
   // d(a*s)/da = s
-  return record_op(out, "mul_scalar", {a},
-                   [s](const Tensor& g) { return std::vector<Tensor>{mul(g, s)}; });
+  return record_op(out, "mul_scalar", {a}, [s](const Tensor& g, const GradMask&) {
+    return std::vector<Tensor>{mul(g, s)};
+  });
 }
 
 Tensor div(const Tensor& a, float s) {
   Tensor out = unary(a, "div", [s](float x) { return x / s; });
   // d(a/s)/da = 1/s
-  return record_op(out, "div_scalar", {a},
-                   [s](const Tensor& g) { return std::vector<Tensor>{div(g, s)}; });
+  return record_op(out, "div_scalar", {a}, [s](const Tensor& g, const GradMask&) {
+    return std::vector<Tensor>{div(g, s)};
+  });
 }
 
 Tensor rsub(float s, const Tensor& b) {
@@ -135,9 +153,11 @@ Tensor rsub(float s, const Tensor& b) {
 Tensor rdiv(float s, const Tensor& b) {
   Tensor out = unary(b, "rdiv", [s](float x) { return s / x; });
   // d(s/b)/db = -s/b^2
-  return record_op(out, "rdiv_scalar", {b}, [s, b = b.detach()](const Tensor& g) {
-    return std::vector<Tensor>{div(mul(g, -s), mul(b, b))};
-  });
+  return record_op(out, "rdiv_scalar", {b},
+                   [s, b = SavedTensor(b)](const Tensor& g, const GradMask&) {
+                     const Tensor& vb = b.get();
+                     return std::vector<Tensor>{div(mul(g, -s), mul(vb, vb))};
+                   });
 }
 
 Tensor operator+(const Tensor& a, const Tensor& b) {
@@ -184,31 +204,34 @@ Tensor operator-(const Tensor& a) {
 Tensor neg(const Tensor& x) {
   Tensor out = unary(x, "neg", [](float v) { return -v; });
   // d(-x)/dx = -1
-  return record_op(out, "neg", {x}, [](const Tensor& g) { return std::vector<Tensor>{neg(g)}; });
+  return record_op(out, "neg", {x},
+                   [](const Tensor& g, const GradMask&) { return std::vector<Tensor>{neg(g)}; });
 }
 
 // ---- exp ----
 Tensor exp(const Tensor& x) {
   Tensor out = unary(x, "exp", [](float v) { return std::exp(v); });
   // d/dx exp(x) = exp(x)
-  return record_op(out, "exp", {x},
-                   [y = out.detach()](const Tensor& g) { return std::vector<Tensor>{mul(g, y)}; });
+  return record_op(out, "exp", {x}, [y = SavedTensor(out)](const Tensor& g, const GradMask&) {
+    return std::vector<Tensor>{mul(g, y.get())};
+  });
 }
 
 // ---- log ----
 Tensor log(const Tensor& x) {
   Tensor out = unary(x, "log", [](float v) { return std::log(v); });
   // d/dx log(x) = 1/x
-  return record_op(out, "log", {x},
-                   [x = x.detach()](const Tensor& g) { return std::vector<Tensor>{div(g, x)}; });
+  return record_op(out, "log", {x}, [x = SavedTensor(x)](const Tensor& g, const GradMask&) {
+    return std::vector<Tensor>{div(g, x.get())};
+  });
 }
 
 // ---- sqrt ----
 Tensor sqrt(const Tensor& x) {
   Tensor out = unary(x, "sqrt", [](float v) { return std::sqrt(v); });
   // d/dx sqrt(x) = 1 / (2 sqrt(x))
-  return record_op(out, "sqrt", {x}, [y = out.detach()](const Tensor& g) {
-    return std::vector<Tensor>{div(g, mul(y, 2.0f))};
+  return record_op(out, "sqrt", {x}, [y = SavedTensor(out)](const Tensor& g, const GradMask&) {
+    return std::vector<Tensor>{div(g, mul(y.get(), 2.0f))};
   });
 }
 
@@ -216,8 +239,8 @@ Tensor sqrt(const Tensor& x) {
 Tensor pow(const Tensor& x, float e) {
   Tensor out = unary(x, "pow", [e](float v) { return std::pow(v, e); });
   // d/dx x^e = e * x^(e-1)
-  return record_op(out, "pow", {x}, [e, x = x.detach()](const Tensor& g) {
-    Tensor d = unary(x, "pow_backward", [e](float v) { return e * std::pow(v, e - 1.0f); });
+  return record_op(out, "pow", {x}, [e, x = SavedTensor(x)](const Tensor& g, const GradMask&) {
+    Tensor d = unary(x.get(), "pow_backward", [e](float v) { return e * std::pow(v, e - 1.0f); });
     return std::vector<Tensor>{mul(g, d)};
   });
 }
@@ -226,9 +249,9 @@ Tensor pow(const Tensor& x, float e) {
 Tensor relu(const Tensor& x) {
   Tensor out = unary(x, "relu", [](float v) { return v > 0.0f ? v : 0.0f; });
   // d/dx relu(x) = 1 if x > 0 else 0
-  return record_op(out, "relu", {x}, [y = out.detach()](const Tensor& g) {
+  return record_op(out, "relu", {x}, [y = SavedTensor(out)](const Tensor& g, const GradMask&) {
     Tensor gx = empty(g.shape());
-    map_binary(g.data(), y.data(), gx.data(), g.numel(),
+    map_binary(g.data(), y.get().data(), gx.data(), g.numel(),
                [](float gv, float yv) { return yv > 0.0f ? gv : 0.0f; });
     return std::vector<Tensor>{gx};
   });
@@ -247,9 +270,9 @@ inline float stable_sigmoid(float v) {
 Tensor sigmoid(const Tensor& x) {
   Tensor out = unary(x, "sigmoid", stable_sigmoid);
   // d/dx sigmoid = s * (1 - s)
-  return record_op(out, "sigmoid", {x}, [s = out.detach()](const Tensor& g) {
+  return record_op(out, "sigmoid", {x}, [s = SavedTensor(out)](const Tensor& g, const GradMask&) {
     Tensor gx = empty(g.shape());
-    map_binary(g.data(), s.data(), gx.data(), g.numel(),
+    map_binary(g.data(), s.get().data(), gx.data(), g.numel(),
                [](float gv, float sv) { return gv * sv * (1.0f - sv); });
     return std::vector<Tensor>{gx};
   });
@@ -259,9 +282,9 @@ Tensor sigmoid(const Tensor& x) {
 Tensor tanh(const Tensor& x) {
   Tensor out = unary(x, "tanh", [](float v) { return std::tanh(v); });
   // d/dx tanh = 1 - tanh^2
-  return record_op(out, "tanh", {x}, [t = out.detach()](const Tensor& g) {
+  return record_op(out, "tanh", {x}, [t = SavedTensor(out)](const Tensor& g, const GradMask&) {
     Tensor gx = empty(g.shape());
-    map_binary(g.data(), t.data(), gx.data(), g.numel(),
+    map_binary(g.data(), t.get().data(), gx.data(), g.numel(),
                [](float gv, float tv) { return gv * (1.0f - tv * tv); });
     return std::vector<Tensor>{gx};
   });
@@ -276,12 +299,13 @@ Tensor clamp(const Tensor& x, std::optional<float> min, std::optional<float> max
   const float hi = max.value_or(INFINITY);
   Tensor out = unary(x, "clamp", [lo, hi](float v) { return v < lo ? lo : (v > hi ? hi : v); });
   // d/dx clamp(x) = 1 where lo <= x <= hi, else 0
-  return record_op(out, "clamp", {x}, [lo, hi, x = x.detach()](const Tensor& g) {
-    Tensor gx = empty(g.shape());
-    map_binary(g.data(), x.data(), gx.data(), g.numel(),
-               [lo, hi](float gv, float xv) { return xv >= lo && xv <= hi ? gv : 0.0f; });
-    return std::vector<Tensor>{gx};
-  });
+  return record_op(
+      out, "clamp", {x}, [lo, hi, x = SavedTensor(x)](const Tensor& g, const GradMask&) {
+        Tensor gx = empty(g.shape());
+        map_binary(g.data(), x.get().data(), gx.data(), g.numel(),
+                   [lo, hi](float gv, float xv) { return xv >= lo && xv <= hi ? gv : 0.0f; });
+        return std::vector<Tensor>{gx};
+      });
 }
 
 bool allclose(const Tensor& a, const Tensor& b, float rtol, float atol) {

@@ -37,19 +37,20 @@ Tensor embedding(const Tensor& weight, const Tensor& indices, std::optional<int6
   for (int64_t p = 0; p < P; ++p) std::memcpy(dst + p * D, table + ids[p] * D, sizeof(float) * D);
 
   // d out[p] / d weight[ids[p]] = 1: scatter-add, so repeated ids sum; padding gets nothing
-  return record_op(out, "embedding", {weight, indices},
-                   [ids = indices, V, D, P, padding_idx](const Tensor& g) {
-                     Tensor gw = zeros({V, D});
-                     float* dw = gw.data();
-                     const float* src = g.data();
-                     const int64_t* pi = ids.data_i64();
-                     for (int64_t p = 0; p < P; ++p) {
-                       if (padding_idx && pi[p] == *padding_idx) continue;
-                       float* row = dw + pi[p] * D;
-                       for (int64_t d = 0; d < D; ++d) row[d] += src[p * D + d];
-                     }
-                     return std::vector<Tensor>{gw, Tensor()};
-                   });
+  return record_op(
+      out, "embedding", {weight, indices},
+      [ids = SavedTensor(indices), V, D, P, padding_idx](const Tensor& g, const GradMask&) {
+        Tensor gw = zeros({V, D});
+        float* dw = gw.data();
+        const float* src = g.data();
+        const int64_t* pi = ids.get().data_i64();
+        for (int64_t p = 0; p < P; ++p) {
+          if (padding_idx && pi[p] == *padding_idx) continue;
+          float* row = dw + pi[p] * D;
+          for (int64_t d = 0; d < D; ++d) row[d] += src[p * D + d];
+        }
+        return std::vector<Tensor>{gw, Tensor()};
+      });
 }
 
 }  // namespace ink

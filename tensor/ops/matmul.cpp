@@ -26,14 +26,22 @@ Tensor matmul_2d(const Tensor& a, const Tensor& b) {
   Tensor out = empty({M, N});
   batched_nn(1, M, N, K, a.data(), 0, b.data(), 0, out.data());
   // dA = dC B^T [M, K];  dB = A^T dC [K, N]
+  // dA needs only B and dB only A, so each operand is saved only when the other needs a gradient.
   return record_op(out, "matmul", {a, b},
-                   [a = a.detach(), b = b.detach(), M, K, N](const Tensor& g) {
-                     Tensor ga = empty({M, K});
-                     Tensor gb = empty({K, N});
-                     kernels::sgemm(Trans::N, Trans::T, M, K, N, 1.0f, g.data(), N, b.data(), N,
-                                    0.0f, ga.data(), K);
-                     kernels::sgemm(Trans::T, Trans::N, K, N, M, 1.0f, a.data(), K, g.data(), N,
-                                    0.0f, gb.data(), N);
+                   [a = b.requires_grad() ? SavedTensor(a) : SavedTensor(),
+                    b = a.requires_grad() ? SavedTensor(b) : SavedTensor(), M, K,
+                    N](const Tensor& g, const GradMask& needs) {
+                     Tensor ga, gb;
+                     if (needs[0]) {
+                       ga = empty({M, K});
+                       kernels::sgemm(Trans::N, Trans::T, M, K, N, 1.0f, g.data(), N,
+                                      b.get().data(), N, 0.0f, ga.data(), K);
+                     }
+                     if (needs[1]) {
+                       gb = empty({K, N});
+                       kernels::sgemm(Trans::T, Trans::N, K, N, M, 1.0f, a.get().data(), K,
+                                      g.data(), N, 0.0f, gb.data(), N);
+                     }
                      return std::vector<Tensor>{ga, gb};
                    });
 }
@@ -44,14 +52,25 @@ Tensor matmul_3d(const Tensor& a, const Tensor& b) {
   batched_nn(B, M, N, K, a.data(), M * K, b.data(), K * N, out.data());
   // per batch: dA = dC B^T, dB = A^T dC
   return record_op(out, "bmm", {a, b},
-                   [a = a.detach(), b = b.detach(), B, M, K, N](const Tensor& g) {
-                     Tensor ga = empty({B, M, K});
-                     Tensor gb = empty({B, K, N});
-                     for (int64_t i = 0; i < B; ++i) {
-                       kernels::sgemm(Trans::N, Trans::T, M, K, N, 1.0f, g.data() + i * M * N, N,
-                                      b.data() + i * K * N, N, 0.0f, ga.data() + i * M * K, K);
-                       kernels::sgemm(Trans::T, Trans::N, K, N, M, 1.0f, a.data() + i * M * K, K,
-                                      g.data() + i * M * N, N, 0.0f, gb.data() + i * K * N, N);
+                   [a = b.requires_grad() ? SavedTensor(a) : SavedTensor(),
+                    b = a.requires_grad() ? SavedTensor(b) : SavedTensor(), B, M, K,
+                    N](const Tensor& g, const GradMask& needs) {
+                     Tensor ga, gb;
+                     if (needs[0]) {
+                       ga = empty({B, M, K});
+                       const float* pb = b.get().data();
+                       for (int64_t i = 0; i < B; ++i) {
+                         kernels::sgemm(Trans::N, Trans::T, M, K, N, 1.0f, g.data() + i * M * N, N,
+                                        pb + i * K * N, N, 0.0f, ga.data() + i * M * K, K);
+                       }
+                     }
+                     if (needs[1]) {
+                       gb = empty({B, K, N});
+                       const float* pa = a.get().data();
+                       for (int64_t i = 0; i < B; ++i) {
+                         kernels::sgemm(Trans::T, Trans::N, K, N, M, 1.0f, pa + i * M * K, K,
+                                        g.data() + i * M * N, N, 0.0f, gb.data() + i * K * N, N);
+                       }
                      }
                      return std::vector<Tensor>{ga, gb};
                    });
@@ -125,18 +144,23 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   // dx = dy W;  dW = dy^T x;  db = sum of dy over rows
   return record_op(
       out, "linear", std::move(inputs),
-      [x = x.detach(), w = weight.detach(), has_bias = bias.defined(), need_dx = x.requires_grad(),
-       rows, in_features, out_features](const Tensor& g) {
+      [x_shape = x.shape(), x = weight.requires_grad() ? SavedTensor(x) : SavedTensor(),
+       w = x.requires_grad() ? SavedTensor(weight) : SavedTensor(), has_bias = bias.defined(), rows,
+       in_features, out_features](const Tensor& g, const GradMask& needs) {
         std::vector<Tensor> grads(has_bias ? 3 : 2);
-        if (need_dx) {  // the first layer's input usually needs no gradient
-          grads[0] = empty(x.shape());
+        if (needs[0]) {  // the first layer's input usually needs no gradient
+          grads[0] = empty(x_shape);
           kernels::sgemm(Trans::N, Trans::N, rows, in_features, out_features, 1.0f, g.data(),
-                         out_features, w.data(), in_features, 0.0f, grads[0].data(), in_features);
+                         out_features, w.get().data(), in_features, 0.0f, grads[0].data(),
+                         in_features);
         }
-        grads[1] = empty(w.shape());
-        kernels::sgemm(Trans::T, Trans::N, out_features, in_features, rows, 1.0f, g.data(),
-                       out_features, x.data(), in_features, 0.0f, grads[1].data(), in_features);
-        if (has_bias) grads[2] = sum_to(g, {out_features});
+        if (needs[1]) {
+          grads[1] = empty({out_features, in_features});
+          kernels::sgemm(Trans::T, Trans::N, out_features, in_features, rows, 1.0f, g.data(),
+                         out_features, x.get().data(), in_features, 0.0f, grads[1].data(),
+                         in_features);
+        }
+        if (needs[2]) grads[2] = sum_to(g, {out_features});
         return grads;
       });
 }

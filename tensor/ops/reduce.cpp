@@ -98,7 +98,7 @@ Tensor sum(const Tensor& x) {
   check_float(x, "sum");
   Tensor out = scalar(sum_all(x.data(), x.numel()));
   // d(sum x)/dx = 1 everywhere
-  return record_op(out, "sum", {x}, [s = x.shape()](const Tensor& g) {
+  return record_op(out, "sum", {x}, [s = x.shape()](const Tensor& g, const GradMask&) {
     return std::vector<Tensor>{full(s, g.item())};
   });
 }
@@ -115,10 +115,11 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
   }
   out = detail::alias_with_shape(out, reduced_shape(x.shape(), nd, keepdim));
   // the gradient is broadcast back along the summed dims
-  return record_op(out, "sum_dim", {x},
-                   [s = x.shape(), keep = reduced_shape(x.shape(), nd, true)](const Tensor& g) {
-                     return std::vector<Tensor>{expand(reshape(g, keep), s)};
-                   });
+  return record_op(
+      out, "sum_dim", {x},
+      [s = x.shape(), keep = reduced_shape(x.shape(), nd, true)](const Tensor& g, const GradMask&) {
+        return std::vector<Tensor>{expand(reshape(g, keep), s)};
+      });
 }
 
 // ---- mean ----
@@ -172,18 +173,20 @@ MaxResult max(const Tensor& x, int64_t dim, bool keepdim) {
     }
   }
   // d max / dx = 1 at the argmax, 0 elsewhere
-  values = record_op(values, "max", {x}, [idx = indices, s, outer, R, inner](const Tensor& g) {
-    Tensor gx = zeros(s);
-    float* dst = gx.data();
-    const float* src = g.data();
-    const int64_t* arg = idx.data_i64();
-    for (int64_t o = 0; o < outer; ++o) {
-      for (int64_t i = 0; i < inner; ++i) {
-        dst[(o * R + arg[o * inner + i]) * inner + i] = src[o * inner + i];
-      }
-    }
-    return std::vector<Tensor>{gx};
-  });
+  values =
+      record_op(values, "max", {x},
+                [idx = SavedTensor(indices), s, outer, R, inner](const Tensor& g, const GradMask&) {
+                  Tensor gx = zeros(s);
+                  float* dst = gx.data();
+                  const float* src = g.data();
+                  const int64_t* arg = idx.get().data_i64();
+                  for (int64_t o = 0; o < outer; ++o) {
+                    for (int64_t i = 0; i < inner; ++i) {
+                      dst[(o * R + arg[o * inner + i]) * inner + i] = src[o * inner + i];
+                    }
+                  }
+                  return std::vector<Tensor>{gx};
+                });
   return {values, indices};
 }
 

@@ -50,8 +50,9 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
   check_defined(x, "reshape");
   Tensor out = alias_with_shape(x, infer_shape(shape, x.numel(), x.shape(), "reshape"));
   // the gradient is reshaped back
-  return record_op(out, "reshape", {x},
-                   [s = x.shape()](const Tensor& g) { return std::vector<Tensor>{reshape(g, s)}; });
+  return record_op(out, "reshape", {x}, [s = x.shape()](const Tensor& g, const GradMask&) {
+    return std::vector<Tensor>{reshape(g, s)};
+  });
 }
 
 Tensor view(const Tensor& x, const Shape& shape) {
@@ -150,7 +151,7 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
   // the gradient is permuted back by the inverse permutation
   std::vector<int64_t> inverse(perm.size());
   for (size_t i = 0; i < perm.size(); ++i) inverse[perm[i]] = static_cast<int64_t>(i);
-  return record_op(out, "permute", {x}, [inverse](const Tensor& g) {
+  return record_op(out, "permute", {x}, [inverse](const Tensor& g, const GradMask&) {
     return std::vector<Tensor>{permute_copy(g, inverse)};
   });
 }
@@ -205,23 +206,27 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
     sizes.push_back(t.size(dim));
   }
   // each input's gradient is its slice of the output gradient
-  return record_op(out, "cat", tensors, [sizes, dim, outer, inner](const Tensor& g) {
-    std::vector<Tensor> grads;
-    const int64_t g_row = g.size(dim) * inner;
-    int64_t offset = 0;
-    for (int64_t size : sizes) {
-      Shape s = g.shape();
-      s[dim] = size;
-      Tensor piece = empty(s);
-      const int64_t chunk = size * inner;
-      for (int64_t o = 0; o < outer; ++o) {
-        std::memcpy(piece.data() + o * chunk, g.data() + o * g_row + offset, sizeof(float) * chunk);
-      }
-      offset += chunk;
-      grads.push_back(piece);
-    }
-    return grads;
-  });
+  return record_op(
+      out, "cat", tensors, [sizes, dim, outer, inner](const Tensor& g, const GradMask& needs) {
+        std::vector<Tensor> grads(sizes.size());
+        const int64_t g_row = g.size(dim) * inner;
+        int64_t offset = 0;
+        for (size_t i = 0; i < sizes.size(); ++i) {
+          const int64_t chunk = sizes[i] * inner;
+          if (needs[i]) {
+            Shape s = g.shape();
+            s[dim] = sizes[i];
+            Tensor piece = empty(s);
+            float* dst = piece.data();
+            for (int64_t o = 0; o < outer; ++o) {
+              std::memcpy(dst + o * chunk, g.data() + o * g_row + offset, sizeof(float) * chunk);
+            }
+            grads[i] = piece;
+          }
+          offset += chunk;
+        }
+        return grads;
+      });
 }
 
 // ---- expand ----
@@ -241,8 +246,9 @@ Tensor expand(const Tensor& x, const Shape& shape) {
                            for (int64_t j = 0; j < n; ++j) dst[o + j] = src[ia + j * step];
                          });
   // the gradient of a broadcast is the sum over the broadcast dims
-  return record_op(out, "expand", {x},
-                   [s = x.shape()](const Tensor& g) { return std::vector<Tensor>{sum_to(g, s)}; });
+  return record_op(out, "expand", {x}, [s = x.shape()](const Tensor& g, const GradMask&) {
+    return std::vector<Tensor>{sum_to(g, s)};
+  });
 }
 
 }  // namespace ink
@@ -258,7 +264,8 @@ Tensor Tensor::clone() const {
       static_cast<const char*>(impl()->storage->data()) + impl()->offset * dtype_size(dtype()),
       static_cast<size_t>(numel()) * dtype_size(dtype()));
   // d clone(x)/dx = 1
-  return record_op(out, "clone", {*this}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
+  return record_op(out, "clone", {*this},
+                   [](const Tensor& g, const GradMask&) { return std::vector<Tensor>{g}; });
 }
 
 }  // namespace ink

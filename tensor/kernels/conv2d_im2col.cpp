@@ -1,0 +1,157 @@
+// Kernel 2 of the conv2d family: im2col + the packed sgemm, one image at a time, and the
+// im2col / col2im / bias-gradient helpers the GEMM kernels share.
+//
+// Legend as in conv2d.h: B, C, H, W = input; O, KH, KW = weight; HO, WO = output;
+// S = stride, P = padding, D = dilation; CKK = C * KH * KW; HW = HO * WO.
+//   col [CKK, HW]: row (c, i, j) holds x[c, oh S - P + i D, ow S - P + j D] for every (oh, ow),
+//   so the convolution of one image is the GEMM  y_b [O, HW] = w [O, CKK] * col [CKK, HW].
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "tensor/kernels/conv2d.h"
+#include "tensor/kernels/sgemm.h"
+#include "tensor/parallel.h"
+
+namespace ink::kernels {
+
+namespace {
+
+// The output columns [lo, hi) whose input column ow S - P + j D falls inside [0, W).
+void valid_columns(const Conv2dGeometry& g, int64_t j, int64_t WO, int64_t* lo, int64_t* hi) {
+  const int64_t offset = j * g.dilation - g.padding;  // iw = ow S + offset
+  *lo = offset >= 0 ? 0 : (-offset + g.stride - 1) / g.stride;
+  *hi = g.W - 1 - offset < 0 ? 0 : std::min(WO, (g.W - 1 - offset) / g.stride + 1);
+  *lo = std::min(*lo, *hi);
+}
+
+// A 1x1 kernel with stride 1 and no padding: col is the image itself.
+bool is_pointwise(const Conv2dGeometry& g) {
+  return g.KH == 1 && g.KW == 1 && g.stride == 1 && g.padding == 0;
+}
+
+}  // namespace
+
+void conv2d_im2col(const Conv2dGeometry& g, const float* xb, float* col, int64_t ld) {
+  const int64_t HO = g.HO(), WO = g.WO();
+  for (int64_t c = 0; c < g.C; ++c) {
+    for (int64_t i = 0; i < g.KH; ++i) {
+      for (int64_t j = 0; j < g.KW; ++j) {
+        float* dst = col + ((c * g.KH + i) * g.KW + j) * ld;
+        int64_t lo = 0, hi = 0;
+        valid_columns(g, j, WO, &lo, &hi);
+        const int64_t offset = j * g.dilation - g.padding;
+        for (int64_t oh = 0; oh < HO; ++oh, dst += WO) {
+          const int64_t ih = oh * g.stride - g.padding + i * g.dilation;
+          if (ih < 0 || ih >= g.H) {
+            std::fill(dst, dst + WO, 0.0f);
+            continue;
+          }
+          const float* src = xb + (c * g.H + ih) * g.W;  // iw = ow S + offset
+          std::fill(dst, dst + lo, 0.0f);
+          if (g.stride == 1) {
+            std::copy(src + lo + offset, src + hi + offset, dst + lo);
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * g.stride + offset];
+          }
+          std::fill(dst + hi, dst + WO, 0.0f);
+        }
+      }
+    }
+  }
+}
+
+void conv2d_col2im(const Conv2dGeometry& g, const float* col, int64_t ld, float* dxb) {
+  const int64_t HO = g.HO(), WO = g.WO();
+  for (int64_t c = 0; c < g.C; ++c) {
+    for (int64_t i = 0; i < g.KH; ++i) {
+      for (int64_t j = 0; j < g.KW; ++j) {
+        const float* src = col + ((c * g.KH + i) * g.KW + j) * ld;
+        int64_t lo = 0, hi = 0;
+        valid_columns(g, j, WO, &lo, &hi);
+        const int64_t offset = j * g.dilation - g.padding;
+        for (int64_t oh = 0; oh < HO; ++oh, src += WO) {
+          const int64_t ih = oh * g.stride - g.padding + i * g.dilation;
+          if (ih < 0 || ih >= g.H) continue;
+          float* dst = dxb + (c * g.H + ih) * g.W;  // iw = ow S + offset
+          for (int64_t ow = lo; ow < hi; ++ow) dst[ow * g.stride + offset] += src[ow];
+        }
+      }
+    }
+  }
+}
+
+void conv2d_bias_grad(const Conv2dGeometry& g, const float* dy, float* dbias) {
+  const int64_t HW = g.HO() * g.WO();
+  parallel_for(0, g.O, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, g.B * HW)),
+               [&](int64_t o0, int64_t o1) {
+                 for (int64_t o = o0; o < o1; ++o) {
+                   double acc = 0.0;  // B * HW terms: double keeps it independent of their order
+                   for (int64_t b = 0; b < g.B; ++b) {
+                     const float* plane = dy + (b * g.O + o) * HW;
+                     float partial = 0.0f;
+                     for (int64_t p = 0; p < HW; ++p) partial += plane[p];
+                     acc += partial;
+                   }
+                   dbias[o] = static_cast<float>(acc);
+                 }
+               });
+}
+
+void conv2d_forward_im2col(const Conv2dGeometry& g, const float* x, const float* w,
+                           const float* bias, float* y) {
+  const int64_t HW = g.HO() * g.WO(), CKK = g.CKK();
+  std::vector<float> col(is_pointwise(g) ? 0 : static_cast<size_t>(CKK * HW));
+  for (int64_t b = 0; b < g.B; ++b) {
+    const float* xb = x + b * g.C * g.H * g.W;
+    float* yb = y + b * g.O * HW;
+    const float* cols = xb;
+    if (!is_pointwise(g)) {
+      conv2d_im2col(g, xb, col.data(), HW);
+      cols = col.data();
+    }
+    sgemm(Trans::N, Trans::N, g.O, HW, CKK, 1.0f, w, CKK, cols, HW, 0.0f, yb, HW);
+    if (bias == nullptr) continue;
+    for (int64_t o = 0; o < g.O; ++o) {
+      for (int64_t p = 0; p < HW; ++p) yb[o * HW + p] += bias[o];
+    }
+  }
+}
+
+void conv2d_backward_input_im2col(const Conv2dGeometry& g, const float* dy, const float* w,
+                                  float* dx) {
+  const int64_t HW = g.HO() * g.WO(), CKK = g.CKK();
+  const int64_t image = g.C * g.H * g.W;
+  std::vector<float> col(is_pointwise(g) ? 0 : static_cast<size_t>(CKK * HW));
+  for (int64_t b = 0; b < g.B; ++b) {
+    const float* dyb = dy + b * g.O * HW;
+    float* dxb = dx + b * image;
+    if (is_pointwise(g)) {  // col is dx itself
+      sgemm(Trans::T, Trans::N, CKK, HW, g.O, 1.0f, w, CKK, dyb, HW, 0.0f, dxb, HW);
+      continue;
+    }
+    sgemm(Trans::T, Trans::N, CKK, HW, g.O, 1.0f, w, CKK, dyb, HW, 0.0f, col.data(), HW);
+    std::fill(dxb, dxb + image, 0.0f);
+    conv2d_col2im(g, col.data(), HW, dxb);
+  }
+}
+
+void conv2d_backward_weight_im2col(const Conv2dGeometry& g, const float* x, const float* dy,
+                                   float* dw, float* dbias) {
+  const int64_t HW = g.HO() * g.WO(), CKK = g.CKK();
+  std::vector<float> col(is_pointwise(g) ? 0 : static_cast<size_t>(CKK * HW));
+  for (int64_t b = 0; b < g.B; ++b) {
+    const float* xb = x + b * g.C * g.H * g.W;
+    const float* cols = xb;
+    if (!is_pointwise(g)) {
+      conv2d_im2col(g, xb, col.data(), HW);
+      cols = col.data();
+    }
+    // dw += dy_b [O, HW] * col^T; the first image overwrites.
+    sgemm(Trans::N, Trans::T, g.O, CKK, HW, 1.0f, dy + b * g.O * HW, HW, cols, HW,
+          b == 0 ? 0.0f : 1.0f, dw, CKK);
+  }
+  if (dbias != nullptr) conv2d_bias_grad(g, dy, dbias);
+}
+
+}  // namespace ink::kernels
