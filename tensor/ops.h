@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "tensor/tensor.h"
+// group_norm, layer_norm, silu, gelu, softmax, log_softmax, dropout, attention (ops/nn_ops.cpp)
+#include "tensor/nn_ops.h"
 
 namespace ink {
 
