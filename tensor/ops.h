@@ -93,6 +93,31 @@ Tensor sum_to(const Tensor& grad, const Shape& shape);
 Tensor embedding(const Tensor& weight, const Tensor& indices,
                  std::optional<int64_t> padding_idx = std::nullopt);
 
+// ---- convolution and resampling (NCHW, as PyTorch; tensor/ops/conv.cpp) ----
+// 2-D cross-correlation: x [B, C, H, W], weight [O, C / groups, kH, kW], bias [O] or undefined
+// -> [B, O, HO, WO] with HO = (H + 2 padding - dilation (kH - 1) - 1) / stride + 1 (and WO
+// likewise), zero padding on every side. groups > 1 is an ink::Error for now.
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
+              int64_t stride = 1, int64_t padding = 0, int64_t dilation = 1, int64_t groups = 1);
+// Nearest-neighbour upsampling of [B, C, H, W] by an integer factor -> [B, C, H s, W s].
+Tensor upsample_nearest2d(const Tensor& x, int64_t scale = 2);
+// Average over non-overlapping kernel x kernel windows (stride = kernel, no padding, rows and
+// columns past the last whole window dropped, as PyTorch) -> [B, C, H / k, W / k].
+Tensor avg_pool2d(const Tensor& x, int64_t kernel = 2);
+
+// ---- selection (tensor/ops/indexing.cpp) ----
+// Slices of x along `dim` picked by the 1-D Int64 `indices` (repeats allowed; their gradients
+// sum). An index outside [0, x.size(dim)) is an ink::Error.
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& indices);
+// Elementwise mask ? a : b over the broadcast of the three shapes. The mask is Float32 or Int64,
+// nonzero meaning true; it gets no gradient.
+Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b);
+// x with `value` wherever the mask (broadcast to x's shape) is nonzero.
+Tensor masked_fill(const Tensor& x, const Tensor& mask, float value);
+// Tiles x: repeats[d] copies along dim d, as torch.Tensor.repeat (more repeats than dims adds
+// leading dims).
+Tensor repeat(const Tensor& x, const std::vector<int64_t>& repeats);
+
 // ---- non-differentiable helpers ----
 // True when both tensors have the same shape and every element is within
 // atol + rtol * |b| (NaNs never match).

@@ -1,0 +1,148 @@
+// Convolution and resampling ops for image models: conv2d, upsample_nearest2d, avg_pool2d.
+// The arithmetic is in tensor/kernels/conv2d*.cpp and resample_2d.cpp; this file checks the
+// arguments, picks the kernel for the dtype and records the backward.
+//
+// Legend: B = batch, C = input channels, H x W = input size, O = output channels,
+//   KH x KW = kernel size, HO x WO = output size (see tensor/kernels/conv2d.h).
+#include <string>
+#include <vector>
+
+#include "tensor/kernels/conv2d.h"
+#include "tensor/kernels/resample_2d.h"
+#include "tensor/ops/ops_internal.h"
+
+namespace ink {
+
+using namespace detail;
+
+namespace {
+
+void check_image(const Tensor& x, const char* op, const char* what) {
+  check_float(x, op);
+  INK_CHECK(x.dim() == 4, "{}: {} must be 4-D [B, C, H, W], got {}", op, what,
+            shape_str(x.shape()));
+}
+
+// ---- the kernels by dtype (Float32: the fast family; Float64: the naive reference) ----
+
+void conv_forward(const kernels::Conv2dGeometry& g, const Tensor& x, const Tensor& w,
+                  const Tensor& bias, Tensor& y) {
+  kernels::conv2d_default_kernel().forward(g, x.data(), w.data(),
+                                           bias.defined() ? bias.data() : nullptr, y.data());
+}
+
+void conv_backward_input(const kernels::Conv2dGeometry& g, const Tensor& dy, const Tensor& w,
+                         Tensor& dx) {
+  kernels::conv2d_default_kernel().backward_input(g, dy.data(), w.data(), dx.data());
+}
+
+// dw and/or dbias (either may be undefined: not needed).
+void conv_backward_weight(const kernels::Conv2dGeometry& g, const Tensor& x, const Tensor& dy,
+                          Tensor& dw, Tensor& dbias) {
+  if (dw.defined()) {
+    kernels::conv2d_default_kernel().backward_weight(g, x.data(), dy.data(), dw.data(),
+                                                     dbias.defined() ? dbias.data() : nullptr);
+  } else if (dbias.defined()) {
+    kernels::conv2d_bias_grad(g, dy.data(), dbias.data());
+  }
+}
+
+}  // namespace
+
+// ---- conv2d ----
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride,
+              int64_t padding, int64_t dilation, int64_t groups) {
+  check_image(x, "conv2d", "input");
+  check_float(weight, "conv2d");
+  INK_CHECK(weight.dim() == 4, "conv2d: weight must be 4-D [O, C/groups, kH, kW], got {}",
+            shape_str(weight.shape()));
+  INK_CHECK(stride >= 1, "conv2d: stride must be >= 1, got {}", stride);
+  INK_CHECK(padding >= 0, "conv2d: padding must be >= 0, got {}", padding);
+  INK_CHECK(dilation >= 1, "conv2d: dilation must be >= 1, got {}", dilation);
+  INK_CHECK(groups >= 1, "conv2d: groups must be >= 1, got {}", groups);
+  const int64_t C = x.size(1), O = weight.size(0);
+  INK_CHECK(C % groups == 0, "conv2d: input {} has {} channels, not divisible by groups = {}",
+            shape_str(x.shape()), C, groups);
+  INK_CHECK(O % groups == 0,
+            "conv2d: weight {} has {} output channels, not divisible by groups = {}",
+            shape_str(weight.shape()), O, groups);
+  INK_CHECK(weight.size(1) * groups == C, "conv2d: input {} has {} channels, weight {} expects {}",
+            shape_str(x.shape()), C, shape_str(weight.shape()), weight.size(1) * groups);
+  INK_CHECK(groups == 1, "conv2d: groups = {} is not supported yet (only groups = 1)", groups);
+  if (bias.defined()) {
+    check_float(bias, "conv2d");
+    INK_CHECK(bias.dim() == 1 && bias.size(0) == O,
+              "conv2d: bias {} does not match weight {} (expected [{}])", shape_str(bias.shape()),
+              shape_str(weight.shape()), O);
+  }
+  kernels::Conv2dGeometry g;
+  g.B = x.size(0), g.C = C, g.H = x.size(2), g.W = x.size(3);
+  g.O = O, g.KH = weight.size(2), g.KW = weight.size(3);
+  g.stride = stride, g.padding = padding, g.dilation = dilation;
+  INK_CHECK(g.HO() >= 1 && g.WO() >= 1,
+            "conv2d: input {} is too small for kernel {}x{} with padding {} and dilation {} "
+            "(the output would be {}x{})",
+            shape_str(x.shape()), g.KH, g.KW, padding, dilation, g.HO(), g.WO());
+  Tensor y = empty({g.B, O, g.HO(), g.WO()});
+  if (y.numel() > 0) conv_forward(g, x, weight, bias, y);
+
+  // dx = conv_transpose(dy, w) (col2im of w^T dy);  dw = dy * im2col(x)^T;  db = sum of dy
+  std::vector<Tensor> inputs = {x, weight};
+  if (bias.defined()) inputs.push_back(bias);
+  // dx needs only the weight and dw only the input, so each is saved only for the other.
+  return record_op(y, "conv2d", inputs,
+                   [g, has_bias = bias.defined(), x_shape = x.shape(), w_shape = weight.shape(),
+                    x = weight.requires_grad() ? SavedTensor(x) : SavedTensor(),
+                    w = x.requires_grad() ? SavedTensor(weight) : SavedTensor()](
+                       const Tensor& dy, const GradMask& needs) {
+                     std::vector<Tensor> grads(has_bias ? 3 : 2);
+                     if (needs[0]) {
+                       grads[0] = empty(x_shape);
+                       conv_backward_input(g, dy, w.get(), grads[0]);
+                     }
+                     if (needs[1]) grads[1] = empty(w_shape);
+                     if (needs[2]) grads[2] = empty({g.O});
+                     if (needs[1] || needs[2]) {
+                       const Tensor saved_x = needs[1] ? x.get() : Tensor();
+                       Tensor no_bias;
+                       conv_backward_weight(g, saved_x, dy, grads[1],
+                                            has_bias ? grads[2] : no_bias);
+                     }
+                     return grads;
+                   });
+}
+
+// ---- upsample_nearest2d ----
+Tensor upsample_nearest2d(const Tensor& x, int64_t scale) {
+  check_image(x, "upsample_nearest2d", "input");
+  INK_CHECK(scale >= 1, "upsample_nearest2d: scale must be >= 1, got {}", scale);
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  Tensor y = empty({B, C, H * scale, W * scale});
+  kernels::upsample_nearest2d_forward<float>(B * C, H, W, scale, x.data(), y.data());
+  // dx[h, w] = sum of dy over the scale x scale block copied from x[h, w]
+  return record_op(
+      y, "upsample_nearest2d", {x}, [B, C, H, W, scale](const Tensor& dy, const GradMask&) {
+        Tensor dx = empty({B, C, H, W});
+        kernels::upsample_nearest2d_backward<float>(B * C, H, W, scale, dy.data(), dx.data());
+        return std::vector<Tensor>{dx};
+      });
+}
+
+// ---- avg_pool2d ----
+Tensor avg_pool2d(const Tensor& x, int64_t kernel) {
+  check_image(x, "avg_pool2d", "input");
+  INK_CHECK(kernel >= 1, "avg_pool2d: kernel must be >= 1, got {}", kernel);
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  INK_CHECK(H >= kernel && W >= kernel, "avg_pool2d: input {} is smaller than the {}x{} window",
+            shape_str(x.shape()), kernel, kernel);
+  Tensor y = empty({B, C, H / kernel, W / kernel});
+  kernels::avg_pool2d_forward<float>(B * C, H, W, kernel, x.data(), y.data());
+  // dx[h, w] = dy[h / k, w / k] / k^2 inside a whole window, 0 in the rows/columns left over
+  return record_op(y, "avg_pool2d", {x}, [B, C, H, W, kernel](const Tensor& dy, const GradMask&) {
+    Tensor dx = empty({B, C, H, W});
+    kernels::avg_pool2d_backward<float>(B * C, H, W, kernel, dy.data(), dx.data());
+    return std::vector<Tensor>{dx};
+  });
+}
+
+}  // namespace ink
