@@ -144,8 +144,10 @@ TEST(Attention, MaskedKeysGetZeroWeightAndFullyMaskedRowsGiveZeros) {
         for (int64_t i = 0; i < s.Lq; ++i) {
           float row_sum = 0.0f;
           for (int64_t j = 0; j < s.Lk; ++j) {
-            const float p = r.weights[((b * s.H + h) * s.Lq + i) * s.Lk + j];
-            if (!mask[b * s.Lk + j]) EXPECT_EQ(p, 0.0f);
+            const float p = r.weights[((b * s.H + h) * s.Lk + j) * s.Lq + i];  // [B, H, Lk, Lq]
+            if (!mask[b * s.Lk + j]) {
+              EXPECT_EQ(p, 0.0f);
+            }
             row_sum += p;
           }
           EXPECT_NEAR(row_sum, b == s.B - 1 ? 0.0f : 1.0f, 1e-5f);

@@ -307,6 +307,57 @@ TEST(Softmax, EveryTableRowMatchesNaive) {
   }
 }
 
+TEST(Softmax, EveryTableColumnSoftmaxMatchesNaive) {
+  // softmax_columns: [rows = keys, cols = queries], masked rows get 0 (attention's layout).
+  for (const rows::RowKernels* rk : rows::available_row_kernels()) {
+    for (int64_t rows_n : {1, 3, 16}) {
+      for (int64_t cols : {1, 7, 16, 17, 49}) {
+        const std::string what =
+            std::string(rk->isa) + " " + std::to_string(rows_n) + "x" + std::to_string(cols);
+        const int64_t ld = cols + 3;  // a padded leading dimension
+        std::vector<float> s = random_vector(rows_n * ld, 90 + cols, -30.0f, 30.0f);
+        std::vector<uint8_t> valid(rows_n, 1);
+        if (rows_n > 2) valid[1] = 0;
+        for (bool masked : {false, true}) {
+          std::vector<float> got = s;
+          rk->softmax_columns(got.data(), rows_n, cols, ld, masked ? valid.data() : nullptr);
+          std::vector<float> column(rows_n), ref(rows_n);
+          for (int64_t c = 0; c < cols; ++c) {
+            for (int64_t r = 0; r < rows_n; ++r) {
+              column[r] = masked && !valid[r] ? -kInf : s[r * ld + c];
+            }
+            k::softmax_forward_naive(column.data(), ref.data(), 1, rows_n, 1);
+            for (int64_t r = 0; r < rows_n; ++r) {
+              ASSERT_NEAR(got[r * ld + c], ref[r], 1e-6f + 1e-5f * ref[r]) << what << " " << r;
+            }
+          }
+          for (int64_t r = 0; r < rows_n; ++r) {  // the padding columns are untouched
+            for (int64_t c = cols; c < ld; ++c) ASSERT_EQ(got[r * ld + c], s[r * ld + c]) << what;
+          }
+          // The backward: d = p * (d - colsum(p * d)).
+          std::vector<float> d = random_vector(rows_n * ld, 91 + cols), d_ref = d;
+          rk->softmax_backward_columns(got.data(), d.data(), rows_n, cols, ld);
+          for (int64_t c = 0; c < cols; ++c) {
+            float dot = 0.0f;
+            for (int64_t r = 0; r < rows_n; ++r) dot += got[r * ld + c] * d_ref[r * ld + c];
+            for (int64_t r = 0; r < rows_n; ++r) {
+              const float expected = got[r * ld + c] * (d_ref[r * ld + c] - dot);
+              ASSERT_NEAR(d[r * ld + c], expected, 1e-5f) << what;
+            }
+          }
+        }
+        // No valid row: every weight is 0.
+        std::vector<uint8_t> none(rows_n, 0);
+        std::vector<float> got = s;
+        rk->softmax_columns(got.data(), rows_n, cols, ld, none.data());
+        for (int64_t r = 0; r < rows_n; ++r) {
+          for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(got[r * ld + c], 0.0f) << what;
+        }
+      }
+    }
+  }
+}
+
 TEST(Softmax, AllMinusInfinityRowGivesZeros) {
   for (const rows::RowKernels* rk : rows::available_row_kernels()) {
     std::vector<float> x(19, -kInf), y(19, 5.0f), ref(19, 5.0f);

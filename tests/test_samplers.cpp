@@ -265,6 +265,36 @@ TEST(Samplers, GaussianDenoiserMatchesTheTwin) {
   }
 }
 
+// DDIM with eta = 0 is the Euler method on the probability-flow ODE in y = x_t / sqrt(abar):
+// the two implementations must agree up to rounding for any denoiser. Each sampler's first
+// step also sees x_T itself as x_t.
+TEST(Samplers, DdimEqualsEulerAndTheFirstStepSeesXT) {
+  const NoiseSchedule schedule = NoiseSchedule::cosine();
+  Generator gen(4);
+  const Tensor x_T = randn(kShape, &gen);
+  std::vector<std::vector<float>> results;
+  for (Sampler sampler : {Sampler::DDIM, Sampler::Euler, Sampler::DPMpp2M}) {
+    SampleOptions options;
+    options.callback = [&](const StepInfo& info) {
+      if (info.step == 0) {
+        const std::vector<float> a = info.x_t.to_vector(), b = x_T.to_vector();
+        for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * std::abs(b[i]) + 1e-6);
+      }
+      return true;
+    };
+    results.push_back(sample(sampler, gaussian_denoiser(schedule, point_values(), 0.5), x_T, {},
+                             schedule, trailing_timesteps(1000, 7), gen, options)
+                          .x0.to_vector());
+  }
+  double ddim_vs_euler = 0, ddim_vs_dpm = 0;
+  for (size_t i = 0; i < results[0].size(); ++i) {
+    ddim_vs_euler = std::max(ddim_vs_euler, double(std::abs(results[0][i] - results[1][i])));
+    ddim_vs_dpm = std::max(ddim_vs_dpm, double(std::abs(results[0][i] - results[2][i])));
+  }
+  EXPECT_LT(ddim_vs_euler, 1e-3);
+  EXPECT_GT(ddim_vs_dpm, 1e-3);  // a second-order method takes a different path
+}
+
 // ---- determinism ----
 
 TEST(Samplers, SameSeedSameSampleAndTheSeedMatters) {

@@ -73,6 +73,15 @@ struct RowKernels {
   // dw += dy * (x - mean) * rstd and db += dy, over n columns of one row.
   void (*accumulate_affine_grads)(const float* x, const float* dy, float mean, float rstd,
                                   float* dw, float* db, int64_t n);
+
+  // ---- softmax down the columns of a [rows, cols] block with leading dimension ld ----
+  // (attention's transposed scores: rows = keys, cols = queries). In place: each column becomes
+  // its softmax over the rows with valid[r] != 0 (all rows when valid is nullptr); the other rows
+  // get 0, and with no valid row at all every entry is 0.
+  void (*softmax_columns)(float* s, int64_t rows, int64_t cols, int64_t ld, const uint8_t* valid);
+  // In place: d = p * (d - colsum(p * d)), p the softmax from above.
+  void (*softmax_backward_columns)(const float* p, float* d, int64_t rows, int64_t cols,
+                                   int64_t ld);
 };
 
 // The portable table compiles anywhere. The x86 tables are nullptr when not compiled in or not

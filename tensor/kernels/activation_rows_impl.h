@@ -18,6 +18,7 @@
 //   hsum(x), hmax(x)          horizontal sum (a fixed order) and maximum
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -285,6 +286,77 @@ void log_softmax_row(const float* x, float* y, int64_t n) {
   map1<V>(x, y, n, [mv, log_sum](reg v) { return V::sub(V::sub(v, mv), log_sum); });
 }
 
+// ---- softmax down the columns of a block ----
+// Attention keeps its scores transposed, [Lk, Lq]: the softmax over the few keys then runs down
+// short columns, L queries at a time, with vertical operations only (no horizontal max or sum
+// per query, whose latency dominated the row-wise form at Lk = 8-16).
+template <class V>
+void softmax_columns_block(float* s, int64_t rows, int64_t cols, int64_t ld, const uint8_t* valid) {
+  using reg = typename V::reg;
+  constexpr int L = V::lanes;
+  bool any_valid = valid == nullptr;
+  for (int64_t r = 0; r < rows && !any_valid; ++r) any_valid = valid[r] != 0;
+  for (int64_t c = 0; c < cols; c += L) {
+    const int w = static_cast<int>(std::min<int64_t>(L, cols - c));
+    auto load = [&](int64_t r) {
+      return w == L ? V::load(s + r * ld + c) : V::load_partial(s + r * ld + c, w, 0.0f);
+    };
+    auto store = [&](int64_t r, reg x) {
+      if (w == L) {
+        V::store(s + r * ld + c, x);
+      } else {
+        V::store_partial(s + r * ld + c, x, w);
+      }
+    };
+    if (!any_valid) {  // no key to attend to: the weights are all 0
+      for (int64_t r = 0; r < rows; ++r) store(r, V::zero());
+      continue;
+    }
+    reg m = V::set1(-INFINITY);
+    for (int64_t r = 0; r < rows; ++r) {
+      if (!valid || valid[r]) m = V::max(m, load(r));
+    }
+    reg sum = V::zero();
+    for (int64_t r = 0; r < rows; ++r) {
+      if (valid && !valid[r]) {
+        store(r, V::zero());
+        continue;
+      }
+      const reg e = vexp<V>(V::sub(load(r), m));
+      store(r, e);
+      sum = V::add(sum, e);
+    }
+    const reg inv = V::div(V::set1(1.0f), sum);
+    for (int64_t r = 0; r < rows; ++r) {
+      if (!valid || valid[r]) store(r, V::mul(load(r), inv));
+    }
+  }
+}
+
+// d = p * (d - colsum(p * d)) in place, down the columns of [rows, cols] blocks.
+template <class V>
+void softmax_backward_columns_block(const float* p, float* d, int64_t rows, int64_t cols,
+                                    int64_t ld) {
+  using reg = typename V::reg;
+  constexpr int L = V::lanes;
+  for (int64_t c = 0; c < cols; c += L) {
+    const int w = static_cast<int>(std::min<int64_t>(L, cols - c));
+    auto load = [&](const float* base, int64_t r) {
+      return w == L ? V::load(base + r * ld + c) : V::load_partial(base + r * ld + c, w, 0.0f);
+    };
+    reg dot = V::zero();
+    for (int64_t r = 0; r < rows; ++r) dot = V::fma(load(p, r), load(d, r), dot);
+    for (int64_t r = 0; r < rows; ++r) {
+      const reg out = V::mul(load(p, r), V::sub(load(d, r), dot));
+      if (w == L) {
+        V::store(d + r * ld + c, out);
+      } else {
+        V::store_partial(d + r * ld + c, out, w);
+      }
+    }
+  }
+}
+
 template <class V>
 float row_dot(const float* a, const float* b, int64_t n) {
   constexpr int L = V::lanes;
@@ -479,7 +551,9 @@ constexpr RowKernels make_row_kernels(const char* isa) {
                     &dot_and_sum_row<V>,
                     &axpbypc_row<V>,
                     &layer_norm_backward_row<V>,
-                    &accumulate_affine_grads_row<V>};
+                    &accumulate_affine_grads_row<V>,
+                    &softmax_columns_block<V>,
+                    &softmax_backward_columns_block<V>};
 }
 
 }  // namespace

@@ -4,8 +4,10 @@
 //   q, dq:      [B, H, Lq, D]
 //   k, v, dk, dv: [B, H, Lk, D]
 //   key_valid:  [B, Lk], nonzero = the key takes part; nullptr = every key does.
-//   weights:    [B, H, Lq, Lk], P = softmax_k(q . k / sqrt(D)) over the valid keys, 0 at masked
-//               keys; written by the forward and read by the backward (the one thing it saves).
+//   weights:    [B, H, Lk, Lq], P^T: P = softmax_k(q . k / sqrt(D)) over the valid keys, 0 at
+//               masked keys, stored transposed (keys by queries) so that the softmax over the
+//               few keys runs down columns with vertical SIMD operations only. Written by the
+//               forward and read by the backward (the one thing it saves).
 //   out, dout:  [B, H, Lq, D], out = P v.
 // A query row whose keys are all masked gets P = 0, so its output row is 0 and it passes no
 // gradient to q, k or v (a defined result, never NaN).
@@ -16,9 +18,10 @@
 // dq, dk, dv may each be nullptr (not needed); those given are overwritten.
 //
 // *_naive: plain loops (sums in double), templated on float and double. The fast float version
-// runs each (b, h) on one thread: two sgemm calls (kernels::sgemm) and the vectorised softmax
-// rows in the forward, five sgemm calls in the backward; (b, h) pairs are split across threads,
-// so the result is identical at any thread count.
+// runs each (b, h) on one thread: two sgemm calls (kernels::sgemm) around the column softmax in
+// the forward (P^T = k q^T / sqrt(D), then out = (P^T)^T v); in the backward one transpose of
+// P^T into P and four sgemm calls on P and dS by query rows, where the packed sgemm is fastest.
+// (b, h) pairs are split across threads, so the result is identical at any thread count.
 #pragma once
 
 #include <cstdint>

@@ -420,7 +420,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   }
   const DType dt = q.dtype();
   Tensor out = empty(q.shape(), dt);
-  Tensor weights = empty({B, H, Lq, Lk}, dt);  // the softmax probabilities, 0 at masked keys
+  Tensor weights = empty({B, H, Lk, Lq}, dt);  // P^T: the probabilities, 0 at masked keys
   with_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     attention_fwd(read<T>(q), read<T>(k), read<T>(v), valid.empty() ? nullptr : valid.data(),
