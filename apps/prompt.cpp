@@ -13,34 +13,6 @@
 namespace ink::app {
 namespace {
 
-// Length of the valid UTF-8 sequence starting at text[i] (1 for ASCII), or 0 when the bytes
-// there are not valid UTF-8 (bad lead byte, missing continuation, overlong, surrogate, too big).
-size_t utf8_length(std::string_view text, size_t i) {
-  const auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
-  const unsigned char lead = byte(i);
-  if (lead < 0x80) return 1;
-  size_t length;
-  uint32_t code;
-  if (lead >= 0xC2 && lead <= 0xDF) {
-    length = 2, code = lead & 0x1F;
-  } else if (lead >= 0xE0 && lead <= 0xEF) {
-    length = 3, code = lead & 0x0F;
-  } else if (lead >= 0xF0 && lead <= 0xF4) {
-    length = 4, code = lead & 0x07;
-  } else {
-    return 0;
-  }
-  if (i + length > text.size()) return 0;
-  for (size_t k = 1; k < length; ++k) {
-    if ((byte(i + k) & 0xC0) != 0x80) return 0;
-    code = (code << 6) | (byte(i + k) & 0x3F);
-  }
-  if ((length == 3 && code < 0x800) || (length == 4 && code < 0x10000)) return 0;  // overlong
-  if (code >= 0xD800 && code <= 0xDFFF) return 0;                                  // surrogate
-  if (code > 0x10FFFF) return 0;
-  return length;
-}
-
 std::string all_dropped(const Encoding& encoding) {
   std::vector<std::string> shown;
   for (const std::string& character : encoding.dropped) {
@@ -59,46 +31,6 @@ std::string trained_prompts_list() {
   std::vector<std::string> names;
   for (std::string_view prompt : kShapePrompts) names.push_back(fmt::format("\"{}\"", prompt));
   return fmt::format("{}", fmt::join(names, ", "));
-}
-
-std::string quoted_text(std::string_view text, size_t max_characters) {
-  std::string out = "\"";
-  size_t characters = 0, i = 0;
-  for (; i < text.size() && characters < max_characters; ++characters) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    const size_t length = utf8_length(text, i);
-    if (length == 0 || c < 0x20 || c == 0x7F) {
-      if (c == '\n') {
-        out += "\\n";
-      } else if (c == '\t') {
-        out += "\\t";
-      } else {
-        out += fmt::format("\\x{:02X}", c);
-      }
-      i += 1;
-    } else if (length > 1) {
-      // C1 controls, bidirectional overrides and invisible characters show as U+XXXX, so a
-      // prompt can never reorder or hide the text around it on a terminal.
-      out += printable_character(text.substr(i, length));
-      i += length;
-    } else {
-      if (c == '"' || c == '\\') out += '\\';
-      out += static_cast<char>(c);
-      i += 1;
-    }
-  }
-  out += '"';
-  if (i < text.size()) {
-    // Count the rest the same way, so the total is in characters, not bytes.
-    size_t total = characters;
-    while (i < text.size()) {
-      i += std::max<size_t>(utf8_length(text, i), 1);
-      ++total;
-    }
-    out.insert(out.size() - 1, "...");
-    out += fmt::format(" ({} characters)", total);
-  }
-  return out;
 }
 
 std::vector<std::string> check_prompt(std::string_view prompt, const CharTokenizer& tokenizer) {

@@ -7,16 +7,15 @@
 #include <vector>
 
 #include "models/tokenizer.h"
+#include "tensor/quote.h"
 
 namespace ink::app {
 
 // The nine trained prompts, quoted and comma separated: "horizontal line", "vertical line", ...
 std::string trained_prompts_list();
 
-// `text` in double quotes, safe for a terminal and one line: valid UTF-8 is kept, quotes and
-// backslashes are escaped, control characters become \n, \t or \xNN, invalid bytes \xNN.
-// Longer text is cut after `max_characters` characters and followed by its full length.
-std::string quoted_text(std::string_view text, size_t max_characters = 40);
+// ink::quoted_text (tensor/quote.h), the one quoting function for untrusted text.
+using ink::quoted_text;
 
 // Checks a prompt before generating from it. Throws ink::Error when no picture can be made
 // from it (empty, only spaces, or no character the tokenizer knows). Otherwise returns the

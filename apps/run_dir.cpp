@@ -16,6 +16,7 @@
 
 #include "nn/safetensors.h"
 #include "tensor/error.h"
+#include "tensor/quote.h"
 
 namespace ink::app {
 
@@ -47,6 +48,25 @@ std::string run_record_json(const RunRecord& r) {
   return j.dump(2) + "\n";
 }
 
+namespace {
+
+// A config.json value in a message. It comes from a file anyone may have edited, so strings are
+// quoted and bounded like any file content, and arrays or objects are only described.
+std::string shown(const json& value) {
+  if (value.is_string()) return quoted_text(value.get_ref<const std::string&>(), 60);
+  if (value.is_array() || value.is_object()) {
+    return fmt::format("an {} of {} element{}", value.type_name(), value.size(),
+                       value.size() == 1 ? "" : "s");
+  }
+  return value.dump();  // a number, a boolean or null: short and plain ASCII
+}
+
+// The largest config.json read. The record inkgrad writes is under 1 KB; anything this big was
+// not written by it, and is refused before it is read into memory.
+constexpr uintmax_t kMaxRunRecordBytes = 1 << 20;
+
+}  // namespace
+
 RunRecord parse_run_record(std::string_view text, const std::string& source) {
   const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   INK_CHECK(j.is_object(), "{} is not a valid JSON object (not written by inkgrad train?)", source);
@@ -57,7 +77,7 @@ RunRecord parse_run_record(std::string_view text, const std::string& source) {
   auto integer = [&](const char* name) {
     const json& v = field(name);
     INK_CHECK(v.is_number_integer(), "{}: \"{}\" must be an integer, got {}", source, name,
-              v.dump());
+              shown(v));
     return v.get<int64_t>();
   };
   RunRecord r;
@@ -65,11 +85,11 @@ RunRecord parse_run_record(std::string_view text, const std::string& source) {
   r.config.samples_per_prompt = integer("samples_per_prompt");
   r.config.batch_size = integer("batch_size");
   const json& lr = field("lr");
-  INK_CHECK(lr.is_number(), "{}: \"lr\" must be a number, got {}", source, lr.dump());
+  INK_CHECK(lr.is_number(), "{}: \"lr\" must be a number, got {}", source, shown(lr));
   r.config.lr = lr.get<double>();
   const json& seed = field("seed");
   INK_CHECK(seed.is_number_unsigned() || (seed.is_number_integer() && seed.get<int64_t>() >= 0),
-            "{}: \"seed\" must be a non-negative integer, got {}", source, seed.dump());
+            "{}: \"seed\" must be a non-negative integer, got {}", source, shown(seed));
   r.config.seed = seed.get<uint64_t>();
   // The rest is informational: tolerate its absence.
   if (j.contains("threads") && j.at("threads").is_number_integer())
@@ -105,6 +125,10 @@ RunRecord read_run_record(const std::string& dir) {
   INK_CHECK(fs::is_regular_file(path, ec),
             "{} not found: {} does not look like a folder written by inkgrad train", path.string(),
             dir);
+  const uintmax_t size = fs::file_size(path, ec);
+  INK_CHECK(ec || size <= kMaxRunRecordBytes,
+            "{} is {} bytes, too large to be a run record written by inkgrad train (at most {})",
+            path.string(), size, kMaxRunRecordBytes);
   std::ifstream in(path, std::ios::binary);
   INK_CHECK(in.good(), "cannot read {}", path.string());
   std::ostringstream text;

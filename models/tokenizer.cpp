@@ -11,41 +11,6 @@ namespace ink {
 
 namespace {
 
-bool is_continuation(unsigned char byte) {
-  return (byte & 0xC0u) == 0x80u;
-}
-
-// The length (1..4) of the well-formed UTF-8 sequence starting at text[i], or 0 when the bytes
-// there are not one (Unicode Table 3-7: no overlong forms, no surrogates, nothing past U+10FFFF).
-size_t utf8_sequence_length(std::string_view text, size_t i) {
-  const auto byte_at = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
-  const unsigned char lead = byte_at(i);
-  if (lead < 0x80u) return 1;
-  size_t length = 0;
-  unsigned char second_low = 0x80u;
-  unsigned char second_high = 0xBFu;
-  if (lead >= 0xC2u && lead <= 0xDFu) {
-    length = 2;
-  } else if (lead >= 0xE0u && lead <= 0xEFu) {
-    length = 3;
-    if (lead == 0xE0u) second_low = 0xA0u;   // overlong
-    if (lead == 0xEDu) second_high = 0x9Fu;  // surrogates
-  } else if (lead >= 0xF0u && lead <= 0xF4u) {
-    length = 4;
-    if (lead == 0xF0u) second_low = 0x90u;   // overlong
-    if (lead == 0xF4u) second_high = 0x8Fu;  // beyond U+10FFFF
-  } else {
-    return 0;  // a continuation byte on its own, C0, C1 or F5..FF
-  }
-  if (text.size() - i < length) return 0;
-  const unsigned char second = byte_at(i + 1);
-  if (second < second_low || second > second_high) return 0;
-  for (size_t k = 2; k < length; ++k) {
-    if (!is_continuation(byte_at(i + k))) return 0;
-  }
-  return length;
-}
-
 // Calls on_known(id) for each character in the vocabulary and on_dropped(bytes) for each other
 // character, in order. An invalid byte is dropped alone so the scan resynchronizes right after.
 template <typename OnKnown, typename OnDropped>
@@ -67,25 +32,6 @@ void scan(std::string_view text, OnKnown&& on_known, OnDropped&& on_dropped) {
       i += consumed;
     }
   }
-}
-
-// The code point of a well-formed UTF-8 sequence.
-uint32_t decode_code_point(std::string_view character) {
-  const auto lead = static_cast<unsigned char>(character[0]);
-  if (character.size() == 1) return lead;
-  uint32_t value = lead & (0x7Fu >> character.size());
-  for (size_t k = 1; k < character.size(); ++k) {
-    value = (value << 6) | (static_cast<unsigned char>(character[k]) & 0x3Fu);
-  }
-  return value;
-}
-
-// Characters that would change how a terminal shows the rest of the line.
-bool is_invisible_or_control(uint32_t code_point) {
-  return code_point < 0x20u || (code_point >= 0x7Fu && code_point <= 0x9Fu) ||
-         (code_point >= 0x200Bu && code_point <= 0x200Fu) ||
-         (code_point >= 0x2028u && code_point <= 0x202Eu) ||
-         (code_point >= 0x2060u && code_point <= 0x206Fu) || code_point == 0xFEFFu;
 }
 
 }  // namespace
@@ -151,21 +97,6 @@ std::string CharTokenizer::decode(std::span<const int64_t> tokens) const {
     }
   }
   return text;
-}
-
-std::string printable_character(std::string_view character) {
-  if (character.empty()) return "";
-  const auto lead = static_cast<unsigned char>(character[0]);
-  if (utf8_sequence_length(character, 0) != character.size()) {
-    // Not one well-formed character: show its bytes.
-    std::string shown;
-    for (const char byte : character)
-      shown += fmt::format("\\x{:02X}", static_cast<unsigned char>(byte));
-    return shown;
-  }
-  const uint32_t code_point = character.size() == 1 ? lead : decode_code_point(character);
-  if (is_invisible_or_control(code_point)) return fmt::format("U+{:04X}", code_point);
-  return std::string(character);
 }
 
 }  // namespace ink

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tensor/quote.h"  // printable_character, for the dropped characters
+
 namespace ink {
 
 // What one call of CharTokenizer::encode_with_report found.
@@ -58,9 +60,5 @@ class CharTokenizer {
  private:
   int64_t max_length_;
 };
-
-// A dropped character made safe to print: printable ASCII and valid multi-byte UTF-8 are kept,
-// control characters become "U+001B" style, a lone invalid byte becomes "\xFF" style.
-std::string printable_character(std::string_view character);
 
 }  // namespace ink

@@ -39,7 +39,7 @@ Generator::State parse_state(const std::string& text, const std::string& what) {
     auto r2 = std::from_chars(r1.ptr + 1, end, s.inc);
     ok = r2.ec == std::errc() && r2.ptr == end && (s.inc & 1u) == 1u;
   }
-  INK_CHECK(ok, "resume: metadata \"{}\" is malformed: \"{}\"", what, text);
+  INK_CHECK(ok, "resume: metadata \"{}\" is malformed: {}", what, quoted_text(text));
   return s;
 }
 
@@ -197,7 +197,7 @@ void Trainer::resume(const std::string& dir) {
   const auto check_same = [&](const char* key, const std::string& ours) {
     const std::string& theirs = require(meta, key, path);
     INK_CHECK(theirs == ours, "resume: {} was trained with {} = {}, but this run uses {}", path,
-              std::string(key).substr(8), theirs, ours);
+              std::string(key).substr(8), shown_text(theirs), ours);
   };
   check_same("trainer.samples_per_prompt", std::to_string(config_.samples_per_prompt));
   check_same("trainer.batch_size", std::to_string(config_.batch_size));
@@ -207,7 +207,7 @@ void Trainer::resume(const std::string& dir) {
   const std::string& epoch_text = require(meta, "trainer.epoch", path);
   auto r = std::from_chars(epoch_text.data(), epoch_text.data() + epoch_text.size(), epoch);
   INK_CHECK(r.ec == std::errc() && r.ptr == epoch_text.data() + epoch_text.size() && epoch >= 0,
-            "resume: metadata \"trainer.epoch\" is malformed: \"{}\"", epoch_text);
+            "resume: metadata \"trainer.epoch\" is malformed: {}", quoted_text(epoch_text));
   std::vector<float> losses;
   const std::string& loss_text = require(meta, "trainer.losses", path);
   for (size_t pos = 0; pos < loss_text.size();) {
@@ -217,7 +217,7 @@ void Trainer::resume(const std::string& dir) {
     char* end = nullptr;
     const float v = std::strtof(item.c_str(), &end);
     INK_CHECK(!item.empty() && end == item.c_str() + item.size(),
-              "resume: metadata \"trainer.losses\" has a malformed entry \"{}\"", item);
+              "resume: metadata \"trainer.losses\" has a malformed entry {}", quoted_text(item));
     losses.push_back(v);
     pos = comma + 1;
   }

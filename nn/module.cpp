@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "tensor/error.h"
+#include "tensor/quote.h"
 
 namespace ink::nn {
 
@@ -151,6 +152,11 @@ NamedTensors Module::state_dict() const {
 
 namespace {
 
+// A tensor name from a file, quoted for a message (it may hold anything, at any length).
+std::string shown(std::string_view name) {
+  return quoted_text(name, kMaxQuotedCharacters);
+}
+
 std::string describe(const Tensor& t) {
   return fmt::format("{} {}", dtype_name(t.dtype()), shape_str(t.shape()));
 }
@@ -173,9 +179,9 @@ void Module::load_state_dict(const NamedTensors& state, bool strict) {
   for (size_t i = 0; i < state.size(); ++i) {
     const auto& [name, tensor] = state[i];
     if (!given.emplace(name, i).second) {
-      problems.push_back(fmt::format("\"{}\" appears more than once", name));
+      problems.push_back(fmt::format("{} appears more than once", shown(name)));
     } else if (!tensor.defined()) {
-      problems.push_back(fmt::format("\"{}\" is an undefined tensor", name));
+      problems.push_back(fmt::format("{} is an undefined tensor", shown(name)));
     }
   }
 
@@ -187,17 +193,17 @@ void Module::load_state_dict(const NamedTensors& state, bool strict) {
     auto found = given.find(name);
     if (found == given.end()) {
       if (strict) {
-        problems.push_back(fmt::format("missing \"{}\" (expected {})", name, describe(target)));
+        problems.push_back(fmt::format("missing {} (expected {})", shown(name), describe(target)));
       }
       continue;
     }
     const Tensor& source = state[found->second].second;
     if (!source.defined()) continue;  // already reported
     if (source.dtype() != target.dtype()) {
-      problems.push_back(
-          fmt::format("\"{}\" expected {}, file has {}", name, describe(target), describe(source)));
+      problems.push_back(fmt::format("{} expected {}, file has {}", shown(name), describe(target),
+                                     describe(source)));
     } else if (source.shape() != target.shape()) {
-      problems.push_back(fmt::format("\"{}\" expected {}, file has {}", name,
+      problems.push_back(fmt::format("{} expected {}, file has {}", shown(name),
                                      shape_str(target.shape()), shape_str(source.shape())));
     } else {
       copies.emplace_back(target, source);
@@ -207,8 +213,8 @@ void Module::load_state_dict(const NamedTensors& state, bool strict) {
     for (const auto& [name, tensor] : state) {
       if (!expected_names.contains(name)) {
         problems.push_back(tensor.defined()
-                               ? fmt::format("unexpected \"{}\" ({})", name, describe(tensor))
-                               : fmt::format("unexpected \"{}\"", name));
+                               ? fmt::format("unexpected {} ({})", shown(name), describe(tensor))
+                               : fmt::format("unexpected {}", shown(name)));
       }
     }
   }

@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tensor/error.h"
+#include "tensor/quote.h"
 
 // The data section is raw little-endian bytes, copied straight into tensors.
 static_assert(std::endian::native == std::endian::little,
@@ -34,29 +35,10 @@ namespace {
 // Shared helpers
 // ---------------------------------------------------------------------------------------------
 
-// A name or string from the file, made safe to print: quoted, control bytes escaped, and cut
-// short, because a hostile header can hold a 100 MB key.
+// A name or string from the file, made safe to print: quoted, escaped and cut short (see
+// quoted_text), because a hostile header can hold a 100 MB key.
 std::string printable(std::string_view text) {
-  constexpr size_t kMaxShown = 120;
-  std::string out = "\"";
-  for (size_t i = 0; i < text.size() && i < kMaxShown; ++i) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') {
-      out += fmt::format("\\x{:02x}", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (text.size() > kMaxShown) {
-    // Do not leave half a UTF-8 sequence before the ellipsis.
-    while (out.size() > 1 && (static_cast<unsigned char>(out.back()) & 0xC0) == 0x80) {
-      out.pop_back();
-    }
-    if (out.size() > 1 && static_cast<unsigned char>(out.back()) >= 0xC0) out.pop_back();
-    out += fmt::format("...\" ({} bytes)", text.size());
-    return out;
-  }
-  return out + "\"";
+  return quoted_text(text, kMaxQuotedCharacters);
 }
 
 std::string errno_text(int error) {

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "tensor/quote.h"  // quoted_text, for messages that show file content
 #include "tensor/tensor.h"
 
 namespace ink {
@@ -29,6 +30,9 @@ struct SafetensorsFile {
   NamedTensors tensors;
   std::map<std::string, std::string> metadata;
 };
+
+// How many characters of a name or string from a file error messages show (see quoted_text).
+inline constexpr size_t kMaxQuotedCharacters = 120;
 
 // The largest JSON header the reader accepts, as in the reference implementation.
 inline constexpr uint64_t kSafetensorsMaxHeaderBytes = 100'000'000;

@@ -412,6 +412,43 @@ TEST(AppRunDir, OneLineMessages) {
   EXPECT_EQ(one_line("1\n2\n3\n4", 2), "1; 2; (and 2 more)");
 }
 
+// Issue 15 §5: a hostile config.json value is quoted and bounded; a huge config.json is refused
+// before it is read.
+TEST(AppRunDir, HostileRecordValuesGiveShortMessages) {
+  const std::string huge(50'000'000, '7');
+  const std::string text =
+      R"({"epochs": ")" + huge + R"(\u001b[2J", "samples_per_prompt": 1, "batch_size": 2, "lr": 1,
+          "seed": 1})";
+  std::string error;
+  try {
+    parse_run_record(text, "c.json");
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  EXPECT_THAT(error, HasSubstr("c.json: \"epochs\" must be an integer, got \"7777"));
+  EXPECT_THAT(error, HasSubstr("(50000004 characters)"));
+  EXPECT_LT(error.size(), 300u);
+  EXPECT_EQ(error.find('\x1b'), std::string::npos);
+  EXPECT_THAT(
+      [] {
+        parse_run_record(R"({"epochs": [1, 2, 3], "samples_per_prompt": 1, "batch_size": 2,
+                             "lr": 1, "seed": 1})",
+                         "c.json");
+      },
+      ::testing::ThrowsMessage<Error>(HasSubstr("must be an integer, got an array of 3 elements")));
+
+  char pattern[] = "/tmp/inkgrad_record_XXXXXX";
+  ASSERT_NE(::mkdtemp(pattern), nullptr);
+  const std::string dir = pattern;
+  {
+    std::ofstream out(dir + "/config.json");
+    out << "{\"epochs\": \"" << std::string(2 << 20, 'x') << "\"}";
+  }
+  EXPECT_THAT([&] { read_run_record(dir); },
+              ::testing::ThrowsMessage<Error>(HasSubstr("too large to be a run record")));
+  fs::remove_all(dir);
+}
+
 // ---- the program, end to end ----
 
 struct Result {
@@ -707,6 +744,23 @@ TEST_F(InkgradCli, DataAndGraph) {
   EXPECT_THAT(dot, HasSubstr("text_encoder.embedding.weight"));
   EXPECT_THAT(dot, HasSubstr("image_generator.decoder.6.bias"));
   expect_error({"graph", "--out", path("g.dot"), "--batch-size", "1"}, "--batch-size");
+}
+
+// Issue 15 §5: a training state whose metadata holds escapes and 50 MB gives one short line.
+TEST_F(InkgradCli, ResumeQuotesHostileMetadataBriefly) {
+  const std::string dir = path("hostile_state");
+  fs::copy(run_dir(), dir, fs::copy_options::recursive);
+  const std::string state_path = dir + "/" + std::string(kOptimizerFile);
+  SafetensorsFile state = load_safetensors(state_path);
+  state.metadata["trainer.epoch"] = "\x1b]0;owned\x07" + std::string(50'000'000, '9');
+  save_safetensors(state_path, state.tensors, state.metadata);
+  const Result result = run({"train", "--resume", dir, "--epochs", "3", "-q"});
+  EXPECT_EQ(result.code, 1);
+  EXPECT_THAT(result.err, HasSubstr("\"trainer.epoch\" is malformed: \"\\x1B]0;owned\\x07999"));
+  EXPECT_THAT(result.err, HasSubstr("(50000010 characters)"));
+  EXPECT_LT(result.err.size(), 400u);
+  EXPECT_EQ(result.err.find('\x1b'), std::string::npos);
+  fs::remove_all(dir);
 }
 
 // Issue 15 §1: outputs that are not regular files are written in place, never replaced.

@@ -21,6 +21,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "nn/layers.h"
 #include "nn/safetensors.h"
 #include "tensor/error.h"
 #include "tests/test_util.h"
@@ -246,6 +247,76 @@ TEST_F(Hardening, WriteToDevStdoutWritesToTheStandardOutput) {
   EXPECT_EQ(received, bytes);
   EXPECT_TRUE(fs::is_symlink("/dev/stdout"));
   EXPECT_TRUE(entries(dir_) == std::vector<std::string>{"graph.dot"});
+}
+
+// ---- §5: file content in messages is quoted, escaped and bounded ----
+
+TEST(HardeningQuote, EscapesTerminalSequencesControlsAndInvalidUtf8) {
+  EXPECT_EQ(quoted_text("\x1b]0;pwned\x07title"), "\"\\x1B]0;pwned\\x07title\"");
+  EXPECT_EQ(quoted_text("\x1b[2J\x1b[H"), "\"\\x1B[2J\\x1B[H\"");
+  EXPECT_EQ(quoted_text("a\rb\nc\td"), "\"a\\x0Db\\nc\\td\"");
+  EXPECT_EQ(quoted_text("\xC2\x9B"
+                        "31m"),
+            "\"U+009B31m\"");                                                // C1 CSI
+  EXPECT_EQ(quoted_text("abc\xE2\x80\xAEgpj.exe"), "\"abcU+202Egpj.exe\"");  // RLO
+  EXPECT_EQ(quoted_text("\xff\xfe\xED\xA0\x80"), "\"\\xFF\\xFE\\xED\\xA0\\x80\"");
+  EXPECT_EQ(quoted_text("caf\xC3\xA9 \"x\""), "\"caf\xC3\xA9 \\\"x\\\"\"");
+  EXPECT_EQ(quoted_text(std::string_view("a\0b", 3)), "\"a\\x00b\"");
+}
+
+TEST(HardeningQuote, ShownTextKeepsPlainValuesBare) {
+  EXPECT_EQ(shown_text("32"), "32");
+  EXPECT_EQ(shown_text("3 2"), "\"3 2\"");
+  EXPECT_EQ(shown_text("\x1b[2J"), "\"\\x1B[2J\"");
+  EXPECT_EQ(shown_text(""), "\"\"");
+  EXPECT_EQ(shown_text(std::string(100, '1'), 5), "\"11111...\" (100 characters)");
+}
+
+TEST(HardeningQuote, BoundsTheLength) {
+  const std::string huge(50'000'000, 'v');
+  const std::string shown = quoted_text(huge, 40);
+  EXPECT_EQ(shown, "\"" + std::string(40, 'v') + "...\" (50000000 characters)");
+  // Whatever the bytes, the output stays within a few bytes per character shown.
+  const std::string escapes(1'000'000, '\x1b');
+  EXPECT_LT(quoted_text(escapes, 40).size(), 4 * 40 + 40u);
+  EXPECT_LT(quoted_text(std::string(1000, '\xE2') + "\x80\xAE", 120).size(), 4 * 120 + 40u);
+}
+
+// A safetensors header whose metadata and names are hostile.
+std::vector<uint8_t> file_with_header(const std::string& header) {
+  std::vector<uint8_t> bytes(8 + header.size());
+  const uint64_t n = header.size();
+  std::memcpy(bytes.data(), &n, 8);
+  std::memcpy(bytes.data() + 8, header.data(), header.size());
+  return bytes;
+}
+
+TEST(HardeningQuote, SafetensorsErrorsQuoteNamesAndMetadataBriefly) {
+  const std::string huge(40'000'000, 'm');
+  const std::string header = "{\"__metadata__\":{\"" + huge + "\":\"1\",\"" + huge + "\":\"2\"}}";
+  const std::string error = error_of([&] { parse_safetensors(file_with_header(header), "f"); });
+  EXPECT_THAT(error, HasSubstr("duplicate key \"mmmm"));
+  EXPECT_THAT(error, HasSubstr("(40000000 characters)"));
+  EXPECT_LT(error.size(), 400u);
+
+  const std::string escape_name =
+      R"({"\u001b]0;owned\u0007":{"dtype":"F16","shape":[],"data_offsets":[0,2]}})";
+  const std::string named =
+      error_of([&] { parse_safetensors(file_with_header(escape_name), "f"); });
+  EXPECT_THAT(named, HasSubstr("tensor \"\\x1B]0;owned\\x07\": dtype \"F16\" is not supported"));
+  EXPECT_EQ(named.find('\x1b'), std::string::npos);
+}
+
+TEST(HardeningQuote, LoadStateDictQuotesNamesBriefly) {
+  nn::Linear layer(2, 3);
+  NamedTensors state = layer.state_dict();
+  state.emplace_back("\x1b[2J\x1b[Hevil", zeros({1}));
+  state.emplace_back(std::string(50'000'000, 'n'), zeros({1}));
+  const std::string error = error_of([&] { layer.load_state_dict(state); });
+  EXPECT_THAT(error, HasSubstr("unexpected \"\\x1B[2J\\x1B[Hevil\" (Float32 [1])"));
+  EXPECT_THAT(error, HasSubstr("...\" (50000000 characters)"));
+  EXPECT_EQ(error.find('\x1b'), std::string::npos);
+  EXPECT_LT(error.size(), 800u);
 }
 
 }  // namespace

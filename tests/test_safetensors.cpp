@@ -451,7 +451,7 @@ TEST(Safetensors, RejectsDeepNestingWithoutRecursing) {
 TEST(Safetensors, LongNamesAreShortenedInErrors) {
   const std::string name(10000, 'x');
   const std::string error = parse_error(file_bytes("{\"" + name + "\":1}"));
-  EXPECT_THAT(error, HasSubstr("...\" (10000 bytes): entry is not an object"));
+  EXPECT_THAT(error, HasSubstr("...\" (10000 characters): entry is not an object"));
   EXPECT_LT(error.size(), 400u);
 }
 
