@@ -7,6 +7,10 @@
 
 #include <CLI/CLI.hpp>
 
+namespace ink {
+class TextToImageModel;
+}  // namespace ink
+
 namespace ink::app {
 
 using Command = std::function<int()>;
@@ -15,6 +19,8 @@ Command add_train_command(CLI::App& app);
 Command add_generate_command(CLI::App& app);
 Command add_data_command(CLI::App& app);
 Command add_graph_command(CLI::App& app);
+Command add_eval_command(CLI::App& app);
+Command add_judge_command(CLI::App& app);
 
 // Shared by the commands: a random 64-bit seed when the user gave none.
 uint64_t fresh_seed();
@@ -27,5 +33,9 @@ void make_parent_folder(const std::string& file);
 CLI::Option* add_seed_option(CLI::App* command, uint64_t& seed, const std::string& description);
 // Throws ink::Error "<flag> must be between <low> and <high>, got <value>" when out of range.
 void check_range(const char* flag, int64_t value, int64_t low, int64_t high);
+
+// The short eval at the end of `inkgrad train` (cmd_eval.cpp): scores `model` with the judge and
+// writes <dir>/eval.json, printing one summary line; only warns when no judge is available.
+void write_run_eval(const std::string& dir, TextToImageModel& model, uint64_t seed);
 
 }  // namespace ink::app

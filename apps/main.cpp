@@ -72,6 +72,8 @@ int main(int argc, char** argv) {
       {"generate", add_generate_command(app)},
       {"data", add_data_command(app)},
       {"graph", add_graph_command(app)},
+      {"eval", add_eval_command(app)},
+      {"judge", add_judge_command(app)},  // eval and judge: cmd_eval.cpp
   };
 
   try {

@@ -22,9 +22,10 @@ inline constexpr std::string_view kLossesFile = "losses.csv";
 inline constexpr std::string_view kLossPlotFile = "loss.png";
 inline constexpr std::string_view kSamplesFile = "samples.png";
 inline constexpr std::string_view kCompareFile = "compare.png";
-inline constexpr std::string_view kRunFiles[] = {kModelFile,  kOptimizerFile, kConfigFile,
-                                                 kLossesFile, kLossPlotFile,  kSamplesFile,
-                                                 kCompareFile};
+inline constexpr std::string_view kEvalFile = "eval.json";  // written by the eval at the end
+inline constexpr std::string_view kRunFiles[] = {kModelFile,   kOptimizerFile, kConfigFile,
+                                                 kLossesFile,  kLossPlotFile,  kSamplesFile,
+                                                 kCompareFile, kEvalFile};
 
 // What this represents: config.json, the record of one run. The settings are what --resume
 // reads back; the rest says how far the run got and how it ended.

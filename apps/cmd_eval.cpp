@@ -1,0 +1,441 @@
+// `inkgrad eval`: scores a trained checkpoint per prompt (fidelity, diversity, Fréchet distance,
+// precision, recall) beside the ground-truth ceiling, into eval.json and eval.png; and
+// `inkgrad judge`: trains the judge network those scores come from.
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "apps/commands.h"
+#include "apps/figures.h"
+#include "apps/image.h"
+#include "apps/run_dir.h"
+#include "models/eval_report.h"
+#include "models/judge.h"
+#include "models/shapes.h"
+#include "models/text_to_image.h"
+#include "nn/safetensors.h"
+#include "tensor/error.h"
+
+namespace ink::app {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view kEvalJson = kEvalFile;
+constexpr std::string_view kEvalPng = "eval.png";
+constexpr int64_t kMaxSamplesPerPrompt = 4096;
+constexpr int64_t kNeighbours = 3;
+// The short eval at the end of `inkgrad train`.
+constexpr int64_t kRunEvalSamples = 128;
+// Fresh ground-truth pictures per prompt that a new judge's accuracy is measured on.
+constexpr int64_t kAccuracyPictures = 1000;
+
+// ---- where the judge comes from ----
+
+// The cache folder for a judge trained on first use: $XDG_CACHE_HOME/inkgrad, else
+// ~/.cache/inkgrad, else .cache/inkgrad in the current folder.
+fs::path judge_cache_file() {
+  fs::path base;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) {
+    base = xdg;
+  } else if (const char* home = std::getenv("HOME"); home && *home) {
+    base = fs::path(home) / ".cache";
+  } else {
+    base = ".cache";
+  }
+  return base / "inkgrad" / "judge.safetensors";
+}
+
+// The judge committed with the sources (made by `inkgrad judge --out models/judge.safetensors`).
+fs::path committed_judge_file() {
+  return INK_JUDGE_FILE;
+}
+
+struct JudgeSource {
+  std::unique_ptr<Judge> judge;
+  std::string path;
+};
+
+// Runs `inkgrad judge`'s recipe with progress (one line rewritten in place on a terminal, else a
+// line every 10%), and returns the judge with its accuracy on fresh ground truth.
+std::unique_ptr<Judge> train_judge_with_progress(const JudgeTrainConfig& config, bool quiet,
+                                                 double& accuracy) {
+  const bool interactive = isatty(fileno(stdout)) != 0;
+  const int64_t every = interactive ? 10 : std::max<int64_t>(1, config.steps / 10);
+  auto judge = train_judge(config, [&](const JudgeProgress& p) {
+    if (quiet || (p.step % every != 0 && p.step != p.steps)) return;
+    fmt::print("{}  judge step {}/{}, loss {:.4f}{}", interactive ? "\r" : "", p.step, p.steps,
+               p.loss, interactive ? "" : "\n");
+    std::fflush(stdout);
+  });
+  if (interactive && !quiet) fmt::print("\n");
+  accuracy = judge_accuracy(*judge, kAccuracyPictures, config.seed ^ 0xACCULL);
+  return judge;
+}
+
+std::map<std::string, std::string> judge_metadata(const JudgeTrainConfig& config, double accuracy) {
+  return {{"recipe", fmt::format("inkgrad judge --steps {} --seed {}", config.steps, config.seed)},
+          {"accuracy", fmt::format("{:.4f}", accuracy)}};
+}
+
+// --judge FILE, else the committed judge, else the cached one. With `train_if_missing`, a judge
+// is trained into the cache (a few minutes, with progress); otherwise a missing judge gives
+// an undefined result.
+JudgeSource find_judge(const std::string& flag, bool train_if_missing) {
+  if (!flag.empty()) return {load_judge(flag), flag};
+  std::error_code ec;
+  for (const fs::path& path : {committed_judge_file(), judge_cache_file()}) {
+    if (fs::is_regular_file(path, ec)) return {load_judge(path.string()), path.string()};
+  }
+  if (!train_if_missing) return {};
+  const fs::path cache = judge_cache_file();
+  fmt::print("no judge found; training one into {} (once)\n", cache.string());
+  std::fflush(stdout);
+  const JudgeTrainConfig config;
+  double accuracy = 0.0;
+  auto judge = train_judge_with_progress(config, false, accuracy);
+  make_parent_folder(cache.string());
+  save_judge(cache.string(), *judge, judge_metadata(config, accuracy));
+  fmt::print("judge: {:.2f}% accurate on fresh ground truth, saved in {}\n", 100.0 * accuracy,
+             cache.string());
+  return {std::move(judge), cache.string()};
+}
+
+// ---- the model ----
+
+// Loads a text-to-image checkpoint with strict names and shapes; every failure names the file.
+void load_model(TextToImageModel& model, const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    const fs::path inside = fs::path(path) / kModelFile;
+    INK_FAIL("--checkpoint {} is a folder, not a checkpoint file{}", path,
+             fs::exists(inside, ec) ? fmt::format("; did you mean {}?", inside.string()) : "");
+  }
+  const SafetensorsFile file = load_safetensors(path);
+  if (const auto kind = file.metadata.find("kind"); kind != file.metadata.end()) {
+    INK_CHECK(kind->second != kJudgeKind,
+              "{} is the judge network, not a model to evaluate; pass a model.safetensors "
+              "written by inkgrad train",
+              path);
+  }
+  try {
+    model.load_state_dict(file.tensors, /*strict=*/true);
+  } catch (const Error& error) {
+    bool training_state = false;
+    for (const auto& [name, tensor] : file.tensors) {
+      training_state =
+          training_state || name.starts_with("state.") || name.starts_with("model.text_encoder.");
+    }
+    INK_FAIL("{} is not a checkpoint of a model inkgrad can evaluate{}: {}", path,
+             training_state
+                 ? fmt::format(" (it is a training state; use the {} beside it)", kModelFile)
+                 : "",
+             one_line(error.what(), 3));
+  }
+}
+
+PromptSampler text_to_image_sampler(TextToImageModel& model) {
+  return [&model](int64_t prompt, int64_t n, Generator& generator) {
+    return model.generate(std::string(kShapePrompts[prompt]), n, generator);
+  };
+}
+
+// ---- the figure ----
+
+constexpr Color kPaper{246, 246, 246};
+constexpr Color kInk{34, 34, 34};
+constexpr Color kMuted{120, 120, 120};
+constexpr Color kFidelityColor{52, 101, 164};
+constexpr Color kDiversityColor{230, 145, 56};
+
+void blit(Image& target, const Image& source, int x0, int y0) {
+  for (int y = 0; y < source.height(); ++y) {
+    for (int x = 0; x < source.width(); ++x) target.set(x0 + x, y0 + y, source.at(x, y));
+  }
+}
+
+// One row per prompt: a fidelity bar and a diversity bar on a common 0..1 axis (diversity is
+// clipped at 1.2), each with a black tick at the ground-truth ceiling.
+Image render_bars(const EvalResult& result) {
+  constexpr int kScale = 2;
+  constexpr int kBar = 9 * kScale;
+  constexpr int kRow = 2 * kBar + 6 * kScale;
+  constexpr int kAxis = 360;  // pixels for the value 1
+  constexpr double kMaxValue = 1.2;
+  int label_width = 0;
+  for (std::string_view prompt : kShapePrompts) {
+    label_width = std::max(label_width, text_width(std::string(prompt), kScale));
+  }
+  const int left = 12 + label_width + 10;
+  const int top = 12 + 2 * text_height(kScale) + 12;
+  const int rows = static_cast<int>(result.model.prompts.size());
+  const int width = left + static_cast<int>(kAxis * kMaxValue) + 80;
+  Image image(width, top + rows * kRow + text_height(kScale) + 20, kPaper);
+  draw_text(image, 12, 12,
+            fmt::format("fidelity and diversity per prompt ({} samples each)",
+                        result.options.samples_per_prompt),
+            kScale, kInk);
+  const int legend_y = 12 + text_height(kScale) + 6;
+  fill_rect(image, 12, legend_y, 14, 14, kFidelityColor);
+  draw_text(image, 32, legend_y, "fidelity", kScale, kInk);
+  fill_rect(image, 160, legend_y, 14, 14, kDiversityColor);
+  draw_text(image, 180, legend_y, "diversity", kScale, kInk);
+  draw_text(image, 330, legend_y, "| ground truth", kScale, kInk);
+  for (int tick = 0; tick <= 6; ++tick) {
+    const int x = left + tick * kAxis / 5;
+    fill_rect(image, x, top - 4, 1, rows * kRow + 4, Color{215, 215, 215});
+    draw_text(image, x - 2 * kGlyphAdvance * kScale / 2, top + rows * kRow + 4,
+              fmt::format("{:.1f}", tick * 0.2), kScale, kMuted);
+  }
+  const auto bar = [&](int y, double value, double ceiling, Color color) {
+    const double clipped = std::clamp(value, 0.0, kMaxValue);
+    fill_rect(image, left, y, std::max(1, static_cast<int>(clipped * kAxis)), kBar, color);
+    const int tick_x = left + static_cast<int>(std::clamp(ceiling, 0.0, kMaxValue) * kAxis);
+    fill_rect(image, tick_x - 1, y - 2, 3, kBar + 4, kInk);
+    draw_text(image, left + static_cast<int>(kMaxValue * kAxis) + 8, y + (kBar - 7 * kScale) / 2,
+              fmt::format("{:.3f}", value), kScale, kInk);
+  };
+  for (int r = 0; r < rows; ++r) {
+    const PromptScores& m = result.model.prompts[r];
+    const PromptScores& c = result.ceiling.prompts[r];
+    const int y = top + r * kRow;
+    draw_text(image, 12 + label_width - text_width(m.prompt, kScale), y + kBar - 4 * kScale,
+              m.prompt, kScale, kInk);
+    bar(y, m.fidelity, c.fidelity, kFidelityColor);
+    bar(y + kBar, m.diversity, c.diversity, kDiversityColor);
+  }
+  return image;
+}
+
+// The prompts with the lowest fidelity (ties: the larger FD first).
+std::vector<size_t> worst_prompts(const ScoreTable& table, size_t count) {
+  std::vector<size_t> order(table.prompts.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    const PromptScores &x = table.prompts[a], &y = table.prompts[b];
+    if (x.fidelity != y.fidelity) return x.fidelity < y.fidelity;
+    return x.frechet_distance > y.frechet_distance;
+  });
+  order.resize(std::min(count, order.size()));
+  return order;
+}
+
+Image render_eval_figure(const EvalResult& result) {
+  const Image bars = render_bars(result);
+  std::vector<GridRow> rows;
+  const int64_t kept = static_cast<int64_t>(result.kept_samples.front().size()) / kImagePixels;
+  for (size_t p : worst_prompts(result.model, 3)) {
+    const PromptScores& scores = result.model.prompts[p];
+    // "prompt -> what the judge mostly saw" when that differs.
+    GridRow row{scores.judged_as == scores.prompt
+                    ? scores.prompt
+                    : fmt::format("{} -> {}", scores.prompt, scores.judged_as),
+                {}};
+    for (const auto* set : {&result.kept_samples[p], &result.kept_ground_truth[p]}) {
+      for (int64_t i = 0; i < kept; ++i) {
+        row.pictures.emplace_back(set->begin() + i * kImagePixels,
+                                  set->begin() + (i + 1) * kImagePixels);
+      }
+    }
+    rows.push_back(std::move(row));
+  }
+  GridStyle style;
+  style.title = "lowest fidelity (prompt -> judged as): generated vs ground truth, stretched";
+  style.stretch = true;
+  style.group_headers = {"generated", "ground truth"};
+  style.group_size = static_cast<int>(kept);
+  style.scale = 2;
+  const Image grid = render_grid(rows, style);
+  Image figure(std::max(bars.width(), grid.width()), bars.height() + grid.height(), kPaper);
+  blit(figure, bars, 0, 0);
+  blit(figure, grid, 0, bars.height());
+  return figure;
+}
+
+std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += fmt::format("\\u{:04x}", static_cast<int>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  write_file_atomic(path, {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+}
+
+// Creates `dir` (and its parents) or explains why it cannot be written.
+void prepare_out_folder(const std::string& dir) {
+  std::error_code ec;
+  INK_CHECK(!fs::exists(dir, ec) || fs::is_directory(dir, ec), "--out {} is a file, not a folder",
+            dir);
+  fs::create_directories(dir, ec);
+  INK_CHECK(!ec, "cannot create the output folder {}: {}", dir, ec.message());
+  // Proves that the folder is writable before minutes of work.
+  const std::string probe = (fs::path(dir) / ".inkgrad-eval-probe").string();
+  write_text(probe, "");
+  fs::remove(probe, ec);
+}
+
+// ---- inkgrad eval ----
+
+struct EvalFlags {
+  std::string checkpoint;
+  int64_t samples_per_prompt = 256;
+  uint64_t seed = 0;
+  std::string out;
+  std::string judge;
+};
+
+int run_eval(const EvalFlags& flags) {
+  INK_CHECK(!flags.checkpoint.empty(), "--checkpoint needs a file, got \"\"");
+  INK_CHECK(
+      flags.samples_per_prompt > kNeighbours && flags.samples_per_prompt <= kMaxSamplesPerPrompt,
+      "-n must be between {} and {} (precision and recall compare {} nearest neighbours), "
+      "got {}",
+      kNeighbours + 1, kMaxSamplesPerPrompt, kNeighbours, flags.samples_per_prompt);
+  const std::string out =
+      flags.out.empty() ? fs::path(flags.checkpoint).parent_path().string() : flags.out;
+  const std::string out_dir = out.empty() ? "." : out;
+
+  Generator init_generator(0);  // overwritten by the checkpoint
+  TextToImageModel model(TextToImageConfig{}, &init_generator);
+  load_model(model, flags.checkpoint);
+  prepare_out_folder(out_dir);
+  const std::string json_path = (fs::path(out_dir) / kEvalJson).string();
+  const std::string png_path = (fs::path(out_dir) / kEvalPng).string();
+
+  JudgeSource judge = find_judge(flags.judge, /*train_if_missing=*/true);
+  EvalOptions options;
+  options.samples_per_prompt = flags.samples_per_prompt;
+  options.seed = flags.seed;
+  options.k = kNeighbours;
+  fmt::print("evaluating {}: {} samples per prompt, seed {}, judge {}\n", flags.checkpoint,
+             options.samples_per_prompt, options.seed, judge.path);
+  std::fflush(stdout);
+  const EvalResult result = evaluate(text_to_image_sampler(model), *judge.judge, options);
+
+  fmt::print("\neach cell: the model (the ground-truth ceiling)\n{}", eval_table(result));
+  write_text(json_path, eval_json(result, {{"checkpoint", json_string(flags.checkpoint)},
+                                           {"model", json_string("text-to-image MLP")},
+                                           {"judge", json_string(judge.path)}}));
+  write_png(png_path, render_eval_figure(result));
+  fmt::print("\nwrote {} and {}\n", json_path, png_path);
+  return 0;
+}
+
+// ---- inkgrad judge ----
+
+struct JudgeFlags {
+  std::string out = "models/judge.safetensors";
+  int64_t steps = JudgeTrainConfig{}.steps;
+  uint64_t seed = JudgeTrainConfig{}.seed;
+  bool quiet = false;
+};
+
+int run_judge(const JudgeFlags& flags) {
+  INK_CHECK(!flags.out.empty(), "--out needs a file name, got \"\"");
+  check_range("--steps", flags.steps, 1, 1'000'000);
+  make_parent_folder(flags.out);
+  JudgeTrainConfig config;
+  config.steps = flags.steps;
+  config.seed = flags.seed;
+  fmt::print("training the judge: {} steps of {} augmented pictures, seed {}\n", config.steps,
+             config.pictures_per_prompt * kNumShapePrompts, config.seed);
+  std::fflush(stdout);
+  double accuracy = 0.0;
+  auto judge = train_judge_with_progress(config, flags.quiet, accuracy);
+  save_judge(flags.out, *judge, judge_metadata(config, accuracy));
+  fmt::print("judge: {:.2f}% accurate on {} fresh ground-truth pictures; wrote {}\n",
+             100.0 * accuracy, kAccuracyPictures * kNumShapePrompts, flags.out);
+  return 0;
+}
+
+}  // namespace
+
+namespace {
+
+void run_eval_into(const std::string& dir, TextToImageModel& model, uint64_t seed) {
+  JudgeSource judge = find_judge("", /*train_if_missing=*/false);
+  if (!judge.judge) {
+    warn(fmt::format("no judge network found, so no {}; `inkgrad eval --checkpoint {}` trains one",
+                     kEvalJson, (fs::path(dir) / kModelFile).string()));
+    return;
+  }
+  EvalOptions options;
+  options.samples_per_prompt = kRunEvalSamples;
+  options.seed = seed;
+  options.k = kNeighbours;
+  const EvalResult result = evaluate(text_to_image_sampler(model), *judge.judge, options);
+  write_text((fs::path(dir) / kEvalJson).string(),
+             eval_json(result, {{"model", json_string("text-to-image MLP")},
+                                {"judge", json_string(judge.path)}}));
+  const PromptScores& m = result.model.overall;
+  const PromptScores& c = result.ceiling.overall;
+  fmt::print(
+      "{} ({} samples per prompt; ground truth in brackets): fidelity {:.3f} ({:.3f}), "
+      "diversity {:.3f} ({:.3f}), FD {:.2f} ({:.2f}), precision {:.3f} ({:.3f}), recall {:.3f} "
+      "({:.3f})\n",
+      kEvalJson, kRunEvalSamples, m.fidelity, c.fidelity, m.diversity, c.diversity,
+      m.frechet_distance, c.frechet_distance, m.precision, c.precision, m.recall, c.recall);
+}
+
+}  // namespace
+
+void write_run_eval(const std::string& dir, TextToImageModel& model, uint64_t seed) {
+  try {
+    run_eval_into(dir, model, seed);
+  } catch (const std::exception& error) {
+    // The run itself is complete and saved; a failed eval must not turn it into a failure.
+    warn(fmt::format("the eval at the end of training failed, so there is no {}: {}", kEvalJson,
+                     one_line(error.what())));
+  }
+}
+
+Command add_eval_command(CLI::App& app) {
+  auto flags = std::make_shared<EvalFlags>();
+  CLI::App* sub = app.add_subcommand(
+      "eval",
+      "Score a trained model per prompt: fidelity, diversity, Frechet distance, precision and "
+      "recall, beside the ground-truth ceiling; writes eval.json and eval.png.");
+  sub->add_option("--checkpoint,-c", flags->checkpoint,
+                  "A model.safetensors written by inkgrad train")
+      ->required();
+  sub->add_option("-n,--samples", flags->samples_per_prompt, "Samples per prompt")
+      ->capture_default_str();
+  sub->add_option("--seed", flags->seed, "Seed of the samples and the ground truth")
+      ->capture_default_str();
+  sub->add_option("--out,-o", flags->out,
+                  "Folder for eval.json and eval.png (default: the checkpoint's folder)");
+  sub->add_option("--judge", flags->judge,
+                  "A judge file (default: the committed models/judge.safetensors, else the cache)");
+  return [flags] { return run_eval(*flags); };
+}
+
+Command add_judge_command(CLI::App& app) {
+  auto flags = std::make_shared<JudgeFlags>();
+  CLI::App* sub = app.add_subcommand(
+      "judge", "Train the judge network that inkgrad eval scores with (deterministic per seed).");
+  sub->add_option("--out,-o", flags->out, "File for the judge")->capture_default_str();
+  sub->add_option("--steps", flags->steps, "Training steps")->capture_default_str();
+  sub->add_option("--seed", flags->seed, "Seed of the data and the initial weights")
+      ->capture_default_str();
+  sub->add_flag("--quiet,-q", flags->quiet, "No progress line");
+  return [flags] { return run_judge(*flags); };
+}
+
+}  // namespace ink::app
