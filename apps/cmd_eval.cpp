@@ -19,6 +19,7 @@
 #include "models/eval_report.h"
 #include "models/judge.h"
 #include "models/shapes.h"
+#include "models/registry.h"
 #include "models/text_to_image.h"
 #include "nn/safetensors.h"
 #include "tensor/error.h"
@@ -110,38 +111,39 @@ JudgeSource find_judge(const std::string& flag, bool train_if_missing) {
 
 // ---- the model ----
 
-// Loads a text-to-image checkpoint with strict names and shapes; every failure names the file.
-void load_model(TextToImageModel& model, const std::string& path) {
+// Builds the model a checkpoint names (its kind and config are in its metadata) and loads it
+// with strict names and shapes; every failure names the file.
+std::unique_ptr<ImageModel> load_eval_model(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
     const fs::path inside = fs::path(path) / kModelFile;
     INK_FAIL("--checkpoint {} is a folder, not a checkpoint file{}", path,
              fs::exists(inside, ec) ? fmt::format("; did you mean {}?", inside.string()) : "");
   }
-  const SafetensorsFile file = load_safetensors(path);
-  if (const auto kind = file.metadata.find("kind"); kind != file.metadata.end()) {
-    INK_CHECK(kind->second != kJudgeKind,
-              "{} is the judge network, not a model to evaluate; pass a model.safetensors "
-              "written by inkgrad train",
-              path);
+  {
+    const SafetensorsReader header(path);
+    if (const auto kind = header.metadata().find("kind"); kind != header.metadata().end()) {
+      INK_CHECK(kind->second != kJudgeKind,
+                "{} is the judge network, not a model to evaluate; pass a model.safetensors "
+                "written by inkgrad train",
+                path);
+    }
+    for (const SafetensorsEntry& entry : header.entries()) {
+      INK_CHECK(!entry.name.starts_with("state.") && !entry.name.starts_with("model."),
+                "{} is not a checkpoint of a model inkgrad can evaluate (it is a training "
+                "state; use the {} beside it)",
+                path, kModelFile);
+    }
   }
   try {
-    model.load_state_dict(file.tensors, /*strict=*/true);
+    return ink::load_model(path);
   } catch (const Error& error) {
-    bool training_state = false;
-    for (const auto& [name, tensor] : file.tensors) {
-      training_state =
-          training_state || name.starts_with("state.") || name.starts_with("model.text_encoder.");
-    }
-    INK_FAIL("{} is not a checkpoint of a model inkgrad can evaluate{}: {}", path,
-             training_state
-                 ? fmt::format(" (it is a training state; use the {} beside it)", kModelFile)
-                 : "",
+    INK_FAIL("{} is not a checkpoint of a model inkgrad can evaluate: {}", path,
              one_line(error.what(), 3));
   }
 }
 
-PromptSampler text_to_image_sampler(TextToImageModel& model) {
+PromptSampler text_to_image_sampler(ImageModel& model) {
   return [&model](int64_t prompt, int64_t n, Generator& generator) {
     return model.generate(std::string(kShapePrompts[prompt]), n, generator);
   };
@@ -312,9 +314,12 @@ int run_eval(const EvalFlags& flags) {
       flags.out.empty() ? fs::path(flags.checkpoint).parent_path().string() : flags.out;
   const std::string out_dir = out.empty() ? "." : out;
 
-  Generator init_generator(0);  // overwritten by the checkpoint
-  TextToImageModel model(TextToImageConfig{}, &init_generator);
-  load_model(model, flags.checkpoint);
+  const std::unique_ptr<ImageModel> loaded = load_eval_model(flags.checkpoint);
+  ImageModel& model = *loaded;
+  INK_CHECK(model.image_format() == (ImageFormat{1, 28, 28}),
+            "{} holds a {} model of {}x{}x{} pictures; the judge knows the nine 28x28 shapes",
+            flags.checkpoint, model.kind(), model.image_format().channels,
+            model.image_format().height, model.image_format().width);
   prepare_out_folder(out_dir);
   const std::string json_path = (fs::path(out_dir) / kEvalJson).string();
   const std::string png_path = (fs::path(out_dir) / kEvalPng).string();
@@ -369,7 +374,7 @@ int run_judge(const JudgeFlags& flags) {
 
 namespace {
 
-void run_eval_into(const std::string& dir, TextToImageModel& model, uint64_t seed) {
+void run_eval_into(const std::string& dir, ImageModel& model, uint64_t seed) {
   JudgeSource judge = find_judge("", /*train_if_missing=*/false);
   if (!judge.judge) {
     warn(fmt::format("no judge network found, so no {}; `inkgrad eval --checkpoint {}` trains one",
@@ -382,7 +387,7 @@ void run_eval_into(const std::string& dir, TextToImageModel& model, uint64_t see
   options.k = kNeighbours;
   const EvalResult result = evaluate(text_to_image_sampler(model), *judge.judge, options);
   write_text((fs::path(dir) / kEvalJson).string(),
-             eval_json(result, {{"model", json_string("text-to-image MLP")},
+             eval_json(result, {{"model", json_string(model.kind())},
                                 {"judge", json_string(judge.path)}}));
   const PromptScores& m = result.model.overall;
   const PromptScores& c = result.ceiling.overall;
@@ -396,7 +401,7 @@ void run_eval_into(const std::string& dir, TextToImageModel& model, uint64_t see
 
 }  // namespace
 
-void write_run_eval(const std::string& dir, TextToImageModel& model, uint64_t seed) {
+void write_run_eval(const std::string& dir, ImageModel& model, uint64_t seed) {
   try {
     run_eval_into(dir, model, seed);
   } catch (const std::exception& error) {

@@ -531,7 +531,7 @@ int run_train(TrainFlags& flags) {
   fmt::print("done: {} epochs in {}; final loss {:.6f} (best {:.6f} at epoch {})\n",
              trainer.epoch() - first_epoch, format_duration(progress.elapsed_seconds()),
              losses.back(), losses[best], best + 1);
-  write_run_eval(dir, trainer.model(), config.seed);
+  if (config.dataset == "shapes") write_run_eval(dir, trainer.recipe().inference_model(), config.seed);
   fmt::print("wrote {}: {}, {}, {}, {}, {}, {}, {}\n", dir, kModelFile, kOptimizerFile, kConfigFile,
              kLossesFile, kLossPlotFile, kSamplesFile, kCompareFile);
   fmt::print("next: look at {}, or inkgrad generate --checkpoint {} --prompt circle\n",

@@ -8,7 +8,7 @@
 #include <CLI/CLI.hpp>
 
 namespace ink {
-class TextToImageModel;
+class ImageModel;
 }  // namespace ink
 
 namespace ink::app {
@@ -36,6 +36,6 @@ void check_range(const char* flag, int64_t value, int64_t low, int64_t high);
 
 // The short eval at the end of `inkgrad train` (cmd_eval.cpp): scores `model` with the judge and
 // writes <dir>/eval.json, printing one summary line; only warns when no judge is available.
-void write_run_eval(const std::string& dir, TextToImageModel& model, uint64_t seed);
+void write_run_eval(const std::string& dir, ImageModel& model, uint64_t seed);
 
 }  // namespace ink::app

@@ -79,14 +79,14 @@ void TrainConfig::validate(const FieldName& field_name) const {
   INK_CHECK(std::isfinite(lr) && lr > 0.0 && lr <= kMaxLr, "{}{} must be {}(0, {}], got {}", prefix,
             name("lr"), cli ? "a number in " : "in ", kMaxLr, lr);
   INK_CHECK(dataset == "shapes" || dataset == "scenes",
-            "{}{} must be \"shapes\" or \"scenes\", got \"{}\"", prefix, name("dataset"),
-            bounded(dataset));
+            "{}{} must be \"shapes\" or \"scenes\", got {}", prefix, name("dataset"),
+            quoted_text(dataset));
   INK_CHECK(model != "mlp" || dataset == "shapes",
-            "{}the mlp model trains only on the shapes dataset, not \"{}\"", prefix,
-            bounded(dataset));
+            "{}the mlp model trains only on the shapes dataset, not {}", prefix,
+            quoted_text(dataset));
   INK_CHECK(model_config == "tiny" || model_config == "small" || model_config == "base",
-            "{}{} must be tiny, small or base, got \"{}\"", prefix, name("model_config"),
-            bounded(model_config));
+            "{}{} must be tiny, small or base, got {}", prefix, name("model_config"),
+            quoted_text(model_config));
   INK_CHECK(std::isfinite(weight_decay) && weight_decay >= 0.0 && weight_decay <= 1.0,
             "{}{} must be in [0, 1], got {}", prefix, name("weight_decay"), weight_decay);
   check_range("warmup_steps", warmup_steps, 0, 1'000'000, "");
