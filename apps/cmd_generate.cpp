@@ -10,6 +10,7 @@
 
 #include "apps/commands.h"
 #include "apps/figures.h"
+#include "apps/generation.h"
 #include "apps/prompt.h"
 #include "apps/run_dir.h"
 #include "models/registry.h"
@@ -27,6 +28,10 @@ constexpr int64_t kPicturesPerRow = 8;
 struct GenerateFlags {
   std::string checkpoint;
   std::string prompt;
+  std::string negative_prompt;
+  double guidance = 3.0;
+  int64_t steps = 50;
+  std::string sampler = "ddim";
   int64_t count = 8;
   uint64_t seed = 0;
   std::string out = "generated.png";
@@ -103,10 +108,18 @@ int run_generate(const GenerateFlags& flags) {
   });
   for (const std::string& warning : warnings) warn(warning);
 
-  const uint64_t seed = flags.seed_option->count() > 0 ? flags.seed : fresh_seed();
-  Generator generator(seed);
-  const Tensor images = model->generate(flags.prompt, flags.count, generator);
+  GenerationSettings settings;
+  settings.prompt = flags.prompt;
+  settings.negative_prompt = flags.negative_prompt;
+  settings.guidance = flags.guidance;
+  settings.steps = flags.steps;
+  settings.sampler = flags.sampler;
+  settings.count = flags.count;
+  settings.seed = flags.seed_option->count() > 0 ? flags.seed : fresh_seed();
+  const uint64_t seed = settings.seed;
+  const Tensor images = generate_pictures(*model, settings);
   const ImageFormat format = model->image_format();
+  const std::string settings_text = settings_json(settings, *model);
 
   std::vector<GridRow> rows;
   for (int64_t i = 0; i < flags.count; ++i) {
@@ -118,7 +131,8 @@ int run_generate(const GenerateFlags& flags) {
   style.scale = static_cast<int>(flags.scale);
   style.stretch = flags.stretch;
   make_parent_folder(flags.out);
-  write_png(flags.out, render_grid(rows, style));
+  write_file_atomic(flags.out, png_with_text(encode_png(render_grid(rows, style)),
+                                             {{kPngSettingsKey, settings_text}}));
 
   if (!flags.each.empty()) {
     std::error_code ec;
@@ -129,8 +143,10 @@ int run_generate(const GenerateFlags& flags) {
     for (int64_t i = 0; i < flags.count; ++i) {
       std::vector<float> values = picture_values(images, i);
       if (flags.stretch) values = stretched(std::move(values));
-      write_png((fs::path(flags.each) / fmt::format("{}_{:03d}.png", stem, i + 1)).string(),
-                picture_image(values, format, static_cast<int>(flags.scale)));
+      write_file_atomic(
+          (fs::path(flags.each) / fmt::format("{}_{:03d}.png", stem, i + 1)).string(),
+          png_with_text(encode_png(picture_image(values, format, static_cast<int>(flags.scale))),
+                        {{kPngSettingsKey, settings_text}}));
     }
   }
   std::FILE* messages = writes_to_stdout(flags.out) ? stderr : stdout;
@@ -155,6 +171,14 @@ Command add_generate_command(CLI::App& app) {
   sub->add_option("--prompt,-p", flags->prompt,
                   "Text prompt; the model knows: " + trained_prompts_list())
       ->required();
+  sub->add_option("--negative-prompt", flags->negative_prompt,
+                  "Diffusion: the prompt to steer away from (replaces the empty prompt in CFG)");
+  sub->add_option("--guidance,--cfg-scale", flags->guidance,
+                  "Diffusion: classifier-free guidance scale (1 = none)")
+      ->capture_default_str();
+  sub->add_option("--steps", flags->steps, "Diffusion: sampler steps")->capture_default_str();
+  sub->add_option("--sampler", flags->sampler, "Diffusion: ddim, ddpm, euler or dpmpp2m")
+      ->capture_default_str();
   sub->add_option("-n,--count", flags->count, "Number of pictures")->capture_default_str();
   flags->seed_option =
       add_seed_option(sub, flags->seed, "Seed of the noise (default: a random one, printed)");

@@ -71,6 +71,7 @@ int main(int argc, char** argv) {
       {"generate", add_generate_command(app)},
       {"data", add_data_command(app)},
       {"graph", add_graph_command(app)},
+      {"serve", add_serve_command(app)},
   };
 
   try {
