@@ -1,6 +1,9 @@
 // inkgrad serve: request validation, the JSON API and the event stream against a Server on a free
 // loopback port in-process, the queue bound (503), cancellation, the PNG text chunk, and the
 // same pixels as `inkgrad generate` for the same settings and seed.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -30,6 +33,8 @@
 #include "models/tokenizer.h"
 #include "tensor/error.h"
 #include "tests/test_util.h"
+
+extern char** environ;
 
 namespace ink::app {
 namespace {
@@ -503,6 +508,41 @@ TEST_F(ServeTest, DeleteJobCancelsAStream) {
   const auto gone = other.Delete("/api/jobs/123456");
   ASSERT_TRUE(gone);
   EXPECT_EQ(gone->status, 404);
+}
+
+TEST_F(ServeTest, CommandLineServesAndStopsCleanlyOnSigint) {
+  const std::string out = *dir_ + "/serve.out";
+  std::vector<std::string> args = {INKGRAD_BINARY, "serve", "-c",        checkpoint(),
+                                   "--port",       "0",     "--threads", "1"};
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  pid_t pid = -1;
+  ASSERT_EQ(posix_spawn(&pid, INKGRAD_BINARY, &actions, nullptr, argv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&actions);
+  int port = 0;
+  const bool listening = eventually([&] {
+    const std::string text = read_file(out);
+    const size_t at = text.find("http://127.0.0.1:");
+    if (at == std::string::npos) return false;
+    port = std::atoi(text.c_str() + at + 17);
+    return port > 0;
+  });
+  if (listening) {
+    httplib::Client client("127.0.0.1", port);
+    const auto info = client.Get("/api/info");
+    EXPECT_TRUE(info && info->status == 200);
+  }
+  ASSERT_EQ(kill(pid, SIGINT), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(listening) << read_file(out);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_THAT(read_file(out), HasSubstr("inkgrad serve: stopped"));
 }
 
 TEST_F(ServeTest, ServesTheEmbeddedPageAndNoFiles) {
