@@ -11,6 +11,7 @@
 
 #include "apps/commands.h"
 #include "apps/figures.h"
+#include "apps/generation.h"
 #include "apps/prompt.h"
 #include "apps/run_dir.h"
 #include "models/diffusion/model.h"
@@ -29,6 +30,10 @@ constexpr int64_t kPicturesPerRow = 8;
 struct GenerateFlags {
   std::string checkpoint;
   std::string prompt;
+  std::string negative_prompt;
+  double guidance = 3.0;
+  int64_t steps = 50;
+  std::string sampler = "ddim";
   int64_t count = 8;
   uint64_t seed = 0;
   std::string out = "generated.png";
@@ -37,7 +42,6 @@ struct GenerateFlags {
   bool stretch = false;
   CLI::Option* seed_option = nullptr;
   // Diffusion sampling (other models refuse these flags).
-  diffusion::GenerateOptions sampling;
   std::string film;
   std::vector<CLI::Option*> diffusion_options;
 };
@@ -127,46 +131,46 @@ int run_generate(const GenerateFlags& flags) {
   });
   for (const std::string& warning : warnings) warn(warning);
 
-  const uint64_t seed = flags.seed_option->count() > 0 ? flags.seed : fresh_seed();
-  Generator generator(seed);
-  auto* diffusion_model = dynamic_cast<diffusion::TextToImageDiffusion*>(model.get());
-  if (diffusion_model == nullptr) {
+  GenerationSettings settings;
+  settings.prompt = flags.prompt;
+  settings.negative_prompt = flags.negative_prompt;
+  settings.guidance = flags.guidance;
+  settings.steps = flags.steps;
+  settings.sampler = flags.sampler;
+  settings.count = flags.count;
+  settings.seed = flags.seed_option->count() > 0 ? flags.seed : fresh_seed();
+  const uint64_t seed = settings.seed;
+  if (!has_sampler(*model)) {
     for (const CLI::Option* option : flags.diffusion_options) {
       INK_CHECK(option->count() == 0, "{} applies to diffusion models; {} holds the {} model",
                 option->get_name(), flags.checkpoint, model->kind());
     }
   }
   const ImageFormat format = model->image_format();
-  Tensor images;
   std::vector<GridRow> film_rows;
-  if (diffusion_model != nullptr) {
-    diffusion::GenerateOptions options = flags.sampling;
-    const int64_t film_pictures = std::min(flags.count, kFilmPictures);
-    if (!flags.film.empty()) {
-      film_rows.resize(static_cast<size_t>(2 * film_pictures));
-      for (int64_t i = 0; i < film_pictures; ++i) {
-        film_rows[static_cast<size_t>(2 * i)].label = fmt::format("#{} x_t", i + 1);
-        film_rows[static_cast<size_t>(2 * i + 1)].label = fmt::format("#{} x0-hat", i + 1);
-      }
-      const int64_t every = std::max<int64_t>(1, options.steps / kFilmFrames);
-      auto chunk = std::make_shared<int64_t>(-1);  // generate samples in chunks: film the first
-      options.callback = [&film_rows, chunk, every,
-                          film_pictures](const diffusion::StepInfo& step) {
-        if (step.step == 0) ++*chunk;
-        const bool frame = step.step % every == 0 || step.step + 1 == step.num_steps;
-        if (*chunk != 0 || !frame) return true;
-        for (int64_t i = 0; i < film_pictures && i < step.x_t.size(0); ++i) {
-          film_rows[static_cast<size_t>(2 * i)].pictures.push_back(unit_picture(step.x_t, i));
-          film_rows[static_cast<size_t>(2 * i + 1)].pictures.push_back(
-              unit_picture(step.x0_hat, i));
-        }
-        return true;
-      };
+  diffusion::StepCallback film_callback;
+  const int64_t film_pictures = std::min(flags.count, kFilmPictures);
+  if (!flags.film.empty()) {
+    film_rows.resize(static_cast<size_t>(2 * film_pictures));
+    for (int64_t i = 0; i < film_pictures; ++i) {
+      film_rows[static_cast<size_t>(2 * i)].label = fmt::format("#{} x_t", i + 1);
+      film_rows[static_cast<size_t>(2 * i + 1)].label = fmt::format("#{} x0-hat", i + 1);
     }
-    images = diffusion_model->generate(flags.prompt, flags.count, generator, options);
-  } else {
-    images = model->generate(flags.prompt, flags.count, generator);
+    const int64_t every = std::max<int64_t>(1, flags.steps / kFilmFrames);
+    auto chunk = std::make_shared<int64_t>(-1);  // generate samples in chunks: film the first
+    film_callback = [&film_rows, chunk, every, film_pictures](const diffusion::StepInfo& step) {
+      if (step.step == 0) ++*chunk;
+      const bool frame = step.step % every == 0 || step.step + 1 == step.num_steps;
+      if (*chunk != 0 || !frame) return true;
+      for (int64_t i = 0; i < film_pictures && i < step.x_t.size(0); ++i) {
+        film_rows[static_cast<size_t>(2 * i)].pictures.push_back(unit_picture(step.x_t, i));
+        film_rows[static_cast<size_t>(2 * i + 1)].pictures.push_back(unit_picture(step.x0_hat, i));
+      }
+      return true;
+    };
   }
+  const Tensor images = generate_pictures(*model, settings, film_callback);
+  const std::string settings_text = settings_json(settings, *model);
 
   std::vector<GridRow> rows;
   for (int64_t i = 0; i < flags.count; ++i) {
@@ -183,7 +187,8 @@ int run_generate(const GenerateFlags& flags) {
   const auto is_png = [](std::string_view file) { return file.ends_with(".png"); };
   const fs::path out_folder = fs::path(flags.out).parent_path();
   remove_stale_temporaries(out_folder.empty() ? "." : out_folder.string(), is_png);
-  write_png(flags.out, render_grid(rows, style));
+  write_file_atomic(flags.out, png_with_text(encode_png(render_grid(rows, style)),
+                                             {{kPngSettingsKey, settings_text}}));
 
   if (!flags.each.empty()) {
     std::error_code ec;
@@ -195,15 +200,17 @@ int run_generate(const GenerateFlags& flags) {
     for (int64_t i = 0; i < flags.count; ++i) {
       std::vector<float> values = picture_values(images, i);
       if (flags.stretch) values = stretched(std::move(values));
-      write_png((fs::path(flags.each) / fmt::format("{}_{:03d}.png", stem, i + 1)).string(),
-                picture_image(values, format, static_cast<int>(flags.scale)));
+      write_file_atomic(
+          (fs::path(flags.each) / fmt::format("{}_{:03d}.png", stem, i + 1)).string(),
+          png_with_text(encode_png(picture_image(values, format, static_cast<int>(flags.scale))),
+                        {{kPngSettingsKey, settings_text}}));
     }
   }
   if (!flags.film.empty()) {
     GridStyle film_style = grid_style_for(format);
     film_style.title =
         fmt::format("{}: denoising, {} {} steps, guidance {}", quoted_text(flags.prompt, 30),
-                    flags.sampling.sampler, flags.sampling.steps, flags.sampling.guidance);
+                    flags.sampler, flags.steps, flags.guidance);
     film_style.scale = static_cast<int>(flags.scale);
     make_parent_folder(flags.film);
     write_png(flags.film, render_grid(film_rows, film_style));
@@ -230,6 +237,14 @@ Command add_generate_command(CLI::App& app) {
   sub->add_option("--prompt,-p", flags->prompt,
                   "Text prompt; the model knows: " + trained_prompts_list())
       ->required();
+  sub->add_option("--negative-prompt", flags->negative_prompt,
+                  "Diffusion: the prompt to steer away from (replaces the empty prompt in CFG)");
+  sub->add_option("--guidance,--cfg-scale", flags->guidance,
+                  "Diffusion: classifier-free guidance scale (1 = none)")
+      ->capture_default_str();
+  sub->add_option("--steps", flags->steps, "Diffusion: sampler steps")->capture_default_str();
+  sub->add_option("--sampler", flags->sampler, "Diffusion: ddim, ddpm, euler or dpmpp2m")
+      ->capture_default_str();
   sub->add_option("-n,--count", flags->count, "Number of pictures")->capture_default_str();
   flags->seed_option =
       add_seed_option(sub, flags->seed, "Seed of the noise (default: a random one, printed)");
@@ -239,21 +254,13 @@ Command add_generate_command(CLI::App& app) {
   sub->add_option("--each", flags->each, "Also write one PNG per picture into this folder");
   sub->add_flag("--stretch", flags->stretch,
                 "Show each picture divided by its own maximum, so faint ones are visible");
-  diffusion::GenerateOptions& s = flags->sampling;
   flags->diffusion_options = {
-      sub->add_option("--steps", s.steps, "diffusion: sampler steps")->capture_default_str(),
-      sub->add_option("--guidance,--cfg-scale", s.guidance,
-                      "diffusion: classifier-free guidance scale (1 = none)")
-          ->capture_default_str(),
-      sub->add_option("--sampler,--sampling-method", s.sampler,
-                      "diffusion: ddim, ddpm, euler or dpmpp2m")
-          ->capture_default_str(),
-      sub->add_option("--eta", s.eta, "diffusion: DDIM's noise, 0 (deterministic) to 1")
-          ->capture_default_str(),
-      sub->add_option("--negative-prompt", s.negative_prompt,
-                      "diffusion: what guidance steers away from (default: the empty prompt)"),
+      sub->get_option("--negative-prompt"),
+      sub->get_option("--guidance"),
+      sub->get_option("--steps"),
+      sub->get_option("--sampler"),
       sub->add_option("--film", flags->film,
-                      "diffusion: also write the denoising as a strip (x_t and x0-hat every few "
+                      "Diffusion: also write the denoising as a strip (x_t and x0-hat every few "
                       "steps) to this PNG"),
   };
   return [flags] { return run_generate(*flags); };

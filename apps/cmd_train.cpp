@@ -288,8 +288,8 @@ int run_train(TrainFlags& flags) {
     if (config.model == "diffusion") {
       INK_CHECK(flags.images_option->count() == 0 || flags.epochs_option->count() == 0,
                 "--images and --epochs both set the length of the run; give one of them");
-      check_range("--images", flags.images, 1, int64_t{1} << 40);
       const bool images_given = flags.images_option->count() > 0;
+      if (images_given) check_range("--images", flags.images, 1, int64_t{1} << 40);
       if (!images_given && flags.epochs_option->count() == 0 && flags.minutes <= 0) {
         flags.images = kDefaultDiffusionImages;
       }

@@ -21,6 +21,7 @@ Command add_data_command(CLI::App& app);
 Command add_graph_command(CLI::App& app);
 Command add_eval_command(CLI::App& app);
 Command add_judge_command(CLI::App& app);
+Command add_serve_command(CLI::App& app);
 
 // Shared by the commands: a random 64-bit seed when the user gave none.
 uint64_t fresh_seed();

@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
       {"graph", add_graph_command(app)},
       {"eval", add_eval_command(app)},
       {"judge", add_judge_command(app)},  // eval and judge: cmd_eval.cpp
+      {"serve", add_serve_command(app)},
   };
 
   try {

@@ -568,6 +568,12 @@ void EMA::check_matches(const NamedTensors& state, const char* what) const {
 }
 
 void EMA::update(const Module& model) {
+  update(model, decay_);
+}
+
+void EMA::update(const Module& model, double decay) {
+  INK_CHECK(std::isfinite(decay) && decay >= 0.0 && decay <= 1.0,
+            "EMA: decay must be in [0, 1], got {}", decay);
   const NamedTensors state = model.state_dict();
   check_matches(state, "update");
   std::unordered_map<std::string, const Tensor*> by_name;
@@ -578,8 +584,8 @@ void EMA::update(const Module& model) {
       shadow = detached_copy(value);  // counts such as num_batches_tracked are not averaged
       continue;
     }
-    const EmaUpdate update{shadow.data(), value.data(), static_cast<float>(decay_),
-                           static_cast<float>(1.0 - decay_)};
+    const EmaUpdate update{shadow.data(), value.data(), static_cast<float>(decay),
+                           static_cast<float>(1.0 - decay)};
     const EmaUpdate* u = &update;
     parallel_for(0, shadow.numel(), kUpdateGrain,
                  [u](int64_t begin, int64_t end) { u->run(begin, end); });

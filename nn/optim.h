@@ -236,6 +236,8 @@ class EMA {
   // Moves the shadow toward model's current values. Throws ink::Error when model's state_dict
   // names or shapes differ from the shadow's.
   void update(const Module& model);
+  // The same with this update's own decay (for a warm-up that starts lower than decay()).
+  void update(const Module& model, double decay);
   // Writes the shadow values into model (its state_dict must match, as for update).
   void copy_to(Module& model) const;
 

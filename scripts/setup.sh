@@ -8,6 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev
   libfmt-dev libstb-dev nlohmann-json3-dev libcli11-dev
+  libcpp-httplib-dev         # inkgrad serve
   libopenblas-dev            # the reference row in bench_matmul (optional at build time)
   clang libclang-rt-14-dev   # libFuzzer targets and sanitizer runtimes
 )

@@ -90,7 +90,7 @@ TEST_F(TrainCli, ModelChoosesTheRecipeAndMlpIsTheDefault) {
 
   const Result unknown = run({"train", "--model", "gan", "--out", path("gan")});
   EXPECT_EQ(unknown.code, 1);
-  EXPECT_THAT(unknown.err, HasSubstr("--model must be one of mlp, got \"gan\""));
+  EXPECT_THAT(unknown.err, HasSubstr("--model must be one of mlp, diffusion, got \"gan\""));
   EXPECT_FALSE(fs::exists(path("gan/config.json")));
   const Result resumed = run({"train", "--resume", path("mlp"), "--model", "mlp"});
   EXPECT_EQ(resumed.code, 1);

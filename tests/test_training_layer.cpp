@@ -148,14 +148,14 @@ TEST(TrainConfigRules, OneImplementationWithTheCommandLinesNames) {
   c = {};
   c.model = "unet\x1b[2J";
   EXPECT_THAT(error_of([&] { c.validate(flag); }),
-              HasSubstr("--model must be one of mlp, got \"unet\\x1"));
-  EXPECT_EQ(recipe_names(), std::vector<std::string>{"mlp"});
+              HasSubstr("--model must be one of mlp, diffusion, got \"unet\\x1"));
+  EXPECT_EQ(recipe_names(), (std::vector<std::string>{"mlp", "diffusion"}));
 }
 
 // ---- the model registry and checkpoint metadata ----
 
 TEST(ModelRegistry, BuildsAModelFromItsKindAndConfig) {
-  EXPECT_EQ(model_kinds(), std::vector<std::string>{"mlp"});
+  EXPECT_EQ(model_kinds(), (std::vector<std::string>{"mlp", "diffusion"}));
   Generator gen(2);
   auto model = make_model("mlp", "", &gen);
   EXPECT_EQ(model->kind(), "mlp");
@@ -169,8 +169,8 @@ TEST(ModelRegistry, BuildsAModelFromItsKindAndConfig) {
   auto again = make_model(small->kind(), small->config_json(), &gen);
   EXPECT_EQ(again->num_parameters(), small->num_parameters());
 
-  EXPECT_THAT(error_of([&] { make_model("diffusion", "", &gen); }),
-              HasSubstr("unknown model kind \"diffusion\" (known: mlp)"));
+  EXPECT_THAT(error_of([&] { make_model("gan", "", &gen); }),
+              HasSubstr("unknown model kind \"gan\" (known: mlp, diffusion)"));
   EXPECT_THAT(error_of([&] { make_model("mlp", "[1, 2]", &gen); }),
               HasSubstr("mlp config: expected a JSON object"));
   EXPECT_THAT(error_of([&] { make_model("mlp", R"({"depth": 3})", &gen); }),

@@ -1,6 +1,7 @@
 // DiffusionRecipe: the diffusion model's data, loss, optimiser, warm-up, clipping and EMA.
 #include "models/diffusion/recipe.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "models/scenes_dataset.h"
@@ -122,7 +123,10 @@ void DiffusionRecipe::before_step(int64_t step) {
 }
 
 void DiffusionRecipe::after_step(int64_t step) {
-  ema_->update(*model_);
+  // A warm-up of the decay, min(decay, (1 + n) / (10 + n)) after n updates: with 0.999 from the
+  // start, the average would hold mostly the random initial weights for thousands of steps.
+  const auto n = static_cast<double>(ema_->num_updates());
+  ema_->update(*model_, std::min(config_.ema_decay, (1.0 + n) / (10.0 + n)));
 }
 
 TextToImageDiffusion& DiffusionRecipe::inference_model() {
