@@ -47,6 +47,8 @@ Tensor pow(const Tensor& x, float exponent);
 Tensor relu(const Tensor& x);
 Tensor sigmoid(const Tensor& x);  // stable for large |x|: finite value and gradient at +-1000
 Tensor tanh(const Tensor& x);
+Tensor sin(const Tensor& x);
+Tensor cos(const Tensor& x);
 // Clamps to [min, max]; either bound may be absent. The gradient passes where min <= x <= max.
 Tensor clamp(const Tensor& x, std::optional<float> min, std::optional<float> max);
 
@@ -73,6 +75,15 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);  // copies
 Tensor unsqueeze(const Tensor& x, int64_t dim);
 Tensor squeeze(const Tensor& x, int64_t dim);  // a no-op when that size is not 1, as PyTorch
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim);
+// The slice [start, start + length) of x along dim (a copy, like transpose; any dtype).
+// start may be negative (counted from the end). The backward pads the gradient with zeros.
+Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
+// Consecutive slices of split_size along dim (the last one may be smaller), as torch.split.
+std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim = 0);
+// Slices of the given sizes along dim; the sizes must add up to x.size(dim).
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim = 0);
+// `chunks` slices of ceil(size / chunks) along dim, as torch.chunk (it may return fewer).
+std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim = 0);
 // Broadcasts x to `shape` (materialised copy); the backward is sum_to.
 Tensor expand(const Tensor& x, const Shape& shape);
 

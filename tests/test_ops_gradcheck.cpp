@@ -293,5 +293,68 @@ TEST(Float64, OpsGiveTheSameValuesAsFloat32) {
   EXPECT_THAT(testing_util::error_of([&] { matmul(a64, b); }), HasSubstr("matmul: dtypes differ"));
 }
 
+// ---- primitives for phase 2 (issue 9) ----
+
+TEST(Gradcheck, SinAndCos) {
+  Tensor x = param({3, 4}, 50, -3.0f, 3.0f);
+  EXPECT_GRADCHECK([](const Inputs& v) { return sin(v[0]); }, (Inputs{x}));
+  EXPECT_GRADCHECK([](const Inputs& v) { return cos(v[0]); }, (Inputs{x}));
+  EXPECT_GRADCHECK([](const Inputs& v) { return sin(v[0]) * cos(v[0]); }, (Inputs{x}));
+}
+
+TEST(Gradcheck, NarrowSplitAndChunk) {
+  Tensor x = param({2, 5, 3}, 51);
+  EXPECT_GRADCHECK([](const Inputs& v) { return narrow(v[0], 1, 1, 3); }, (Inputs{x}));
+  EXPECT_GRADCHECK([](const Inputs& v) { return narrow(v[0], -1, -2, 2); }, (Inputs{x}));
+  EXPECT_GRADCHECK([](const Inputs& v) { return narrow(v[0], 0, 1, 1); }, (Inputs{x}));
+  // Pieces used together (their gradients meet in x) and a piece used twice.
+  EXPECT_GRADCHECK(
+      [](const Inputs& v) {
+        std::vector<Tensor> p = split(v[0], 2, 1);  // sizes 2, 2, 1
+        return cat({p[0] * p[1], p[2] * p[2]}, 1);
+      },
+      (Inputs{x}));
+  EXPECT_GRADCHECK(
+      [](const Inputs& v) {
+        std::vector<Tensor> p = split(v[0], {1, 4}, 1);
+        return sum(p[0]) * p[1];
+      },
+      (Inputs{x}));
+  EXPECT_GRADCHECK(
+      [](const Inputs& v) {
+        std::vector<Tensor> q = chunk(v[0], 3, -1);  // three [2, 5, 1]
+        return q[0] * sigmoid(q[1]) + q[2];
+      },
+      (Inputs{x}));
+}
+
+TEST(Gradcheck, MatmulEveryLayout) {
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      auto mm = [ta, tb](const Inputs& v) { return matmul(v[0], v[1], ta, tb); };
+      auto dims = [](bool t, int64_t rows, int64_t cols) {
+        return t ? Shape{cols, rows} : Shape{rows, cols};
+      };
+      auto batched = [&](Shape lead, bool t, int64_t rows, int64_t cols) {
+        Shape s = dims(t, rows, cols);
+        lead.insert(lead.end(), s.begin(), s.end());
+        return lead;
+      };
+      SCOPED_TRACE(::testing::Message() << "transpose_a=" << ta << " transpose_b=" << tb);
+      // 2-D, batched 3-D and 4-D, and a 2-D operand broadcast on either side.
+      EXPECT_GRADCHECK(mm, (Inputs{param(dims(ta, 3, 4), 52), param(dims(tb, 4, 2), 53)}));
+      EXPECT_GRADCHECK(
+          mm, (Inputs{param(batched({2}, ta, 3, 4), 54), param(batched({2}, tb, 4, 2), 55)}));
+      EXPECT_GRADCHECK(
+          mm, (Inputs{param(batched({2, 2}, ta, 2, 3), 56), param(batched({2, 2}, tb, 3, 2), 57)}));
+      EXPECT_GRADCHECK(mm, (Inputs{param(batched({3}, ta, 2, 4), 58), param(dims(tb, 4, 3), 59)}));
+      EXPECT_GRADCHECK(mm, (Inputs{param(dims(ta, 2, 4), 60), param(batched({3}, tb, 4, 3), 61)}));
+    }
+  }
+  // q k^T with the same tensor on both sides.
+  EXPECT_GRADCHECK([](const Inputs& v) { return matmul(v[0], v[0], false, true); },
+                   (Inputs{param({2, 3, 4}, 62)}));
+}
+
 }  // namespace
 }  // namespace ink

@@ -349,5 +349,80 @@ TEST(Threads, ElementwiseResultsDoNotDependOnThreadCount) {
   EXPECT_EQ(one, two);
 }
 
+TEST(Primitives, SinCosNarrowSplitChunk) {
+  Tensor x = from_vector({0.0f, 0.5f, 1.0f}, {3});
+  EXPECT_TRUE(allclose(sin(x), from_vector({0.0f, std::sin(0.5f), std::sin(1.0f)}, {3})));
+  EXPECT_TRUE(allclose(cos(x), from_vector({1.0f, std::cos(0.5f), std::cos(1.0f)}, {3})));
+  Tensor a = arange(12).reshape({3, 4});
+  EXPECT_EQ(narrow(a, 1, 1, 2).to_vector(), (std::vector<float>{1, 2, 5, 6, 9, 10}));
+  EXPECT_EQ(narrow(a, 0, -1, 1).to_vector(), (std::vector<float>{8, 9, 10, 11}));
+  expect_error([&] { narrow(a, 1, 3, 2); },
+               "narrow: the slice [3, 5) is out of range for dim 1 of size 4 (shape [3, 4])");
+  const auto pieces = split(a, 3, 1);
+  ASSERT_EQ(pieces.size(), 2u);
+  EXPECT_EQ(pieces[0].shape(), (Shape{3, 3}));
+  EXPECT_EQ(pieces[1].to_vector(), (std::vector<float>{3, 7, 11}));
+  expect_error([&] { split(a, {1, 2}, 1); }, "split: sizes [1, 2] add up to 3, but dim 1");
+  const auto chunks = chunk(a, 3, 0);
+  ASSERT_EQ(chunks.size(), 3u);
+  EXPECT_EQ(chunks[2].to_vector(), (std::vector<float>{8, 9, 10, 11}));
+  EXPECT_EQ(chunk(arange(5), 2).size(), 2u);  // sizes 3 and 2, as torch.chunk
+  Tensor ids = from_vector_i64({1, 2, 3, 4}, {2, 2});
+  EXPECT_EQ(narrow(ids, 1, 1, 1).to_vector_i64(), (std::vector<int64_t>{2, 4}));
+}
+
+TEST(Matmul, TransposedAndBatchedLayoutsMatchTransposedCopies) {
+  Generator gen(7);
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      // a is [2, 3, M=5, K=4] (or its transpose in the last two dims), b [2, 3, K, N=6].
+      Tensor a = randn(ta ? Shape{2, 3, 4, 5} : Shape{2, 3, 5, 4}, &gen);
+      Tensor b = randn(tb ? Shape{2, 3, 6, 4} : Shape{2, 3, 4, 6}, &gen);
+      Tensor a_plain = ta ? a.transpose(2, 3) : a;
+      Tensor b_plain = tb ? b.transpose(2, 3) : b;
+      Tensor expected = matmul(a_plain.reshape({6, 5, 4}), b_plain.reshape({6, 4, 6}));
+      Tensor got = matmul(a, b, ta, tb);
+      EXPECT_EQ(got.shape(), (Shape{2, 3, 5, 6}));
+      EXPECT_TRUE(allclose(got.reshape({6, 5, 6}), expected, 1e-5f, 1e-5f));
+      // A 2-D right operand broadcast over the batch.
+      Tensor w = randn(tb ? Shape{6, 4} : Shape{4, 6}, &gen);
+      Tensor w_plain = tb ? w.transpose(0, 1) : w;
+      EXPECT_TRUE(allclose(matmul(a, w, ta, tb), matmul(a_plain, w_plain), 1e-5f, 1e-5f));
+    }
+  }
+  expect_error(
+      [] {
+        matmul(zeros({2, 3, 4}), zeros({2, 3, 4}), false, false);
+      },
+      "matmul: shapes [2, 3, 4] and [2, 3, 4] cannot be multiplied (4 != 3)");
+  expect_error(
+      [] {
+        matmul(zeros({3, 4}), zeros({5, 4}), true, false);
+      },
+      "matmul: shapes [3, 4]^T and [5, 4] cannot be multiplied (3 != 5)");
+}
+
+TEST(Matmul, BatchedProductsDoNotDependOnThreadCount) {
+  Generator gen(8);
+  Tensor a = randn({16, 24, 40}, &gen).set_requires_grad(true);
+  Tensor b = randn({16, 24, 40}, &gen).set_requires_grad(true);
+  const int threads = get_num_threads();
+  std::vector<std::vector<float>> results;
+  for (int n : {1, 2, 3}) {
+    set_num_threads(n);
+    a.set_grad(Tensor());
+    b.set_grad(Tensor());
+    Tensor c = matmul(a, b, false, true);  // [16, 24, 24]
+    c.sum().backward();
+    std::vector<float> all = c.to_vector();
+    for (float v : a.grad().to_vector()) all.push_back(v);
+    for (float v : b.grad().to_vector()) all.push_back(v);
+    results.push_back(all);
+  }
+  set_num_threads(threads);
+  EXPECT_EQ(results[0], results[1]);
+  EXPECT_EQ(results[0], results[2]);
+}
+
 }  // namespace
 }  // namespace ink

@@ -270,6 +270,25 @@ Tensor pow(const Tensor& x, float e) {
   });
 }
 
+// ---- sin / cos ----
+Tensor sin(const Tensor& x) {
+  Tensor out = unary(x, "sin", [](auto v) { return std::sin(v); });
+  // d/dx sin(x) = cos(x)
+  return record_op(out, "sin", {x}, [x = SavedTensor(x)](const Tensor& g, const GradMask&) {
+    return std::vector<Tensor>{unary_backward(g, x.get(), "sin_backward",
+                                              [](auto gv, auto xv) { return gv * std::cos(xv); })};
+  });
+}
+
+Tensor cos(const Tensor& x) {
+  Tensor out = unary(x, "cos", [](auto v) { return std::cos(v); });
+  // d/dx cos(x) = -sin(x)
+  return record_op(out, "cos", {x}, [x = SavedTensor(x)](const Tensor& g, const GradMask&) {
+    return std::vector<Tensor>{unary_backward(g, x.get(), "cos_backward",
+                                              [](auto gv, auto xv) { return -gv * std::sin(xv); })};
+  });
+}
+
 // ---- relu ----
 Tensor relu(const Tensor& x) {
   Tensor out = unary(x, "relu", [](auto v) { return v > 0 ? v : decltype(v){0}; });

@@ -1,5 +1,6 @@
 // Shape ops: reshape/view (share storage), transpose/permute (copy), squeeze/unsqueeze,
 // cat and expand. Each backward maps the gradient back to the input's layout.
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 
@@ -238,6 +239,96 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
                      }
                      return grads;
                    });
+}
+
+// ---- narrow / split / chunk ----
+namespace {
+
+// Copies the [start, start + length) slice along a dim: x viewed as [outer, size, inner].
+void copy_slice(const char* src, int64_t src_size, char* dst, int64_t dst_size, int64_t offset,
+                int64_t length, int64_t outer, int64_t inner, size_t element, bool into_dst) {
+  const size_t bytes = static_cast<size_t>(length * inner) * element;
+  for (int64_t o = 0; o < outer; ++o) {
+    if (into_dst) {  // dst[o, offset + l, i] = src[o, l, i]
+      std::memcpy(dst + (o * dst_size + offset) * inner * element,
+                  src + o * src_size * inner * element, bytes);
+    } else {  // dst[o, l, i] = src[o, offset + l, i]
+      std::memcpy(dst + o * dst_size * inner * element,
+                  src + (o * src_size + offset) * inner * element, bytes);
+    }
+  }
+}
+
+}  // namespace
+
+Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
+  check_defined(x, "narrow");
+  INK_CHECK(x.dim() > 0, "narrow: expected a tensor with at least one dim, got a scalar");
+  dim = normalize_dim(dim, x.dim(), "narrow");
+  const Shape& s = x.shape();
+  const int64_t size = s[dim];
+  if (start < 0) start += size;
+  INK_CHECK(start >= 0 && length >= 0 && start + length <= size,
+            "narrow: the slice [{}, {}) is out of range for dim {} of size {} (shape {})", start,
+            start + length, dim, size, shape_str(s));
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < dim; ++d) outer *= s[d];
+  for (size_t d = dim + 1; d < s.size(); ++d) inner *= s[d];
+  Shape out_shape = s;
+  out_shape[dim] = length;
+  Tensor out = empty(out_shape, x.dtype());
+  const size_t element = dtype_size(x.dtype());
+  copy_slice(static_cast<const char*>(raw_data(x)), size, static_cast<char*>(raw_data(out)), length,
+             start, length, outer, inner, element, /*into_dst=*/false);
+  // the gradient is the output's gradient placed at the slice, zeros elsewhere
+  return record_op(
+      out, "narrow", {x}, [s, size, start, length, outer, inner](const Tensor& g, const GradMask&) {
+        Tensor gx = zeros(s, g.dtype());
+        copy_slice(static_cast<const char*>(raw_data(g)), length, static_cast<char*>(raw_data(gx)),
+                   size, start, length, outer, inner, dtype_size(g.dtype()), /*into_dst=*/true);
+        return std::vector<Tensor>{gx};
+      });
+}
+
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
+  check_defined(x, "split");
+  INK_CHECK(x.dim() > 0, "split: expected a tensor with at least one dim, got a scalar");
+  dim = normalize_dim(dim, x.dim(), "split");
+  int64_t total = 0;
+  for (int64_t size : sizes) {
+    INK_CHECK(size >= 0, "split: sizes must be non-negative, got [{}]", fmt::join(sizes, ", "));
+    total += size;
+  }
+  INK_CHECK(total == x.size(dim),
+            "split: sizes [{}] add up to {}, but dim {} of shape {} has size {}",
+            fmt::join(sizes, ", "), total, dim, shape_str(x.shape()), x.size(dim));
+  std::vector<Tensor> pieces;
+  int64_t start = 0;
+  for (int64_t size : sizes) {
+    pieces.push_back(narrow(x, dim, start, size));
+    start += size;
+  }
+  return pieces;
+}
+
+std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
+  check_defined(x, "split");
+  INK_CHECK(x.dim() > 0, "split: expected a tensor with at least one dim, got a scalar");
+  INK_CHECK(split_size > 0, "split: split_size must be positive, got {}", split_size);
+  const int64_t size = x.size(dim);
+  std::vector<int64_t> sizes;
+  for (int64_t at = 0; at < size; at += split_size)
+    sizes.push_back(std::min(split_size, size - at));
+  if (sizes.empty()) sizes.push_back(0);  // an empty dim gives one empty piece, as PyTorch
+  return split(x, sizes, dim);
+}
+
+std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
+  check_defined(x, "chunk");
+  INK_CHECK(chunks > 0, "chunk: chunks must be positive, got {}", chunks);
+  INK_CHECK(x.dim() > 0, "chunk: expected a tensor with at least one dim, got a scalar");
+  const int64_t size = x.size(dim);
+  return split(x, std::max<int64_t>(1, (size + chunks - 1) / chunks), dim);
 }
 
 // ---- expand ----
