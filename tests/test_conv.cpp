@@ -214,10 +214,10 @@ TEST(Conv2dKernels, EveryStridePaddingAndKernelSize) {
 TEST(Conv2dKernels, ManyImagesFormSeveralGroups) {
   const int64_t cases[][5] = {
       // B, C, H (= W), O, stride
-      {40, 5, 7, 8, 1},   // forward groups of 11 images: 4 groups, the last of 7
-      {9, 3, 28, 4, 1},   // one image per group, 9 groups; dW: 5 groups of 2 (the last of 1)
+      {43, 5, 7, 8, 1},   // groups of 10 images (512 / 49 columns): 5 groups, the last of 3
+      {9, 3, 28, 4, 1},   // one image per group: 9 groups; dW: 8 slots, the last with 2
       {70, 3, 3, 6, 2},   // tiny images: one group of all 70
-      {23, 4, 14, 5, 2},  // 7x7 output, groups of 11: 3 groups
+      {23, 4, 14, 5, 2},  // 7x7 output, groups of 10: 3 groups, the last of 3
   };
   for (const auto& c : cases) {
     for (int64_t k : {1, 3}) {

@@ -4,9 +4,9 @@
 // fewer in the last group); L = nb * HW, the width of a group's GEMM.
 //   col  [CKK, L]   image k of the group in columns [k HW, (k + 1) HW)
 //   ybuf [O, L]     the GEMM's output before it is scattered back to NCHW (nb > 1 only)
-// Why groups: at 7x7 one image gives a GEMM only 49 columns wide, too narrow for a 48-column
-// register tile and a packed panel to pay off; a group of 11 gives 539. At 28x28 a group is one
-// image and nothing is copied.
+// Why groups: a small image gives a GEMM only a few columns wide (a 7x7 output: 49), narrow for
+// a 48-column register tile; a group widens it, as long as its col buffer stays in L2 (see
+// group_size). On the U-Net's 3x3 shapes a group is usually one image and nothing is copied.
 //
 // Threads: with at least two groups per thread, threads take whole groups (each GEMM runs on one
 // thread, its own buffers, no hand-off inside); otherwise groups run one after another and each
@@ -27,16 +27,21 @@ namespace ink::kernels {
 
 namespace {
 
-// How wide a group's GEMM should be at least (forward and dX), and for dW, whose GEMM sums
-// over the group (K = L) and so likes it longer.
-constexpr int64_t kMinColumns = 512;
-constexpr int64_t kMinColumnsWeight = 1024;
+// A group is as many images as fit both limits: its GEMM no wider than kMaxColumns, and its
+// col buffer within kColBytes (half of a 512 KiB-1 MiB L2), so col stays in cache between
+// im2col writing it and the GEMM reading it. Measured on the U-Net shapes at 1 thread: groups
+// whose col spilled out of L2 (11 images of 7x7 at C = 128, 2.5 MB) ran 20-30% slower than
+// one image at a time, so large images and wide layers get groups of one.
+constexpr int64_t kMaxColumns = 512;
+constexpr int64_t kColBytes = 256 * 1024;
 // Partial sums of dW; more slots than threads so the threads stay balanced.
 constexpr int64_t kSlots = 8;
 
-int64_t group_size(const Conv2dGeometry& g, int64_t min_columns) {
+int64_t group_size(const Conv2dGeometry& g) {
   const int64_t HW = g.HO() * g.WO();
-  return std::clamp<int64_t>((min_columns + HW - 1) / HW, 1, g.B);
+  const int64_t by_columns = kMaxColumns / HW;
+  const int64_t by_bytes = kColBytes / (g.CKK() * HW * static_cast<int64_t>(sizeof(float)));
+  return std::clamp<int64_t>(std::min(by_columns, by_bytes), 1, g.B);
 }
 
 bool is_pointwise(const Conv2dGeometry& g) {
@@ -58,7 +63,7 @@ void for_each_task(int64_t tasks, const Fn& fn) {
 void conv2d_forward_grouped(const Conv2dGeometry& g, const float* x, const float* w,
                             const float* bias, float* y) {
   const int64_t HW = g.HO() * g.WO(), CKK = g.CKK();
-  const int64_t G = group_size(g, kMinColumns);
+  const int64_t G = group_size(g);
   const int64_t groups = (g.B + G - 1) / G;
   for_each_task(groups, [&](int64_t t0, int64_t t1) {
     std::vector<float> col, ybuf;
@@ -100,7 +105,7 @@ void conv2d_backward_input_grouped(const Conv2dGeometry& g, const float* dy, con
                                    float* dx) {
   const int64_t HW = g.HO() * g.WO(), CKK = g.CKK();
   const int64_t image = g.C * g.H * g.W;
-  const int64_t G = group_size(g, kMinColumns);
+  const int64_t G = group_size(g);
   const int64_t groups = (g.B + G - 1) / G;
   for_each_task(groups, [&](int64_t t0, int64_t t1) {
     std::vector<float> col, dybuf;
@@ -132,7 +137,7 @@ void conv2d_backward_input_grouped(const Conv2dGeometry& g, const float* dy, con
 void conv2d_backward_weight_grouped(const Conv2dGeometry& g, const float* x, const float* dy,
                                     float* dw, float* dbias) {
   const int64_t HW = g.HO() * g.WO(), CKK = g.CKK();
-  const int64_t G = group_size(g, kMinColumnsWeight);
+  const int64_t G = group_size(g);
   const int64_t groups = (g.B + G - 1) / G;
   const int64_t slots = std::min(kSlots, groups);
   const int64_t size = g.O * CKK;
