@@ -363,10 +363,14 @@ int run_train(TrainFlags& flags) {
   }
   if (config.model == "diffusion") {
     fmt::print(
-        "  training  {} epochs ({} images), config {}, AdamW lr {} (warm-up {} steps, weight "
+        "  training  {}, config {}, AdamW lr {} (warm-up {} steps, weight "
         "decay {}), EMA {}, CFG dropout {}{}, seed {}, {} thread{}{}\n",
-        config.epochs, with_commas(config.epochs * trainer.dataset().size()), config.model_config,
-        config.lr, config.warmup_steps, config.weight_decay, config.ema_decay, config.cond_dropout,
+        config.epochs == TrainConfig::kMaxEpochs
+            ? std::string("until the time budget")
+            : fmt::format("{} epochs ({} images)", config.epochs,
+                          with_commas(config.epochs * trainer.dataset().size())),
+        config.model_config, config.lr, config.warmup_steps, config.weight_decay, config.ema_decay,
+        config.cond_dropout,
         config.clip_grad_norm > 0 ? fmt::format(", clip {}", config.clip_grad_norm) : "",
         config.seed, record.threads, record.threads == 1 ? "" : "s",
         flags.detect_anomaly ? ", anomaly detection on" : "");
@@ -531,7 +535,8 @@ int run_train(TrainFlags& flags) {
   fmt::print("done: {} epochs in {}; final loss {:.6f} (best {:.6f} at epoch {})\n",
              trainer.epoch() - first_epoch, format_duration(progress.elapsed_seconds()),
              losses.back(), losses[best], best + 1);
-  if (config.dataset == "shapes") write_run_eval(dir, trainer.recipe().inference_model(), config.seed);
+  if (config.dataset == "shapes")
+    write_run_eval(dir, trainer.recipe().inference_model(), config.seed);
   fmt::print("wrote {}: {}, {}, {}, {}, {}, {}, {}\n", dir, kModelFile, kOptimizerFile, kConfigFile,
              kLossesFile, kLossPlotFile, kSamplesFile, kCompareFile);
   fmt::print("next: look at {}, or inkgrad generate --checkpoint {} --prompt circle\n",
