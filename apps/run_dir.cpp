@@ -112,7 +112,7 @@ RunRecord parse_run_record(std::string_view text, const std::string& source) {
             "{}: \"seed\" must be a non-negative integer, got {}", source, shown(seed));
   r.config.seed = seed.get<uint64_t>();
   if (r.config.model == "diffusion") {  // the diffusion recipe's settings, all required
-    const auto text = [&](const char* name) {
+    const auto string_field = [&](const char* name) {
       const json& v = field(name);
       INK_CHECK(v.is_string(), "{}: \"{}\" must be a string, got {}", source, name,
                 v.dump().substr(0, 60));
@@ -124,8 +124,8 @@ RunRecord parse_run_record(std::string_view text, const std::string& source) {
                 v.dump().substr(0, 60));
       return v.get<double>();
     };
-    r.config.dataset = text("dataset");
-    r.config.model_config = text("config");
+    r.config.dataset = string_field("dataset");
+    r.config.model_config = string_field("config");
     r.config.weight_decay = number("weight_decay");
     r.config.warmup_steps = integer("warmup_steps");
     r.config.ema_decay = number("ema_decay");
