@@ -18,8 +18,8 @@
 #include "apps/run_dir.h"
 #include "models/eval_report.h"
 #include "models/judge.h"
-#include "models/shapes.h"
 #include "models/registry.h"
+#include "models/shapes.h"
 #include "models/text_to_image.h"
 #include "nn/safetensors.h"
 #include "tensor/error.h"
@@ -387,8 +387,8 @@ void run_eval_into(const std::string& dir, ImageModel& model, uint64_t seed) {
   options.k = kNeighbours;
   const EvalResult result = evaluate(text_to_image_sampler(model), *judge.judge, options);
   write_text((fs::path(dir) / kEvalJson).string(),
-             eval_json(result, {{"model", json_string(model.kind())},
-                                {"judge", json_string(judge.path)}}));
+             eval_json(result,
+                       {{"model", json_string(model.kind())}, {"judge", json_string(judge.path)}}));
   const PromptScores& m = result.model.overall;
   const PromptScores& c = result.ceiling.overall;
   fmt::print(
