@@ -1,9 +1,11 @@
 // `inkgrad eval`: scores a trained checkpoint per prompt (fidelity, diversity, Fréchet distance,
-// precision, recall) beside the ground-truth ceiling, into eval.json and eval.png; and
+// precision, recall) beside the ground-truth ceiling, into eval.json and eval.png; a scenes model
+// gets the scenes judge's accuracies (seen and held-out prompts) and open-attribute entropies; and
 // `inkgrad judge`: trains the judge network those scores come from.
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,13 +18,18 @@
 #include "apps/figures.h"
 #include "apps/image.h"
 #include "apps/run_dir.h"
+#include "models/diffusion/model.h"
 #include "models/eval_report.h"
 #include "models/judge.h"
 #include "models/registry.h"
+#include "models/scenes.h"
+#include "models/scenes_eval.h"
+#include "models/scenes_judge.h"
 #include "models/shapes.h"
 #include "models/text_to_image.h"
 #include "nn/safetensors.h"
 #include "tensor/error.h"
+#include "tensor/quote.h"
 
 namespace ink::app {
 namespace {
@@ -84,6 +91,38 @@ std::unique_ptr<Judge> train_judge_with_progress(const JudgeTrainConfig& config,
 std::map<std::string, std::string> judge_metadata(const JudgeTrainConfig& config, double accuracy) {
   return {{"recipe", fmt::format("inkgrad judge --steps {} --seed {}", config.steps, config.seed)},
           {"accuracy", fmt::format("{:.4f}", accuracy)}};
+}
+
+// ---- the scenes judge ----
+
+// Held-out ground-truth crops a new scenes judge's shape accuracy is measured on.
+constexpr int64_t kScenesAccuracyCrops = 4000;
+
+std::unique_ptr<scenes::ShapeNet> train_shape_net_with_progress(
+    const scenes::ShapeNetTrainConfig& config, bool quiet, double& accuracy,
+    double& augmented_accuracy) {
+  const bool interactive = isatty(fileno(stdout)) != 0;
+  const int64_t every = interactive ? 10 : std::max<int64_t>(1, config.steps / 10);
+  auto net = scenes::train_shape_net(config, [&](const scenes::ShapeNetProgress& p) {
+    if (quiet || (p.step % every != 0 && p.step != p.steps)) return;
+    fmt::print("{}  scenes judge step {}/{}, loss {:.4f}{}", interactive ? "\r" : "", p.step,
+               p.steps, p.loss, interactive ? "" : "\n");
+    std::fflush(stdout);
+  });
+  if (interactive && !quiet) fmt::print("\n");
+  accuracy = scenes::shape_net_accuracy(*net, kScenesAccuracyCrops, config.seed ^ 0xACCULL);
+  augmented_accuracy =
+      scenes::shape_net_accuracy(*net, kScenesAccuracyCrops, config.seed ^ 0xA06ULL, true);
+  return net;
+}
+
+std::map<std::string, std::string> scenes_judge_metadata(const scenes::ShapeNetTrainConfig& config,
+                                                         double accuracy,
+                                                         double augmented_accuracy) {
+  return {{"recipe", fmt::format("inkgrad judge --dataset scenes --steps {} --seed {}",
+                                 config.steps, config.seed)},
+          {"accuracy", fmt::format("{:.4f}", accuracy)},
+          {"augmented_accuracy", fmt::format("{:.4f}", augmented_accuracy)}};
 }
 
 // --judge FILE, else the committed judge, else the cached one. With `train_if_missing`, a judge
@@ -301,23 +340,168 @@ struct EvalFlags {
   uint64_t seed = 0;
   std::string out;
   std::string judge;
+  int64_t steps = diffusion::GenerateOptions{}.steps;
+  CLI::Option* samples_option = nullptr;
+  CLI::Option* steps_option = nullptr;
 };
+
+// ---- inkgrad eval on a scenes model ----
+
+// The scenes judge committed with the sources (made by `inkgrad judge --dataset scenes`).
+fs::path committed_scenes_judge_file() {
+  return INK_SCENES_JUDGE_FILE;
+}
+
+struct ScenesJudgeSource {
+  std::unique_ptr<scenes::ShapeNet> net;
+  std::string path;
+};
+
+// --judge FILE, else the committed scenes judge, else the cached one, else one trained into the
+// cache (about a minute).
+ScenesJudgeSource find_scenes_judge(const std::string& flag) {
+  if (!flag.empty()) return {scenes::load_shape_net(flag), flag};
+  const fs::path cache = judge_cache_file().parent_path() / "scenes_judge.safetensors";
+  std::error_code ec;
+  for (const fs::path& path : {committed_scenes_judge_file(), cache}) {
+    if (fs::is_regular_file(path, ec))
+      return {scenes::load_shape_net(path.string()), path.string()};
+  }
+  fmt::print("no scenes judge found; training one into {} (once)\n", cache.string());
+  std::fflush(stdout);
+  const scenes::ShapeNetTrainConfig config;
+  double accuracy = 0.0, augmented_accuracy = 0.0;
+  auto net = train_shape_net_with_progress(config, false, accuracy, augmented_accuracy);
+  make_parent_folder(cache.string());
+  scenes::save_shape_net(cache.string(), *net,
+                         scenes_judge_metadata(config, accuracy, augmented_accuracy));
+  return {std::move(net), cache.string()};
+}
+
+bool is_scenes_model(const ImageModel& model) {
+  return model.image_format() == (ImageFormat{scenes::kChannels, scenes::kSide, scenes::kSide}) &&
+         model.tokenizer().kind() == "word";
+}
+
+// Pictures per prompt in the scenes eval unless -n says otherwise, and how many of them (and of
+// ground truth) eval.png shows per held-out prompt.
+constexpr int64_t kScenesDefaultSamples = 32;
+constexpr int64_t kScenesFigurePictures = 4;
+
+// n pictures of `prompt`; a diffusion model samples with `steps` steps (0: its default).
+Tensor generate_for_eval(ImageModel& model, const std::string& prompt, int64_t n,
+                         Generator& generator, int64_t steps) {
+  if (auto* diffusion_model = dynamic_cast<diffusion::TextToImageDiffusion*>(&model);
+      diffusion_model && steps > 0) {
+    diffusion::GenerateOptions options;
+    options.steps = steps;
+    return diffusion_model->generate(prompt, n, generator, options);
+  }
+  return model.generate(prompt, n, generator);
+}
+
+// eval.png of a scenes run: every held-out prompt, the model's first pictures beside ground truth.
+Image render_scenes_figure(const scenes::ScenesReport& report,
+                           const std::map<std::string, std::vector<float>>& kept) {
+  std::vector<GridRow> rows;
+  scenes::SceneSampler sampler;
+  Generator truth(report.seed ^ 0xF16ULL);
+  std::vector<float> picture(static_cast<size_t>(scenes::kImageFloats));
+  for (const scenes::PromptScores& p : report.model.prompts) {
+    if (!p.held_out) continue;
+    GridRow row{fmt::format("{} ({:.2f})", p.prompt, p.picture_accuracy), {}};
+    const std::vector<float>& model_pictures = kept.at(p.prompt);
+    const int64_t count = static_cast<int64_t>(model_pictures.size()) / scenes::kImageFloats;
+    for (int64_t i = 0; i < kScenesFigurePictures; ++i) {
+      if (i < count) {
+        row.pictures.emplace_back(model_pictures.begin() + i * scenes::kImageFloats,
+                                  model_pictures.begin() + (i + 1) * scenes::kImageFloats);
+      } else {
+        row.pictures.emplace_back(static_cast<size_t>(scenes::kImageFloats), 0.0f);
+      }
+    }
+    for (int64_t i = 0; i < kScenesFigurePictures; ++i) {
+      scenes::render(sampler.sample_for_prompt(scenes::parse_prompt(p.prompt), truth),
+                     picture.data());
+      row.pictures.push_back(picture);
+    }
+    rows.push_back(std::move(row));
+  }
+  GridStyle style = grid_style_for({scenes::kChannels, scenes::kSide, scenes::kSide});
+  style.title = "held-out prompts (picture accuracy): generated vs ground truth";
+  style.group_headers = {"generated", "ground truth"};
+  style.group_size = static_cast<int>(kScenesFigurePictures);
+  style.scale = 2;
+  return render_grid(rows, style);
+}
+
+int run_scenes_eval(const EvalFlags& flags, ImageModel& model, const std::string& out_dir) {
+  const int64_t n =
+      flags.samples_option->count() > 0 ? flags.samples_per_prompt : kScenesDefaultSamples;
+  check_range("-n", n, 1, kMaxSamplesPerPrompt);
+  prepare_out_folder(out_dir);
+  const std::string json_path = (fs::path(out_dir) / kEvalJson).string();
+  const std::string png_path = (fs::path(out_dir) / kEvalPng).string();
+  ScenesJudgeSource judge = find_scenes_judge(flags.judge);
+  const std::vector<std::string>& prompts = scenes::eval_prompts();
+  const int64_t steps = flags.steps_option->count() > 0 ? flags.steps : 0;
+  fmt::print("evaluating {} on scenes: {} prompts, {} pictures each, seed {}, judge {}\n",
+             flags.checkpoint, prompts.size(), n, flags.seed, judge.path);
+  std::fflush(stdout);
+  Generator generator(flags.seed);
+  std::map<std::string, std::vector<float>> kept;
+  size_t done = 0;
+  const bool interactive = isatty(fileno(stdout)) != 0;
+  const scenes::PictureSource source = [&](const std::string& prompt, int64_t count,
+                                           std::vector<float>& images) {
+    const Tensor pictures = generate_for_eval(model, prompt, count, generator, steps);
+    images.assign(pictures.data(), pictures.data() + pictures.numel());
+    const int64_t keep = std::min(count, kScenesFigurePictures) * scenes::kImageFloats;
+    kept[prompt].assign(images.begin(), images.begin() + std::min<int64_t>(keep, images.size()));
+    ++done;
+    if (interactive) {
+      fmt::print("\r  prompt {}/{}", done, prompts.size());
+      std::fflush(stdout);
+    }
+  };
+  const scenes::ScenesReport report = scenes::evaluate_scenes_report(
+      prompts, n, flags.seed, source, scenes::shape_classifier(*judge.net));
+  if (interactive) fmt::print("\n");
+  fmt::print("\neach cell: the model (the ground-truth ceiling)\n{}",
+             scenes::scenes_eval_table(report));
+  std::vector<std::pair<std::string, std::string>> extra = {
+      {"checkpoint", json_string(flags.checkpoint)},
+      {"model_kind", json_string(model.kind())},
+      {"judge", json_string(judge.path)}};
+  if (steps > 0) extra.emplace_back("steps", std::to_string(steps));
+  write_text(json_path, scenes::scenes_eval_json(report, extra));
+  write_png(png_path, render_scenes_figure(report, kept));
+  fmt::print("\nwrote {} and {}\n", json_path, png_path);
+  return 0;
+}
 
 int run_eval(const EvalFlags& flags) {
   INK_CHECK(!flags.checkpoint.empty(), "--checkpoint needs a file, got \"\"");
+  const std::string out =
+      flags.out.empty() ? fs::path(flags.checkpoint).parent_path().string() : flags.out;
+  const std::string out_dir = out.empty() ? "." : out;
+  const std::unique_ptr<ImageModel> loaded = load_eval_model(flags.checkpoint);
+  ImageModel& model = *loaded;
+  if (flags.steps_option->count() > 0) {
+    INK_CHECK(dynamic_cast<diffusion::TextToImageDiffusion*>(&model) != nullptr,
+              "--steps applies to diffusion models; {} holds the {} model", flags.checkpoint,
+              model.kind());
+    check_range("--steps", flags.steps, 1, 1000);
+  }
+  if (is_scenes_model(model)) return run_scenes_eval(flags, model, out_dir);
   INK_CHECK(
       flags.samples_per_prompt > kNeighbours && flags.samples_per_prompt <= kMaxSamplesPerPrompt,
       "-n must be between {} and {} (precision and recall compare {} nearest neighbours), "
       "got {}",
       kNeighbours + 1, kMaxSamplesPerPrompt, kNeighbours, flags.samples_per_prompt);
-  const std::string out =
-      flags.out.empty() ? fs::path(flags.checkpoint).parent_path().string() : flags.out;
-  const std::string out_dir = out.empty() ? "." : out;
-
-  const std::unique_ptr<ImageModel> loaded = load_eval_model(flags.checkpoint);
-  ImageModel& model = *loaded;
   INK_CHECK(model.image_format() == (ImageFormat{1, 28, 28}),
-            "{} holds a {} model of {}x{}x{} pictures; the judge knows the nine 28x28 shapes",
+            "{} holds a {} model of {}x{}x{} pictures; the judges know the nine 28x28 shapes and "
+            "the 3x32x32 scenes",
             flags.checkpoint, model.kind(), model.image_format().channels,
             model.image_format().height, model.image_format().width);
   prepare_out_folder(out_dir);
@@ -332,7 +516,12 @@ int run_eval(const EvalFlags& flags) {
   fmt::print("evaluating {}: {} samples per prompt, seed {}, judge {}\n", flags.checkpoint,
              options.samples_per_prompt, options.seed, judge.path);
   std::fflush(stdout);
-  const EvalResult result = evaluate(text_to_image_sampler(model), *judge.judge, options);
+  const int64_t steps = flags.steps_option->count() > 0 ? flags.steps : 0;
+  const EvalResult result = evaluate(
+      [&model, steps](int64_t prompt, int64_t n, Generator& generator) {
+        return generate_for_eval(model, std::string(kShapePrompts[prompt]), n, generator, steps);
+      },
+      *judge.judge, options);
 
   fmt::print("\neach cell: the model (the ground-truth ceiling)\n{}", eval_table(result));
   write_text(json_path, eval_json(result, {{"checkpoint", json_string(flags.checkpoint)},
@@ -346,27 +535,55 @@ int run_eval(const EvalFlags& flags) {
 // ---- inkgrad judge ----
 
 struct JudgeFlags {
-  std::string out = "models/judge.safetensors";
-  int64_t steps = JudgeTrainConfig{}.steps;
+  std::string dataset = "shapes";
+  std::string out;    // default: models/judge.safetensors or models/scenes_judge.safetensors
+  int64_t steps = 0;  // default: the dataset's recipe
   uint64_t seed = JudgeTrainConfig{}.seed;
   bool quiet = false;
+  CLI::Option* out_option = nullptr;
+  CLI::Option* steps_option = nullptr;
 };
 
+int run_scenes_judge(const JudgeFlags& flags) {
+  scenes::ShapeNetTrainConfig config;
+  if (flags.steps_option->count() > 0) config.steps = flags.steps;
+  config.seed = flags.seed;
+  const std::string out =
+      flags.out_option->count() > 0 ? flags.out : "models/scenes_judge.safetensors";
+  INK_CHECK(!out.empty(), "--out needs a file name, got \"\"");
+  make_parent_folder(out);
+  fmt::print("training the scenes judge's shape CNN: {} steps of {} augmented crops, seed {}\n",
+             config.steps, config.batch, config.seed);
+  std::fflush(stdout);
+  double accuracy = 0.0, augmented_accuracy = 0.0;
+  auto net = train_shape_net_with_progress(config, flags.quiet, accuracy, augmented_accuracy);
+  scenes::save_shape_net(out, *net, scenes_judge_metadata(config, accuracy, augmented_accuracy));
+  fmt::print(
+      "scenes judge: shapes {:.2f}% right on {} held-out ground-truth crops ({:.2f}% on augmented "
+      "ones); wrote {}\n",
+      100.0 * accuracy, kScenesAccuracyCrops, 100.0 * augmented_accuracy, out);
+  return 0;
+}
+
 int run_judge(const JudgeFlags& flags) {
-  INK_CHECK(!flags.out.empty(), "--out needs a file name, got \"\"");
-  check_range("--steps", flags.steps, 1, 1'000'000);
-  make_parent_folder(flags.out);
+  INK_CHECK(flags.dataset == "shapes" || flags.dataset == "scenes",
+            "--dataset must be shapes or scenes, got {}", quoted_text(flags.dataset));
+  if (flags.steps_option->count() > 0) check_range("--steps", flags.steps, 1, 1'000'000);
+  if (flags.dataset == "scenes") return run_scenes_judge(flags);
+  const std::string out = flags.out_option->count() > 0 ? flags.out : "models/judge.safetensors";
+  INK_CHECK(!out.empty(), "--out needs a file name, got \"\"");
+  make_parent_folder(out);
   JudgeTrainConfig config;
-  config.steps = flags.steps;
+  if (flags.steps_option->count() > 0) config.steps = flags.steps;
   config.seed = flags.seed;
   fmt::print("training the judge: {} steps of {} augmented pictures, seed {}\n", config.steps,
              config.pictures_per_prompt * kNumShapePrompts, config.seed);
   std::fflush(stdout);
   double accuracy = 0.0;
   auto judge = train_judge_with_progress(config, flags.quiet, accuracy);
-  save_judge(flags.out, *judge, judge_metadata(config, accuracy));
+  save_judge(out, *judge, judge_metadata(config, accuracy));
   fmt::print("judge: {:.2f}% accurate on {} fresh ground-truth pictures; wrote {}\n",
-             100.0 * accuracy, kAccuracyPictures * kNumShapePrompts, flags.out);
+             100.0 * accuracy, kAccuracyPictures * kNumShapePrompts, out);
   return 0;
 }
 
@@ -420,14 +637,18 @@ Command add_eval_command(CLI::App& app) {
   sub->add_option("--checkpoint,-c", flags->checkpoint,
                   "A model.safetensors written by inkgrad train")
       ->required();
-  sub->add_option("-n,--samples", flags->samples_per_prompt, "Samples per prompt")
-      ->capture_default_str();
+  flags->samples_option =
+      sub->add_option("-n,--samples", flags->samples_per_prompt, "Samples per prompt")
+          ->default_str(fmt::format("256, or {} for a scenes model", kScenesDefaultSamples));
   sub->add_option("--seed", flags->seed, "Seed of the samples and the ground truth")
       ->capture_default_str();
   sub->add_option("--out,-o", flags->out,
                   "Folder for eval.json and eval.png (default: the checkpoint's folder)");
   sub->add_option("--judge", flags->judge,
-                  "A judge file (default: the committed models/judge.safetensors, else the cache)");
+                  "A judge file (default: the committed models/judge.safetensors, or "
+                  "models/scenes_judge.safetensors for a scenes model, else the cache)");
+  flags->steps_option =
+      sub->add_option("--steps", flags->steps, "Diffusion: sampler steps")->capture_default_str();
   return [flags] { return run_eval(*flags); };
 }
 
@@ -435,8 +656,16 @@ Command add_judge_command(CLI::App& app) {
   auto flags = std::make_shared<JudgeFlags>();
   CLI::App* sub = app.add_subcommand(
       "judge", "Train the judge network that inkgrad eval scores with (deterministic per seed).");
-  sub->add_option("--out,-o", flags->out, "File for the judge")->capture_default_str();
-  sub->add_option("--steps", flags->steps, "Training steps")->capture_default_str();
+  sub->add_option("--dataset", flags->dataset,
+                  "Which judge: shapes (the nine prompts) or scenes (the scenes judge's shape CNN)")
+      ->capture_default_str();
+  flags->out_option =
+      sub->add_option("--out,-o", flags->out, "File for the judge")
+          ->default_str("models/judge.safetensors, or models/scenes_judge.safetensors");
+  flags->steps_option =
+      sub->add_option("--steps", flags->steps, "Training steps")
+          ->default_str(fmt::format("{} (shapes), {} (scenes)", JudgeTrainConfig{}.steps,
+                                    scenes::ShapeNetTrainConfig{}.steps));
   sub->add_option("--seed", flags->seed, "Seed of the data and the initial weights")
       ->capture_default_str();
   sub->add_flag("--quiet,-q", flags->quiet, "No progress line");

@@ -1,11 +1,18 @@
-// The scenes judge: components, attributes and the GenEval matching rule.
+// The scenes judge: components, attributes, the GenEval matching rule, and the shape CNN with
+// its augmented training and its file format.
 #include "models/scenes_judge.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <nlohmann/json.hpp>
 
+#include "models/judge.h"
+#include "nn/optim.h"
+#include "nn/safetensors.h"
+#include "tensor/autograd.h"
 #include "tensor/error.h"
+#include "tensor/ops.h"
 
 namespace ink::scenes {
 
@@ -144,9 +151,9 @@ std::vector<FoundObject> find_objects(const float* image, const ShapeClassifier&
     o.color = nearest_color(o.mean_rgb);
     o.size = o.extent() <= 9 ? Size::small : Size::large;
     o.place = Place{cell_of((o.x0 + o.x1) / 2.0), cell_of((o.y0 + o.y1) / 2.0)};
-    std::vector<float> crop(static_cast<size_t>(kCropSide * kCropSide));
-    object_crop(image, o, labels, label, crop.data());
-    o.shape = classify ? classify(crop.data()) : classify_shape_by_geometry(crop.data());
+    o.crop.assign(static_cast<size_t>(kCropSide * kCropSide), 0.0f);
+    object_crop(image, o, labels, label, o.crop.data());
+    o.shape = classify ? classify(o.crop.data()) : classify_shape_by_geometry(o.crop.data());
     found.push_back(o);
   }
   return found;
@@ -210,6 +217,237 @@ Verdict judge(const SceneSpec& spec, const std::vector<FoundObject>& found) {
     }
   }
   return best;
+}
+
+// ---- ShapeNet ----
+
+namespace {
+
+constexpr int64_t kCropPixels = kCropSide * kCropSide;
+
+// Each channel blurred with a normalised Gaussian of `sigma` along rows, then columns; outside
+// the picture counts as 0.
+void blur_scene(float* image, float sigma) {
+  constexpr int kRadius = 3;
+  float kernel[2 * kRadius + 1];
+  float total = 0.0f;
+  for (int i = -kRadius; i <= kRadius; ++i) {
+    kernel[i + kRadius] = std::exp(-0.5f * static_cast<float>(i * i) / (sigma * sigma));
+    total += kernel[i + kRadius];
+  }
+  for (float& k : kernel) k /= total;
+  std::vector<float> buffer(static_cast<size_t>(kPixels));
+  for (int64_t c = 0; c < kChannels; ++c) {
+    float* plane = image + c * kPixels;
+    for (int pass = 0; pass < 2; ++pass) {  // pass 0 along x, pass 1 along y
+      const int64_t step = pass == 0 ? 1 : kSide;
+      for (int64_t y = 0; y < kSide; ++y) {
+        for (int64_t x = 0; x < kSide; ++x) {
+          const int64_t along = pass == 0 ? x : y;
+          float sum = 0.0f;
+          for (int i = -kRadius; i <= kRadius; ++i) {
+            if (along + i < 0 || along + i >= kSide) continue;
+            sum += kernel[i + kRadius] * plane[y * kSide + x + i * step];
+          }
+          buffer[static_cast<size_t>(y * kSide + x)] = sum;
+        }
+      }
+      std::copy(buffer.begin(), buffer.end(), plane);
+    }
+  }
+}
+
+std::string net_config_json(const ShapeNetConfig& config) {
+  return fmt::format(R"({{"channels1": {}, "channels2": {}, "hidden": {}}})", config.channels1,
+                     config.channels2, config.hidden);
+}
+
+ShapeNetConfig parse_net_config(const std::string& text, const std::string& path) {
+  try {
+    const nlohmann::json j = nlohmann::json::parse(text);
+    ShapeNetConfig config;
+    config.channels1 = j.at("channels1").get<int64_t>();
+    config.channels2 = j.at("channels2").get<int64_t>();
+    config.hidden = j.at("hidden").get<int64_t>();
+    return config;
+  } catch (const nlohmann::json::exception& error) {
+    INK_FAIL("{}: the scenes judge's \"config\" metadata {} is invalid: {}", path, text,
+             error.what());
+  }
+}
+
+}  // namespace
+
+ShapeNet::ShapeNet(const ShapeNetConfig& config, Generator* generator)
+    : nn::Module("ShapeNet"), config_(config) {
+  INK_CHECK(config.channels1 > 0 && config.channels2 > 0 && config.hidden > 0,
+            "ShapeNet: channels1, channels2 and hidden must be positive, got {}, {} and {}",
+            config.channels1, config.channels2, config.hidden);
+  conv1 = register_module(
+      "conv1", std::make_shared<nn::Conv2d>(1, config.channels1, 3, 1, 1, true, generator));
+  conv2 = register_module("conv2", std::make_shared<nn::Conv2d>(config.channels1, config.channels2,
+                                                                3, 1, 1, true, generator));
+  const int64_t side = kCropSide / 4;
+  fc1 = register_module("fc1", std::make_shared<nn::Linear>(config.channels2 * side * side,
+                                                            config.hidden, true, generator));
+  fc2 = register_module("fc2",
+                        std::make_shared<nn::Linear>(config.hidden, kNumShapes, true, generator));
+}
+
+Tensor ShapeNet::logits(const Tensor& crops) {
+  INK_CHECK(crops.defined() && crops.numel() > 0 && crops.numel() % kCropPixels == 0,
+            "ShapeNet: expected crops [B, 1, {}, {}], got {}", kCropSide, kCropSide,
+            crops.defined() ? shape_str(crops.shape()) : "(undefined)");
+  const int64_t B = crops.numel() / kCropPixels;
+  Tensor x = reshape(crops, {B, 1, kCropSide, kCropSide});
+  x = avg_pool2d(relu(conv1->forward(x)), 2);  // [B, C1, 8, 8]
+  x = avg_pool2d(relu(conv2->forward(x)), 2);  // [B, C2, 4, 4]
+  x = relu(fc1->forward(flatten(x, 1)));       // [B, H]
+  return fc2->forward(x);                      // [B, 4]
+}
+
+std::vector<ShapeKind> classify_crops(ShapeNet& net, const float* crops, int64_t n) {
+  INK_CHECK(n >= 0, "classify_crops: n must be >= 0, got {}", n);
+  constexpr int64_t kBatch = 256;
+  const bool was_training = net.is_training();
+  net.eval();
+  NoGradGuard no_grad;
+  std::vector<ShapeKind> shapes;
+  shapes.reserve(static_cast<size_t>(n));
+  for (int64_t begin = 0; begin < n; begin += kBatch) {
+    const int64_t count = std::min(kBatch, n - begin);
+    std::vector<float> batch(crops + begin * kCropPixels, crops + (begin + count) * kCropPixels);
+    const Tensor logits = net.logits(from_vector(batch, {count, kCropPixels}));
+    for (const int64_t k : max(logits, 1).indices.to_vector_i64()) {
+      shapes.push_back(static_cast<ShapeKind>(k));
+    }
+  }
+  net.train(was_training);
+  return shapes;
+}
+
+ShapeClassifier shape_classifier(ShapeNet& net) {
+  return [&net](const float* crop) { return classify_crops(net, crop, 1).front(); };
+}
+
+void augment_scene(float* image, Generator& gen) {
+  if (gen.uniform() < 0.5f) blur_scene(image, gen.uniform(0.3f, 1.3f));
+  const float scale = gen.uniform(0.55f, 1.1f);
+  const float offset = gen.uniform(0.0f, 0.08f);
+  const float noise = gen.uniform() < 0.5f ? gen.uniform(0.0f, 0.06f) : 0.0f;
+  for (int64_t i = 0; i < kImageFloats; ++i) {
+    float v = image[i] * scale + offset;
+    if (noise > 0.0f) v += noise * gen.normal();
+    image[i] = std::clamp(v, 0.0f, 1.0f);
+  }
+}
+
+ShapeKind draw_training_crop(Generator& gen, bool augmented, float* crop) {
+  std::vector<float> image(static_cast<size_t>(kImageFloats));
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    Object o;
+    o.shape = static_cast<ShapeKind>(gen.randint(0, kNumShapes));
+    o.color = static_cast<Color>(gen.randint(0, kNumColors));
+    o.extent = static_cast<int>(gen.randint(5, 15));
+    o.size = o.extent <= 9 ? Size::small : Size::large;
+    o.place = Place::from_index(static_cast<int>(gen.randint(0, kNumPlaces)));
+    o.cx = cell_centre(o.place.col) + static_cast<int>(gen.randint(-2, 3));
+    o.cy = cell_centre(o.place.row) + static_cast<int>(gen.randint(-2, 3));
+    o.brightness = gen.uniform(0.8f, 1.0f);
+    render({o}, image.data());
+    if (augmented) augment_scene(image.data(), gen);
+    const std::vector<FoundObject> found = find_objects(image.data());
+    if (found.empty()) continue;  // blurred and dimmed below the threshold: draw another
+    const auto largest = std::max_element(
+        found.begin(), found.end(),
+        [](const FoundObject& a, const FoundObject& b) { return a.pixels < b.pixels; });
+    std::copy(largest->crop.begin(), largest->crop.end(), crop);
+    return o.shape;
+  }
+  INK_FAIL("draw_training_crop: 100 objects in a row were lost to the augmentation");
+}
+
+std::unique_ptr<ShapeNet> train_shape_net(
+    const ShapeNetTrainConfig& config,
+    const std::function<void(const ShapeNetProgress&)>& on_step) {
+  INK_CHECK(config.steps >= 1 && config.batch >= 1 && config.lr > 0.0,
+            "train_shape_net: steps, batch and lr must be positive, got {}, {} and {}",
+            config.steps, config.batch, config.lr);
+  Generator init(config.seed);
+  auto net = std::make_unique<ShapeNet>(config.net, &init);
+  net->train();
+  nn::Adam optimizer(net->named_parameters(), {.lr = config.lr});
+  Generator data(config.seed ^ 0x5CE7E5ULL);
+  std::vector<float> crops(static_cast<size_t>(config.batch * kCropPixels));
+  std::vector<int64_t> labels(static_cast<size_t>(config.batch));
+  for (int64_t step = 0; step < config.steps; ++step) {
+    for (int64_t i = 0; i < config.batch; ++i) {
+      labels[static_cast<size_t>(i)] =
+          static_cast<int64_t>(draw_training_crop(data, true, crops.data() + i * kCropPixels));
+    }
+    // Cosine decay from lr to 5% of it.
+    const double progress = static_cast<double>(step) / static_cast<double>(config.steps);
+    optimizer.options().lr = config.lr * (0.05 + 0.95 * 0.5 * (1.0 + std::cos(M_PI * progress)));
+    const Tensor loss = cross_entropy(net->logits(from_vector(crops, {config.batch, kCropPixels})),
+                                      from_vector_i64(labels, {config.batch}));
+    const float value = loss.item();
+    INK_CHECK(std::isfinite(value), "train_shape_net: the loss is {} at step {}", value, step + 1);
+    optimizer.zero_grad();
+    loss.backward();
+    optimizer.step();
+    if (on_step) on_step({step + 1, config.steps, value});
+  }
+  net->eval();
+  return net;
+}
+
+double shape_net_accuracy(ShapeNet& net, int64_t n, uint64_t seed, bool augmented) {
+  INK_CHECK(n >= 1, "shape_net_accuracy: n must be at least 1, got {}", n);
+  Generator gen(seed);
+  std::vector<float> crops(static_cast<size_t>(n * kCropPixels));
+  std::vector<ShapeKind> truth(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    truth[static_cast<size_t>(i)] =
+        draw_training_crop(gen, augmented, crops.data() + i * kCropPixels);
+  }
+  const std::vector<ShapeKind> predicted = classify_crops(net, crops.data(), n);
+  int64_t correct = 0;
+  for (int64_t i = 0; i < n; ++i)
+    correct += predicted[static_cast<size_t>(i)] == truth[static_cast<size_t>(i)];
+  return static_cast<double>(correct) / static_cast<double>(n);
+}
+
+void save_shape_net(const std::string& path, const ShapeNet& net,
+                    const std::map<std::string, std::string>& extra) {
+  std::map<std::string, std::string> metadata = extra;
+  metadata["format"] = "pt";
+  metadata["kind"] = kScenesJudgeKind;
+  metadata["config"] = net_config_json(net.config());
+  save_safetensors(path, net.state_dict(), metadata);
+}
+
+std::unique_ptr<ShapeNet> load_shape_net(const std::string& path) {
+  const SafetensorsFile file = load_safetensors(path);
+  const auto kind = file.metadata.find("kind");
+  INK_CHECK(kind != file.metadata.end(),
+            "{} is not a scenes judge file (its metadata has no \"kind\"; a scenes judge has "
+            "\"kind\": \"{}\")",
+            path, kScenesJudgeKind);
+  INK_CHECK(kind->second == kScenesJudgeKind, "{} is a \"{}\" file, not a scenes judge", path,
+            kind->second);
+  const auto config = file.metadata.find("config");
+  INK_CHECK(config != file.metadata.end(), "{}: the scenes judge file has no \"config\" metadata",
+            path);
+  Generator init(0);  // overwritten by the file
+  auto net = std::make_unique<ShapeNet>(parse_net_config(config->second, path), &init);
+  try {
+    net->load_state_dict(file.tensors, /*strict=*/true);
+  } catch (const Error& error) {
+    INK_FAIL("{}: the scenes judge's parameters do not match its config {}: {}", path,
+             config->second, error.what());
+  }
+  net->eval();
+  return net;
 }
 
 }  // namespace ink::scenes

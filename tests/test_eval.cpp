@@ -1,7 +1,9 @@
 // The evaluation metrics (models/eval_metrics.h): NumPy/SciPy reference values from
 // tests/data/eval_golden.json (written by scripts/make_eval_golden.py), the eigen solver, and
 // the known cases: a set against itself, one picture repeated, pictures of the wrong prompt.
-// Then the judge (models/judge.h), evaluate() (models/eval_report.h) and `inkgrad eval`.
+// Then the judge (models/judge.h), evaluate() (models/eval_report.h) and `inkgrad eval`, and the
+// scenes side of the command line: `inkgrad eval` on a scenes model, `inkgrad data --dataset
+// scenes` and `inkgrad judge --dataset scenes`.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -16,11 +18,15 @@
 #include <sstream>
 #include <vector>
 
+#include "models/diffusion/model.h"
 #include "models/eval_metrics.h"
 #include "models/eval_report.h"
 #include "models/judge.h"
+#include "models/registry.h"
+#include "models/scenes_eval.h"
 #include "models/shapes.h"
 #include "models/text_to_image.h"
+#include "models/word_tokenizer.h"
 #include "nn/safetensors.h"
 #include "tensor/autograd.h"
 #include "tensor/gradcheck.h"
@@ -705,6 +711,161 @@ TEST_F(EvalCli, BadInputGivesOneLineErrors) {
   expect_cli_error({"eval", "--checkpoint", model, "--judge", model},
                    "is not a judge file (its metadata has no \"kind\"");
   expect_cli_error({"judge", "--steps", "0"}, "--steps must be between 1 and 1000000, got 0");
+}
+
+// ---- the scenes CLI: eval on a scenes model, data and judge ----
+
+class ScenesCli : public ::testing::Test {
+ protected:
+  static std::string dir() {
+    static const std::string d = [] {
+      const std::string path =
+          ::testing::TempDir() + "/inkgrad_scenes_cli_" + std::to_string(::getpid());
+      std::filesystem::remove_all(path);
+      std::filesystem::create_directories(path);
+      return path;
+    }();
+    return d;
+  }
+  // An untrained diffusion model of the scenes world (tiny preset, 3 x 32 x 32, word tokens), as
+  // `inkgrad train --model diffusion --dataset scenes --config tiny` configures it: fast to
+  // write, and enough to run the whole eval.
+  static std::string scenes_checkpoint() {
+    static const std::string path = [] {
+      diffusion::DiffusionConfig config = diffusion::DiffusionConfig::preset("tiny");
+      config.in_channels = scenes::kChannels;
+      config.image_size = scenes::kSide;
+      config.tokenizer = "word";
+      config.vocab_size = WordTokenizer().vocab_size();
+      config.max_length = WordTokenizer::kDefaultMaxLength;
+      Generator gen(4321);
+      const diffusion::TextToImageDiffusion model(config, &gen);
+      const std::string file = dir() + "/scenes_model.safetensors";
+      save_model(model, file);
+      return file;
+    }();
+    return path;
+  }
+};
+
+TEST_F(ScenesCli, EvalOnAnUntrainedScenesModelReportsEverySplitAndAttribute) {
+  const std::string out = dir() + "/eval";
+  const std::vector<std::string> args = {"eval",
+                                         "--checkpoint",
+                                         scenes_checkpoint(),
+                                         "-n",
+                                         "3",
+                                         "--steps",
+                                         "2",
+                                         "--seed",
+                                         "6",
+                                         "--out",
+                                         out};
+  const CliRun r = inkgrad(args);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_THAT(r.out, ::testing::HasSubstr("on scenes: 38 prompts, 3 pictures each, seed 6"));
+  EXPECT_THAT(r.out, ::testing::HasSubstr("scenes_judge.safetensors"));
+  EXPECT_THAT(r.out, ::testing::HasSubstr("held-out"));
+  EXPECT_THAT(r.out, ::testing::HasSubstr("open attributes, normalised entropy"));
+  EXPECT_THAT(r.out, ::testing::HasSubstr("a red triangle on the left and a blue circle"));
+  const json j = json::parse(read_text(out + "/eval.json"));
+  EXPECT_EQ(j.at("dataset"), "scenes");
+  EXPECT_EQ(j.at("model_kind"), "diffusion");
+  EXPECT_EQ(j.at("pictures_per_prompt"), 3);
+  EXPECT_EQ(j.at("seed"), 6);
+  EXPECT_EQ(j.at("steps"), 2);
+  EXPECT_THAT(j.at("judge").get<std::string>(), ::testing::EndsWith("scenes_judge.safetensors"));
+  const json& model = j.at("model");
+  const json& ceiling = j.at("ceiling");
+  for (const char* split : {"seen", "held_out"}) {
+    EXPECT_GE(ceiling.at(split).at("picture_accuracy").get<double>(), 0.99) << split;
+    EXPECT_GT(model.at(split).at("pictures").get<int64_t>(), 0);
+    for (const char* key : {"picture_accuracy", "count_accuracy", "shape_accuracy",
+                            "color_accuracy", "size_accuracy", "place_accuracy"}) {
+      const json& v = model.at(split).at(key);
+      if (v.is_null()) continue;  // an untrained model may find no object to score
+      EXPECT_GE(v.get<double>(), 0.0) << split << " " << key;
+      EXPECT_LE(v.get<double>(), 1.0) << split << " " << key;
+    }
+    for (const char* key : {"open_entropy", "color_entropy", "size_entropy", "place_entropy"}) {
+      EXPECT_TRUE(model.at(split).contains(key)) << split << " " << key;
+      EXPECT_TRUE(ceiling.at(split).at(key).is_number()) << split << " " << key;
+    }
+  }
+  EXPECT_EQ(model.at("prompts").size(), scenes::eval_prompts().size());
+  EXPECT_GT(std::filesystem::file_size(out + "/eval.png"), 1000u);
+  // The same seed gives the same file.
+  const std::string first = read_text(out + "/eval.json");
+  ASSERT_EQ(inkgrad(args).code, 0);
+  EXPECT_EQ(read_text(out + "/eval.json"), first);
+}
+
+TEST_F(ScenesCli, EvalErrors) {
+  const std::string model = scenes_checkpoint();
+  expect_cli_error({"eval", "--checkpoint", model, "-n", "0"},
+                   "-n must be between 1 and 4096, got 0");
+  expect_cli_error({"eval", "--checkpoint", model, "--steps", "0"},
+                   "--steps must be between 1 and 1000, got 0");
+  expect_cli_error({"eval", "--checkpoint", model, "--judge", committed_judge()},
+                   "is a \"judge\" file, not a scenes judge");
+  expect_cli_error({"eval", "--checkpoint", model, "--judge", model},
+                   "is not a scenes judge file (its metadata has no \"kind\"");
+  // --steps is for models with a sampler.
+  Generator gen(1);
+  const std::string mlp = dir() + "/mlp.safetensors";
+  save_model(*make_model("mlp", "", &gen), mlp);
+  expect_cli_error({"eval", "--checkpoint", mlp, "--steps", "5"},
+                   "--steps applies to diffusion models; " + mlp + " holds the mlp model");
+}
+
+TEST_F(ScenesCli, DataDrawsLabelledScenesGrids) {
+  const std::string all = dir() + "/data/all.png";
+  CliRun r = inkgrad(
+      {"data", "--dataset", "scenes", "--prompt", "all", "--seed", "2", "-n", "4", "-o", all});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::HasSubstr("36 scenes pictures of every sample prompt (seed 2"));
+  EXPECT_GT(std::filesystem::file_size(all), 1000u);
+  const std::string first = read_text(all);
+  ASSERT_EQ(inkgrad({"data", "--dataset", "scenes", "--prompt", "all", "--seed", "2", "-n", "4",
+                     "-o", all})
+                .code,
+            0);
+  EXPECT_EQ(read_text(all), first);  // the same seed, the same picture
+
+  r = inkgrad({"data", "--dataset", "scenes", "--prompt", "training", "-n", "5", "--seed", "3",
+               "-o", dir() + "/data/training.png"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::HasSubstr("   1  "));  // the prompts in full, numbered
+  EXPECT_THAT(r.out, ::testing::HasSubstr("5 scenes pictures of the training distribution"));
+  r = inkgrad({"data", "--dataset", "scenes", "--prompt", "a large green circle at the top", "-n",
+               "3", "-o", dir() + "/data/one.png"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out,
+              ::testing::HasSubstr("3 scenes pictures of \"a large green circle at the top\""));
+
+  expect_cli_error(
+      {"data", "--dataset", "scenes", "--prompt", "a red blob", "-o", dir() + "/x.png"},
+      "--prompt \"a red blob\" is not a scenes prompt (scenes: unexpected \"blob\"");
+  expect_cli_error(
+      {"data", "--dataset", "scenes", "--prompt", "all", "-n", "0", "-o", dir() + "/x.png"},
+      "-n must be between 1 and 256, got 0");
+  expect_cli_error({"data", "--dataset", "cats", "--prompt", "all", "-o", dir() + "/x.png"},
+                   "--dataset must be shapes or scenes, got \"cats\"");
+}
+
+TEST_F(ScenesCli, JudgeTrainsTheScenesShapeNet) {
+  const std::string file = dir() + "/judge/scenes_judge.safetensors";
+  const CliRun r =
+      inkgrad({"judge", "--dataset", "scenes", "--steps", "3", "--seed", "9", "-q", "-o", file});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::HasSubstr("held-out ground-truth crops"));
+  const SafetensorsReader header(file);
+  EXPECT_EQ(header.metadata().at("kind"), scenes::kScenesJudgeKind);
+  EXPECT_EQ(header.metadata().at("recipe"), "inkgrad judge --dataset scenes --steps 3 --seed 9");
+  EXPECT_NO_THROW(scenes::load_shape_net(file));
+  expect_cli_error({"judge", "--dataset", "dogs"},
+                   "--dataset must be shapes or scenes, got \"dogs\"");
 }
 
 }  // namespace
