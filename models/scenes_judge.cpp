@@ -47,7 +47,7 @@ int cell_of(double centre) {
 }
 
 bool matches(const ObjectSpec& s, const FoundObject& f) {
-  return s.shape == f.shape && (!s.color || *s.color == f.color) &&
+  return !f.oversized() && s.shape == f.shape && (!s.color || *s.color == f.color) &&
          (!s.size || *s.size == f.size) && (!s.place || *s.place == f.place);
 }
 
@@ -187,6 +187,10 @@ Verdict judge(const SceneSpec& spec, const std::vector<FoundObject>& found) {
       }
       const ObjectSpec& s = spec[k];
       const FoundObject& f = found[static_cast<size_t>(pick[k])];
+      if (f.oversized()) {  // a blob: no attribute of it counts
+        all_match = false;
+        continue;
+      }
       c.shape_ok += s.shape == f.shape;
       c.color_ok += s.color && *s.color == f.color;
       c.size_ok += s.size && *s.size == f.size;

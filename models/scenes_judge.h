@@ -26,6 +26,9 @@
 
 namespace ink::scenes {
 
+// The largest extent of a component that can be one object (see FoundObject::oversized).
+inline constexpr int kMaxObjectExtent = 16;
+
 // A component of bright pixels.
 struct FoundObject {
   int x0 = 0, y0 = 0, x1 = 0, y1 = 0;  // box, ends exclusive
@@ -37,6 +40,10 @@ struct FoundObject {
   Place place;
   std::vector<float> crop;  // [kCropSide * kCropSide], what the shape classifier saw
   int extent() const { return std::max(x1 - x0, y1 - y0); }
+  // Wider or taller than any object of the scenes world (13 px, about 15 blurred): a blob (a
+  // noisy picture lit all over, two objects run together). It counts as an object but matches no
+  // prompted one, whatever its attributes.
+  bool oversized() const { return extent() > kMaxObjectExtent; }
 };
 
 // The crop of one object, for the shape classifier: the object's box in a kCropSide x kCropSide
@@ -68,6 +75,7 @@ ShapeKind classify_shape_by_geometry(const float* crop);
 struct Verdict {
   bool count_ok = false;  // as many objects as the prompt names
   bool correct = false;   // count_ok and each prompted object matched, every named attribute
+                          // (an oversized component matches nothing and scores no attribute)
   // Per attribute, over the prompted objects matched in the best assignment: how many of the
   // named ones were right, and how many were named.
   int shape_ok = 0, shape_named = 0;

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -143,6 +144,33 @@ TEST(ScenesJudge, SpecksAndABlackPictureHoldNoObjects) {
   EXPECT_FALSE(v.correct);
 }
 
+TEST(ScenesJudge, ABlobLargerThanAnyObjectMatchesNothing) {
+  // A picture lit all over by noise is one component: one "object", but no circle.
+  std::vector<float> noise(kImageFloats);
+  Generator gen(8);
+  for (float& v : noise) v = gen.uniform(0.2f, 1.0f);
+  const auto found = find_objects(noise.data(), cnn());
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_TRUE(found[0].oversized());
+  for (const char* prompt : {"a circle", "a square", "a triangle", "a cross"}) {
+    const Verdict v = judge(parse_prompt(prompt), found);
+    EXPECT_TRUE(v.count_ok);
+    EXPECT_FALSE(v.correct) << prompt;
+    EXPECT_EQ(v.shape_ok, 0) << prompt;
+  }
+  // A 17 px square is a blob; a 13 px one (the largest object) is not.
+  Object big;
+  big.shape = ShapeKind::square;
+  big.extent = 17;
+  EXPECT_FALSE(
+      judge(parse_prompt("a large white square"), find_objects(render_objects({big}).data()))
+          .correct);
+  big.extent = 13;
+  EXPECT_TRUE(
+      judge(parse_prompt("a large white square"), find_objects(render_objects({big}).data()))
+          .correct);
+}
+
 // ---- the shape CNN ----
 
 TEST(ScenesJudgeCnn, CommittedNetIsAccurateOnHeldOutCrops) {
@@ -153,6 +181,28 @@ TEST(ScenesJudgeCnn, CommittedNetIsAccurateOnHeldOutCrops) {
   EXPECT_EQ(header.metadata().at("kind"), kScenesJudgeKind);
   EXPECT_THAT(header.metadata().at("recipe"),
               ::testing::HasSubstr("inkgrad judge --dataset scenes"));
+}
+
+TEST(ScenesJudgeCnn, BeatsTheGeometricRuleOnSoftPictures) {
+  // The same augmented crops (blurred, dimmed, noisy: what generations look like) through both.
+  Generator gen(0x50F7);
+  const int64_t n = 1000;
+  std::vector<float> crops(static_cast<size_t>(n * kCropSide * kCropSide));
+  std::vector<ShapeKind> truth;
+  for (int64_t i = 0; i < n; ++i) {
+    truth.push_back(draw_training_crop(gen, true, crops.data() + i * kCropSide * kCropSide));
+  }
+  const std::vector<ShapeKind> by_cnn = classify_crops(shared_net(), crops.data(), n);
+  int64_t cnn_ok = 0, geometry_ok = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    cnn_ok += by_cnn[static_cast<size_t>(i)] == truth[static_cast<size_t>(i)];
+    geometry_ok += classify_shape_by_geometry(crops.data() + i * kCropSide * kCropSide) ==
+                   truth[static_cast<size_t>(i)];
+  }
+  std::cout << "augmented crops: CNN " << cnn_ok << " / " << n << ", geometric rule " << geometry_ok
+            << " / " << n << "\n";
+  EXPECT_GE(cnn_ok, 0.97 * n);
+  EXPECT_GT(cnn_ok, geometry_ok);
 }
 
 TEST(ScenesJudgeCnn, GroundTruthIsJudgedCorrect) {
