@@ -14,8 +14,10 @@
 
 #include "apps/commands.h"
 #include "apps/figures.h"
+#include "apps/generation.h"
 #include "apps/image.h"
 #include "apps/run_dir.h"
+#include "models/diffusion/model.h"
 #include "models/eval_report.h"
 #include "models/judge.h"
 #include "models/registry.h"
@@ -143,10 +145,36 @@ std::unique_ptr<ImageModel> load_eval_model(const std::string& path) {
   }
 }
 
-PromptSampler text_to_image_sampler(ImageModel& model) {
-  return [&model](int64_t prompt, int64_t n, Generator& generator) {
-    return model.generate(std::string(kShapePrompts[prompt]), n, generator);
+// How a model with a sampler draws its eval samples: the settings of `inkgrad generate` (the
+// MLP ignores them). Defaults are generate's defaults, so that eval scores what users get.
+struct SamplerFlags {
+  double guidance = diffusion::GenerateOptions{}.guidance;
+  int64_t steps = diffusion::GenerateOptions{}.steps;
+  std::string sampler = diffusion::GenerateOptions{}.sampler;
+};
+
+PromptSampler text_to_image_sampler(ImageModel& model, const SamplerFlags& flags = {}) {
+  auto* diffusion_model = dynamic_cast<diffusion::TextToImageDiffusion*>(&model);
+  if (diffusion_model == nullptr) {
+    return [&model](int64_t prompt, int64_t n, Generator& generator) {
+      return model.generate(std::string(kShapePrompts[prompt]), n, generator);
+    };
+  }
+  diffusion::GenerateOptions options;
+  options.guidance = flags.guidance;
+  options.steps = flags.steps;
+  options.sampler = flags.sampler;
+  options.validate();
+  return [diffusion_model, options](int64_t prompt, int64_t n, Generator& generator) {
+    return diffusion_model->generate(std::string(kShapePrompts[prompt]), n, generator, options);
   };
+}
+
+// "diffusion (ddim, 50 steps, guidance 3)" or "mlp": what produced the samples.
+std::string sampled_by(const ImageModel& model, const SamplerFlags& flags) {
+  if (dynamic_cast<const diffusion::TextToImageDiffusion*>(&model) == nullptr) return model.kind();
+  return fmt::format("{} ({}, {} steps, guidance {:g})", model.kind(), flags.sampler, flags.steps,
+                     flags.guidance);
 }
 
 // ---- the figure ----
@@ -301,6 +329,8 @@ struct EvalFlags {
   uint64_t seed = 0;
   std::string out;
   std::string judge;
+  SamplerFlags sampling;
+  bool sampling_given = false;  // any of --guidance, --steps, --sampler on the command line
 };
 
 int run_eval(const EvalFlags& flags) {
@@ -320,6 +350,11 @@ int run_eval(const EvalFlags& flags) {
             "{} holds a {} model of {}x{}x{} pictures; the judge knows the nine 28x28 shapes",
             flags.checkpoint, model.kind(), model.image_format().channels,
             model.image_format().height, model.image_format().width);
+  INK_CHECK(!flags.sampling_given || has_sampler(model),
+            "--guidance, --steps and --sampler set how a diffusion model samples; {} holds a {} "
+            "model, which has no sampler",
+            flags.checkpoint, model.kind());
+  const PromptSampler sampler = text_to_image_sampler(model, flags.sampling);
   prepare_out_folder(out_dir);
   const std::string json_path = (fs::path(out_dir) / kEvalJson).string();
   const std::string png_path = (fs::path(out_dir) / kEvalPng).string();
@@ -329,15 +364,18 @@ int run_eval(const EvalFlags& flags) {
   options.samples_per_prompt = flags.samples_per_prompt;
   options.seed = flags.seed;
   options.k = kNeighbours;
-  fmt::print("evaluating {}: {} samples per prompt, seed {}, judge {}\n", flags.checkpoint,
-             options.samples_per_prompt, options.seed, judge.path);
+  fmt::print("evaluating {} ({}): {} samples per prompt, seed {}, judge {}\n", flags.checkpoint,
+             sampled_by(model, flags.sampling), options.samples_per_prompt, options.seed,
+             judge.path);
   std::fflush(stdout);
-  const EvalResult result = evaluate(text_to_image_sampler(model), *judge.judge, options);
+  const EvalResult result = evaluate(sampler, *judge.judge, options);
 
   fmt::print("\neach cell: the model (the ground-truth ceiling)\n{}", eval_table(result));
-  write_text(json_path, eval_json(result, {{"checkpoint", json_string(flags.checkpoint)},
-                                           {"model", json_string("text-to-image MLP")},
-                                           {"judge", json_string(judge.path)}}));
+  write_text(json_path,
+             eval_json(result, {{"checkpoint", json_string(flags.checkpoint)},
+                                {"model", json_string(model.kind())},
+                                {"sampling", json_string(sampled_by(model, flags.sampling))},
+                                {"judge", json_string(judge.path)}}));
   write_png(png_path, render_eval_figure(result));
   fmt::print("\nwrote {} and {}\n", json_path, png_path);
   return 0;
@@ -428,7 +466,18 @@ Command add_eval_command(CLI::App& app) {
                   "Folder for eval.json and eval.png (default: the checkpoint's folder)");
   sub->add_option("--judge", flags->judge,
                   "A judge file (default: the committed models/judge.safetensors, else the cache)");
-  return [flags] { return run_eval(*flags); };
+  CLI::Option* guidance = sub->add_option("--guidance", flags->sampling.guidance,
+                                          "diffusion: classifier-free guidance scale w (1 = none)")
+                              ->capture_default_str();
+  CLI::Option* steps = sub->add_option("--steps", flags->sampling.steps, "diffusion: sampler steps")
+                           ->capture_default_str();
+  CLI::Option* sampler = sub->add_option("--sampler", flags->sampling.sampler,
+                                         "diffusion: ddim, ddpm, euler or dpmpp2m")
+                             ->capture_default_str();
+  return [flags, guidance, steps, sampler] {
+    flags->sampling_given = guidance->count() + steps->count() + sampler->count() > 0;
+    return run_eval(*flags);
+  };
 }
 
 Command add_judge_command(CLI::App& app) {

@@ -397,6 +397,7 @@ int run_train(TrainFlags& flags) {
   const double seconds_before = record.train_seconds;
   TrainingProgress progress(stdout, isatty(fileno(stdout)) != 0, flags.quiet, first_epoch,
                             config.epochs, trainer.dataset().size());
+  if (flags.minutes > 0) progress.set_time_budget(flags.minutes * 60.0);
   // The record describes the newest checkpoint on disk, which is what a resume continues from.
   const auto save_record = [&](const char* status) {
     record.status = status;

@@ -25,6 +25,30 @@ void valid_columns(const Conv2dGeometry& g, int64_t j, int64_t WO, int64_t* lo, 
   *lo = std::min(*lo, *hi);
 }
 
+// dst[ow] = src[ow S + offset] for lo <= ow < hi, and 0 for the other ow < WO.
+inline void copy_row(const float* __restrict src, float* __restrict dst, int64_t lo, int64_t hi,
+                     int64_t WO, int64_t S, int64_t offset) {
+  for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = 0.0f;
+  if (S == 1) {
+    const float* s = src + offset;
+    for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = s[ow];
+  } else {
+    for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * S + offset];
+  }
+  for (int64_t ow = hi; ow < WO; ++ow) dst[ow] = 0.0f;
+}
+
+// dst[ow S + offset] += src[ow] for lo <= ow < hi (col2im's row).
+inline void add_row(const float* __restrict src, float* __restrict dst, int64_t lo, int64_t hi,
+                    int64_t S, int64_t offset) {
+  if (S == 1) {
+    float* d = dst + offset;
+    for (int64_t ow = lo; ow < hi; ++ow) d[ow] += src[ow];
+  } else {
+    for (int64_t ow = lo; ow < hi; ++ow) dst[ow * S + offset] += src[ow];
+  }
+}
+
 // A 1x1 kernel with stride 1 and no padding: col is the image itself.
 bool is_pointwise(const Conv2dGeometry& g) {
   return g.KH == 1 && g.KW == 1 && g.stride == 1 && g.padding == 0;
@@ -44,17 +68,13 @@ void conv2d_im2col(const Conv2dGeometry& g, const float* xb, float* col, int64_t
         for (int64_t oh = 0; oh < HO; ++oh, dst += WO) {
           const int64_t ih = oh * g.stride - g.padding + i * g.dilation;
           if (ih < 0 || ih >= g.H) {
-            std::fill(dst, dst + WO, 0.0f);
+            for (int64_t ow = 0; ow < WO; ++ow) dst[ow] = 0.0f;
             continue;
           }
           const float* src = xb + (c * g.H + ih) * g.W;  // iw = ow S + offset
-          std::fill(dst, dst + lo, 0.0f);
-          if (g.stride == 1) {
-            std::copy(src + lo + offset, src + hi + offset, dst + lo);
-          } else {
-            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * g.stride + offset];
-          }
-          std::fill(dst + hi, dst + WO, 0.0f);
+          // Rows are short (WO = 7 to 32): plain loops the compiler vectorises, rather than
+          // three library calls per row (which cost more than the copy at these lengths).
+          copy_row(src, dst, lo, hi, WO, g.stride, offset);
         }
       }
     }
@@ -74,7 +94,7 @@ void conv2d_col2im(const Conv2dGeometry& g, const float* col, int64_t ld, float*
           const int64_t ih = oh * g.stride - g.padding + i * g.dilation;
           if (ih < 0 || ih >= g.H) continue;
           float* dst = dxb + (c * g.H + ih) * g.W;  // iw = ow S + offset
-          for (int64_t ow = lo; ow < hi; ++ow) dst[ow * g.stride + offset] += src[ow];
+          add_row(src, dst, lo, hi, g.stride, offset);
         }
       }
     }
