@@ -35,8 +35,6 @@ constexpr std::string_view kEvalJson = kEvalFile;
 constexpr std::string_view kEvalPng = "eval.png";
 constexpr int64_t kMaxSamplesPerPrompt = 4096;
 constexpr int64_t kNeighbours = 3;
-// The short eval at the end of `inkgrad train`.
-constexpr int64_t kRunEvalSamples = 128;
 // Fresh ground-truth pictures per prompt that a new judge's accuracy is measured on.
 constexpr int64_t kAccuracyPictures = 1000;
 
@@ -412,7 +410,8 @@ int run_judge(const JudgeFlags& flags) {
 
 namespace {
 
-void run_eval_into(const std::string& dir, ImageModel& model, uint64_t seed) {
+void run_eval_into(const std::string& dir, ImageModel& model, uint64_t seed,
+                   int64_t samples_per_prompt, int64_t steps) {
   JudgeSource judge = find_judge("", /*train_if_missing=*/false);
   if (!judge.judge) {
     warn(fmt::format("no judge network found, so no {}; `inkgrad eval --checkpoint {}` trains one",
@@ -420,28 +419,34 @@ void run_eval_into(const std::string& dir, ImageModel& model, uint64_t seed) {
     return;
   }
   EvalOptions options;
-  options.samples_per_prompt = kRunEvalSamples;
+  options.samples_per_prompt = samples_per_prompt;
   options.seed = seed;
   options.k = kNeighbours;
-  const EvalResult result = evaluate(text_to_image_sampler(model), *judge.judge, options);
+  SamplerFlags sampling;
+  if (steps > 0) sampling.steps = steps;
+  const EvalResult result = evaluate(text_to_image_sampler(model, sampling), *judge.judge, options);
   write_text((fs::path(dir) / kEvalJson).string(),
-             eval_json(result,
-                       {{"model", json_string(model.kind())}, {"judge", json_string(judge.path)}}));
+             eval_json(result, {{"model", json_string(model.kind())},
+                                {"sampling", json_string(sampled_by(model, sampling))},
+                                {"judge", json_string(judge.path)}}));
   const PromptScores& m = result.model.overall;
   const PromptScores& c = result.ceiling.overall;
   fmt::print(
-      "{} ({} samples per prompt; ground truth in brackets): fidelity {:.3f} ({:.3f}), "
+      "{} ({}, {} samples per prompt; ground truth in brackets): fidelity {:.3f} ({:.3f}), "
       "diversity {:.3f} ({:.3f}), FD {:.2f} ({:.2f}), precision {:.3f} ({:.3f}), recall {:.3f} "
       "({:.3f})\n",
-      kEvalJson, kRunEvalSamples, m.fidelity, c.fidelity, m.diversity, c.diversity,
-      m.frechet_distance, c.frechet_distance, m.precision, c.precision, m.recall, c.recall);
+      kEvalJson, sampled_by(model, sampling), samples_per_prompt, m.fidelity, c.fidelity,
+      m.diversity, c.diversity, m.frechet_distance, c.frechet_distance, m.precision, c.precision,
+      m.recall, c.recall);
 }
 
 }  // namespace
 
-void write_run_eval(const std::string& dir, ImageModel& model, uint64_t seed) {
+void write_run_eval(const std::string& dir, ImageModel& model, uint64_t seed,
+                    int64_t samples_per_prompt, int64_t steps) {
+  if (samples_per_prompt == 0) return;
   try {
-    run_eval_into(dir, model, seed);
+    run_eval_into(dir, model, seed, samples_per_prompt, steps);
   } catch (const std::exception& error) {
     // The run itself is complete and saved; a failed eval must not turn it into a failure.
     warn(fmt::format("the eval at the end of training failed, so there is no {}: {}", kEvalJson,
