@@ -16,6 +16,7 @@
 
 #include "apps/commands.h"
 #include "apps/figures.h"
+#include "apps/generation.h"
 #include "apps/image.h"
 #include "apps/run_dir.h"
 #include "models/diffusion/model.h"
@@ -40,8 +41,6 @@ constexpr std::string_view kEvalJson = kEvalFile;
 constexpr std::string_view kEvalPng = "eval.png";
 constexpr int64_t kMaxSamplesPerPrompt = 4096;
 constexpr int64_t kNeighbours = 3;
-// The short eval at the end of `inkgrad train`.
-constexpr int64_t kRunEvalSamples = 128;
 // Fresh ground-truth pictures per prompt that a new judge's accuracy is measured on.
 constexpr int64_t kAccuracyPictures = 1000;
 
@@ -182,10 +181,36 @@ std::unique_ptr<ImageModel> load_eval_model(const std::string& path) {
   }
 }
 
-PromptSampler text_to_image_sampler(ImageModel& model) {
-  return [&model](int64_t prompt, int64_t n, Generator& generator) {
-    return model.generate(std::string(kShapePrompts[prompt]), n, generator);
+// How a model with a sampler draws its eval samples: the settings of `inkgrad generate` (the
+// MLP ignores them). Defaults are generate's defaults, so that eval scores what users get.
+struct SamplerFlags {
+  double guidance = diffusion::GenerateOptions{}.guidance;
+  int64_t steps = diffusion::GenerateOptions{}.steps;
+  std::string sampler = diffusion::GenerateOptions{}.sampler;
+};
+
+PromptSampler text_to_image_sampler(ImageModel& model, const SamplerFlags& flags = {}) {
+  auto* diffusion_model = dynamic_cast<diffusion::TextToImageDiffusion*>(&model);
+  if (diffusion_model == nullptr) {
+    return [&model](int64_t prompt, int64_t n, Generator& generator) {
+      return model.generate(std::string(kShapePrompts[prompt]), n, generator);
+    };
+  }
+  diffusion::GenerateOptions options;
+  options.guidance = flags.guidance;
+  options.steps = flags.steps;
+  options.sampler = flags.sampler;
+  options.validate();
+  return [diffusion_model, options](int64_t prompt, int64_t n, Generator& generator) {
+    return diffusion_model->generate(std::string(kShapePrompts[prompt]), n, generator, options);
   };
+}
+
+// "diffusion (ddim, 50 steps, guidance 3)" or "mlp": what produced the samples.
+std::string sampled_by(const ImageModel& model, const SamplerFlags& flags) {
+  if (dynamic_cast<const diffusion::TextToImageDiffusion*>(&model) == nullptr) return model.kind();
+  return fmt::format("{} ({}, {} steps, guidance {:g})", model.kind(), flags.sampler, flags.steps,
+                     flags.guidance);
 }
 
 // ---- the figure ----
@@ -340,9 +365,9 @@ struct EvalFlags {
   uint64_t seed = 0;
   std::string out;
   std::string judge;
-  int64_t steps = diffusion::GenerateOptions{}.steps;
+  SamplerFlags sampling;
+  bool sampling_given = false;  // any of --guidance, --steps, --sampler on the command line
   CLI::Option* samples_option = nullptr;
-  CLI::Option* steps_option = nullptr;
 };
 
 // ---- inkgrad eval on a scenes model ----
@@ -388,16 +413,23 @@ bool is_scenes_model(const ImageModel& model) {
 constexpr int64_t kScenesDefaultSamples = 32;
 constexpr int64_t kScenesFigurePictures = 4;
 
-// n pictures of `prompt`; a diffusion model samples with `steps` steps (0: its default).
-Tensor generate_for_eval(ImageModel& model, const std::string& prompt, int64_t n,
-                         Generator& generator, int64_t steps) {
-  if (auto* diffusion_model = dynamic_cast<diffusion::TextToImageDiffusion*>(&model);
-      diffusion_model && steps > 0) {
-    diffusion::GenerateOptions options;
-    options.steps = steps;
-    return diffusion_model->generate(prompt, n, generator, options);
-  }
-  return model.generate(prompt, n, generator);
+// n pictures of a scenes prompt; a diffusion model samples with the --guidance, --steps and
+// --sampler settings (generate's defaults unless given).
+scenes::PictureSource scenes_model_source(ImageModel& model, const SamplerFlags& flags,
+                                          Generator& generator) {
+  auto* diffusion_model = dynamic_cast<diffusion::TextToImageDiffusion*>(&model);
+  diffusion::GenerateOptions options;
+  options.guidance = flags.guidance;
+  options.steps = flags.steps;
+  options.sampler = flags.sampler;
+  if (diffusion_model) options.validate();
+  return [&model, diffusion_model, options, &generator](const std::string& prompt, int64_t n,
+                                                        std::vector<float>& images) {
+    const Tensor pictures = diffusion_model
+                                ? diffusion_model->generate(prompt, n, generator, options)
+                                : model.generate(prompt, n, generator);
+    images.assign(pictures.data(), pictures.data() + pictures.numel());
+  };
 }
 
 // eval.png of a scenes run: every held-out prompt, the model's first pictures beside ground truth.
@@ -439,23 +471,23 @@ int run_scenes_eval(const EvalFlags& flags, ImageModel& model, const std::string
   const int64_t n =
       flags.samples_option->count() > 0 ? flags.samples_per_prompt : kScenesDefaultSamples;
   check_range("-n", n, 1, kMaxSamplesPerPrompt);
+  Generator generator(flags.seed);
+  const scenes::PictureSource generate = scenes_model_source(model, flags.sampling, generator);
   prepare_out_folder(out_dir);
   const std::string json_path = (fs::path(out_dir) / kEvalJson).string();
   const std::string png_path = (fs::path(out_dir) / kEvalPng).string();
   ScenesJudgeSource judge = find_scenes_judge(flags.judge);
   const std::vector<std::string>& prompts = scenes::eval_prompts();
-  const int64_t steps = flags.steps_option->count() > 0 ? flags.steps : 0;
-  fmt::print("evaluating {} on scenes: {} prompts, {} pictures each, seed {}, judge {}\n",
-             flags.checkpoint, prompts.size(), n, flags.seed, judge.path);
+  fmt::print("evaluating {} ({}) on scenes: {} prompts, {} pictures each, seed {}, judge {}\n",
+             flags.checkpoint, sampled_by(model, flags.sampling), prompts.size(), n, flags.seed,
+             judge.path);
   std::fflush(stdout);
-  Generator generator(flags.seed);
   std::map<std::string, std::vector<float>> kept;
   size_t done = 0;
   const bool interactive = isatty(fileno(stdout)) != 0;
   const scenes::PictureSource source = [&](const std::string& prompt, int64_t count,
                                            std::vector<float>& images) {
-    const Tensor pictures = generate_for_eval(model, prompt, count, generator, steps);
-    images.assign(pictures.data(), pictures.data() + pictures.numel());
+    generate(prompt, count, images);
     const int64_t keep = std::min(count, kScenesFigurePictures) * scenes::kImageFloats;
     kept[prompt].assign(images.begin(), images.begin() + std::min<int64_t>(keep, images.size()));
     ++done;
@@ -472,8 +504,8 @@ int run_scenes_eval(const EvalFlags& flags, ImageModel& model, const std::string
   std::vector<std::pair<std::string, std::string>> extra = {
       {"checkpoint", json_string(flags.checkpoint)},
       {"model_kind", json_string(model.kind())},
+      {"sampling", json_string(sampled_by(model, flags.sampling))},
       {"judge", json_string(judge.path)}};
-  if (steps > 0) extra.emplace_back("steps", std::to_string(steps));
   write_text(json_path, scenes::scenes_eval_json(report, extra));
   write_png(png_path, render_scenes_figure(report, kept));
   fmt::print("\nwrote {} and {}\n", json_path, png_path);
@@ -487,12 +519,10 @@ int run_eval(const EvalFlags& flags) {
   const std::string out_dir = out.empty() ? "." : out;
   const std::unique_ptr<ImageModel> loaded = load_eval_model(flags.checkpoint);
   ImageModel& model = *loaded;
-  if (flags.steps_option->count() > 0) {
-    INK_CHECK(dynamic_cast<diffusion::TextToImageDiffusion*>(&model) != nullptr,
-              "--steps applies to diffusion models; {} holds the {} model", flags.checkpoint,
-              model.kind());
-    check_range("--steps", flags.steps, 1, 1000);
-  }
+  INK_CHECK(!flags.sampling_given || has_sampler(model),
+            "--guidance, --steps and --sampler set how a diffusion model samples; {} holds a {} "
+            "model, which has no sampler",
+            flags.checkpoint, model.kind());
   if (is_scenes_model(model)) return run_scenes_eval(flags, model, out_dir);
   INK_CHECK(
       flags.samples_per_prompt > kNeighbours && flags.samples_per_prompt <= kMaxSamplesPerPrompt,
@@ -504,6 +534,7 @@ int run_eval(const EvalFlags& flags) {
             "the 3x32x32 scenes",
             flags.checkpoint, model.kind(), model.image_format().channels,
             model.image_format().height, model.image_format().width);
+  const PromptSampler sampler = text_to_image_sampler(model, flags.sampling);
   prepare_out_folder(out_dir);
   const std::string json_path = (fs::path(out_dir) / kEvalJson).string();
   const std::string png_path = (fs::path(out_dir) / kEvalPng).string();
@@ -513,20 +544,18 @@ int run_eval(const EvalFlags& flags) {
   options.samples_per_prompt = flags.samples_per_prompt;
   options.seed = flags.seed;
   options.k = kNeighbours;
-  fmt::print("evaluating {}: {} samples per prompt, seed {}, judge {}\n", flags.checkpoint,
-             options.samples_per_prompt, options.seed, judge.path);
+  fmt::print("evaluating {} ({}): {} samples per prompt, seed {}, judge {}\n", flags.checkpoint,
+             sampled_by(model, flags.sampling), options.samples_per_prompt, options.seed,
+             judge.path);
   std::fflush(stdout);
-  const int64_t steps = flags.steps_option->count() > 0 ? flags.steps : 0;
-  const EvalResult result = evaluate(
-      [&model, steps](int64_t prompt, int64_t n, Generator& generator) {
-        return generate_for_eval(model, std::string(kShapePrompts[prompt]), n, generator, steps);
-      },
-      *judge.judge, options);
+  const EvalResult result = evaluate(sampler, *judge.judge, options);
 
   fmt::print("\neach cell: the model (the ground-truth ceiling)\n{}", eval_table(result));
-  write_text(json_path, eval_json(result, {{"checkpoint", json_string(flags.checkpoint)},
-                                           {"model", json_string("text-to-image MLP")},
-                                           {"judge", json_string(judge.path)}}));
+  write_text(json_path,
+             eval_json(result, {{"checkpoint", json_string(flags.checkpoint)},
+                                {"model", json_string(model.kind())},
+                                {"sampling", json_string(sampled_by(model, flags.sampling))},
+                                {"judge", json_string(judge.path)}}));
   write_png(png_path, render_eval_figure(result));
   fmt::print("\nwrote {} and {}\n", json_path, png_path);
   return 0;
@@ -591,7 +620,8 @@ int run_judge(const JudgeFlags& flags) {
 
 namespace {
 
-void run_eval_into(const std::string& dir, ImageModel& model, uint64_t seed) {
+void run_eval_into(const std::string& dir, ImageModel& model, uint64_t seed,
+                   int64_t samples_per_prompt, int64_t steps) {
   JudgeSource judge = find_judge("", /*train_if_missing=*/false);
   if (!judge.judge) {
     warn(fmt::format("no judge network found, so no {}; `inkgrad eval --checkpoint {}` trains one",
@@ -599,28 +629,34 @@ void run_eval_into(const std::string& dir, ImageModel& model, uint64_t seed) {
     return;
   }
   EvalOptions options;
-  options.samples_per_prompt = kRunEvalSamples;
+  options.samples_per_prompt = samples_per_prompt;
   options.seed = seed;
   options.k = kNeighbours;
-  const EvalResult result = evaluate(text_to_image_sampler(model), *judge.judge, options);
+  SamplerFlags sampling;
+  if (steps > 0) sampling.steps = steps;
+  const EvalResult result = evaluate(text_to_image_sampler(model, sampling), *judge.judge, options);
   write_text((fs::path(dir) / kEvalJson).string(),
-             eval_json(result,
-                       {{"model", json_string(model.kind())}, {"judge", json_string(judge.path)}}));
+             eval_json(result, {{"model", json_string(model.kind())},
+                                {"sampling", json_string(sampled_by(model, sampling))},
+                                {"judge", json_string(judge.path)}}));
   const PromptScores& m = result.model.overall;
   const PromptScores& c = result.ceiling.overall;
   fmt::print(
-      "{} ({} samples per prompt; ground truth in brackets): fidelity {:.3f} ({:.3f}), "
+      "{} ({}, {} samples per prompt; ground truth in brackets): fidelity {:.3f} ({:.3f}), "
       "diversity {:.3f} ({:.3f}), FD {:.2f} ({:.2f}), precision {:.3f} ({:.3f}), recall {:.3f} "
       "({:.3f})\n",
-      kEvalJson, kRunEvalSamples, m.fidelity, c.fidelity, m.diversity, c.diversity,
-      m.frechet_distance, c.frechet_distance, m.precision, c.precision, m.recall, c.recall);
+      kEvalJson, sampled_by(model, sampling), samples_per_prompt, m.fidelity, c.fidelity,
+      m.diversity, c.diversity, m.frechet_distance, c.frechet_distance, m.precision, c.precision,
+      m.recall, c.recall);
 }
 
 }  // namespace
 
-void write_run_eval(const std::string& dir, ImageModel& model, uint64_t seed) {
+void write_run_eval(const std::string& dir, ImageModel& model, uint64_t seed,
+                    int64_t samples_per_prompt, int64_t steps) {
+  if (samples_per_prompt == 0) return;
   try {
-    run_eval_into(dir, model, seed);
+    run_eval_into(dir, model, seed, samples_per_prompt, steps);
   } catch (const std::exception& error) {
     // The run itself is complete and saved; a failed eval must not turn it into a failure.
     warn(fmt::format("the eval at the end of training failed, so there is no {}: {}", kEvalJson,
@@ -633,7 +669,9 @@ Command add_eval_command(CLI::App& app) {
   CLI::App* sub = app.add_subcommand(
       "eval",
       "Score a trained model per prompt: fidelity, diversity, Frechet distance, precision and "
-      "recall, beside the ground-truth ceiling; writes eval.json and eval.png.");
+      "recall, beside the ground-truth ceiling; for a scenes model, picture and attribute "
+      "accuracy on seen and held-out prompts and the spread of open attributes. Writes eval.json "
+      "and eval.png.");
   sub->add_option("--checkpoint,-c", flags->checkpoint,
                   "A model.safetensors written by inkgrad train")
       ->required();
@@ -647,9 +685,18 @@ Command add_eval_command(CLI::App& app) {
   sub->add_option("--judge", flags->judge,
                   "A judge file (default: the committed models/judge.safetensors, or "
                   "models/scenes_judge.safetensors for a scenes model, else the cache)");
-  flags->steps_option =
-      sub->add_option("--steps", flags->steps, "Diffusion: sampler steps")->capture_default_str();
-  return [flags] { return run_eval(*flags); };
+  CLI::Option* guidance = sub->add_option("--guidance", flags->sampling.guidance,
+                                          "diffusion: classifier-free guidance scale w (1 = none)")
+                              ->capture_default_str();
+  CLI::Option* steps = sub->add_option("--steps", flags->sampling.steps, "diffusion: sampler steps")
+                           ->capture_default_str();
+  CLI::Option* sampler = sub->add_option("--sampler", flags->sampling.sampler,
+                                         "diffusion: ddim, ddpm, euler or dpmpp2m")
+                             ->capture_default_str();
+  return [flags, guidance, steps, sampler] {
+    flags->sampling_given = guidance->count() + steps->count() + sampler->count() > 0;
+    return run_eval(*flags);
+  };
 }
 
 Command add_judge_command(CLI::App& app) {

@@ -774,7 +774,7 @@ TEST_F(ScenesCli, EvalOnAnUntrainedScenesModelReportsEverySplitAndAttribute) {
   EXPECT_EQ(j.at("model_kind"), "diffusion");
   EXPECT_EQ(j.at("pictures_per_prompt"), 3);
   EXPECT_EQ(j.at("seed"), 6);
-  EXPECT_EQ(j.at("steps"), 2);
+  EXPECT_EQ(j.at("sampling"), "diffusion (ddim, 2 steps, guidance 3)");
   EXPECT_THAT(j.at("judge").get<std::string>(), ::testing::EndsWith("scenes_judge.safetensors"));
   const json& model = j.at("model");
   const json& ceiling = j.at("ceiling");
@@ -806,17 +806,19 @@ TEST_F(ScenesCli, EvalErrors) {
   expect_cli_error({"eval", "--checkpoint", model, "-n", "0"},
                    "-n must be between 1 and 4096, got 0");
   expect_cli_error({"eval", "--checkpoint", model, "--steps", "0"},
-                   "--steps must be between 1 and 1000, got 0");
+                   "generate: steps must be in [1, 1000], got 0");
+  expect_cli_error({"eval", "--checkpoint", model, "--sampler", "magic"}, "magic");
   expect_cli_error({"eval", "--checkpoint", model, "--judge", committed_judge()},
                    "is a \"judge\" file, not a scenes judge");
   expect_cli_error({"eval", "--checkpoint", model, "--judge", model},
                    "is not a scenes judge file (its metadata has no \"kind\"");
-  // --steps is for models with a sampler.
+  // The sampler flags are for models with a sampler.
   Generator gen(1);
   const std::string mlp = dir() + "/mlp.safetensors";
   save_model(*make_model("mlp", "", &gen), mlp);
   expect_cli_error({"eval", "--checkpoint", mlp, "--steps", "5"},
-                   "--steps applies to diffusion models; " + mlp + " holds the mlp model");
+                   "--guidance, --steps and --sampler set how a diffusion model samples; " + mlp +
+                       " holds a mlp model, which has no sampler");
 }
 
 TEST_F(ScenesCli, DataDrawsLabelledScenesGrids) {
