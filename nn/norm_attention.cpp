@@ -26,9 +26,12 @@ thread_local AttentionObserver* current_observer = nullptr;
 // P = softmax_k(q . k / sqrt(d)) over the valid keys, in double, as plain loops: only for looking
 // at (the fused op keeps its own copy for the backward and does not hand it out).
 //   q [B, h, L, d], k [B, h, Lc, d] (contiguous), key_mask [B, Lc] or undefined
-//   -> [B, h, L, Lc] Float32, 0 at masked keys, a zero row when every key is masked.
-Tensor softmax_weights(const Tensor& q, const Tensor& k, const Tensor& key_mask) {
+//   -> [R, h, L, Lc] Float32 for the first R rows (R = B when negative), 0 at masked keys, a
+//   zero row when every key is masked.
+Tensor softmax_weights(const Tensor& q, const Tensor& k, const Tensor& key_mask,
+                       int64_t rows = -1) {
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), d = q.size(3), Lc = k.size(2);
+  const int64_t R = rows < 0 ? B : std::min(rows, B);
   std::vector<uint8_t> valid(static_cast<size_t>(B * Lc), 1);
   if (key_mask.defined()) {
     INK_CHECK(key_mask.dim() == 2 && key_mask.size(0) == B && key_mask.size(1) == Lc,
@@ -44,13 +47,13 @@ Tensor softmax_weights(const Tensor& q, const Tensor& k, const Tensor& key_mask)
       for (size_t i = 0; i < valid.size(); ++i) valid[i] = m[i] != 0.0f;
     }
   }
-  Tensor out = empty({B, H, L, Lc});
+  Tensor out = empty({R, H, L, Lc});
   const float* qp = q.data();
   const float* kp = k.data();
   float* o = out.data();
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   std::vector<double> scores(static_cast<size_t>(Lc));
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = 0; b < R; ++b) {
     const uint8_t* ok = valid.data() + b * Lc;
     for (int64_t h = 0; h < H; ++h) {
       const float* kh = kp + (b * H + h) * Lc * d;
@@ -197,9 +200,11 @@ Tensor Attention::forward(const Tensor& x, const Tensor& context_in, const Tenso
   const Tensor k = split_heads(to_k->forward(context), Lc);
   const Tensor v = split_heads(to_v->forward(context), Lc);
   const Tensor heads_out = scaled_dot_product_attention(q, k, v, key_mask);  // [B, heads, L, d]
-  if (AttentionObserver* observer = current_observer; observer && observer->wants(*this)) {
-    const NoGradGuard no_grad;
-    observer->record(*this, softmax_weights(q.detach(), k.detach(), key_mask));
+  if (AttentionObserver* observer = current_observer) {
+    if (const int64_t rows = observer->rows_wanted(*this, B); rows > 0) {
+      const NoGradGuard no_grad;
+      observer->record(*this, softmax_weights(q.detach(), k.detach(), key_mask, rows));
+    }
   }
   return to_out->forward(reshape(permute(heads_out, {0, 2, 1, 3}), {B, L, query_dim_}));
 }

@@ -125,8 +125,8 @@ class Attention : public Module {
   // The softmax weights forward would use for these inputs: [B, heads, L, Lc], each query's
   // probabilities over the context keys (0 at masked keys; a query whose keys are all masked
   // gets zeros), computed in double from the same projections. No graph is recorded. For
-  // looking at what attends where; forward itself never calls this unless an AttentionObserver
-  // on this thread wants the layer.
+  // looking at what attends where; forward computes the same only for an AttentionObserver on
+  // this thread that watches the layer.
   Tensor attention_weights(const Tensor& x, const Tensor& context = Tensor(),
                            const Tensor& key_mask = Tensor());
 
@@ -143,16 +143,17 @@ class Attention : public Module {
 
 // What this object represents: a listener for the attention weights of Attention layers, for
 // visualisation (the cross-attention maps of a generation). While one is installed on a thread
-// (AttentionObserverScope), each Attention::forward on that thread asks wants(layer); if true it
-// also computes its softmax weights [B, heads, L, Lc] (as attention_weights does) and passes
-// them to record(layer, weights). forward's own result is unchanged, and without an observer it
-// does no extra work beyond one thread-local read. Per thread, so several threads may sample one
-// model at once, each with its own observer (or none).
+// (AttentionObserverScope), each Attention::forward on that thread asks rows_wanted(layer, B);
+// for R > 0 it also computes the softmax weights of its first R batch rows, [R, heads, L, Lc]
+// (as attention_weights does), and passes them to record(layer, weights). forward's own result
+// is unchanged, and without an observer it does no extra work beyond one thread-local read. Per
+// thread, so several threads may sample one model at once, each with its own observer (or none).
 class AttentionObserver {
  public:
   virtual ~AttentionObserver() = default;
-  virtual bool wants(const Attention& layer) const = 0;
-  // weights: [B, heads, L, Lc] Float32, a fresh tensor the observer may keep.
+  // How many leading rows of a batch of B to record for `layer`: 0 (not watched) to B.
+  virtual int64_t rows_wanted(const Attention& layer, int64_t batch) const = 0;
+  // weights: [R, heads, L, Lc] Float32, a fresh tensor the observer may keep.
   virtual void record(const Attention& layer, const Tensor& weights) = 0;
 };
 

@@ -1,6 +1,7 @@
 // The cross-attention maps of a generation (GenerateOptions::attention): nn::Attention's
 // weights against its own output, the observer's scope, and the maps' shape, normalisation,
 // determinism, conditional half and that collecting them leaves the pictures bit-identical.
+#include <algorithm>
 #include <cmath>
 #include <thread>
 #include <vector>
@@ -28,14 +29,15 @@ using testing_util::error_of;
 class CountingObserver : public nn::AttentionObserver {
  public:
   explicit CountingObserver(const nn::Attention* only = nullptr) : only_(only) {}
-  bool wants(const nn::Attention& layer) const override {
-    return only_ == nullptr || only_ == &layer;
+  int64_t rows_wanted(const nn::Attention& layer, int64_t batch) const override {
+    return only_ == nullptr || only_ == &layer ? std::min(batch, max_rows) : 0;
   }
   void record(const nn::Attention&, const Tensor& weights) override {
     ++calls;
     last = weights;
   }
   int calls = 0;
+  int64_t max_rows = 1 << 30;
   Tensor last;
 
  private:
@@ -107,6 +109,13 @@ TEST(AttentionObserver, SeesOnlyTheLayersItWantsOnItsOwnThreadWhileInstalled) {
       const nn::AttentionObserverScope inner(&everything);
       second.forward(x);
       EXPECT_EQ(everything.calls, 1);
+      // Only the rows asked for: the first of a batch of two.
+      everything.max_rows = 1;
+      const Tensor pair = randn({2, 3, 8}, &gen);
+      second.forward(pair);
+      EXPECT_EQ(everything.calls, 2);
+      const std::vector<float> all = second.attention_weights(pair).to_vector();
+      EXPECT_EQ(everything.last.to_vector(), std::vector<float>(all.begin(), all.begin() + 18));
     }
     EXPECT_EQ(nn::AttentionObserverScope::current(), &watch_first);  // restored
     // Observing leaves the output as it is.

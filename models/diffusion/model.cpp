@@ -516,55 +516,48 @@ struct Resize {
   }
 };
 
-// What this object represents: the running sum behind AttentionMaps for one chunk of b
-// pictures. It watches the U-Net's cross-attention layers; each call adds, for the conditional
-// rows 0..b-1 of the 2b-row batch, the head-averaged weight of every kept context position,
-// resized to height x width.
+// What this object represents: the running sums behind AttentionMaps for one chunk of b
+// pictures. It watches the U-Net's cross-attention layers and asks each for the conditional
+// rows 0..b-1 of its 2b-row batch; each call adds the head-averaged weight of every kept
+// context position on the layer's own grid. Resizing is linear, so each layer's sum is resized
+// to the picture once, at the end, rather than at every step.
 class CrossAttentionSum final : public nn::AttentionObserver {
  public:
-  CrossAttentionSum(std::vector<UNet::CrossAttentionLayer> layers, int64_t rows,
+  CrossAttentionSum(const std::vector<UNet::CrossAttentionLayer>& layers, int64_t rows,
                     std::vector<int64_t> positions, int64_t height, int64_t width)
-      : layers_(std::move(layers)),
-        rows_(rows),
-        positions_(std::move(positions)),
-        height_(height),
-        width_(width),
-        sum_(static_cast<size_t>(rows * positions_.size() * height * width), 0.0) {}
+      : rows_(rows), positions_(std::move(positions)), height_(height), width_(width) {
+    for (const UNet::CrossAttentionLayer& layer : layers) {
+      const auto size = static_cast<size_t>(rows * static_cast<int64_t>(positions_.size()) *
+                                            layer.height * layer.width);
+      layers_.push_back({layer, std::vector<double>(size, 0.0)});
+    }
+  }
 
-  bool wants(const nn::Attention& layer) const override { return find(layer) != nullptr; }
+  int64_t rows_wanted(const nn::Attention& layer, int64_t batch) const override {
+    if (find(layer) == nullptr) return 0;
+    INK_CHECK(batch == 2 * rows_, "attention maps: a cross-attention batch of {} for {} pictures",
+              batch, rows_);
+    return rows_;
+  }
 
-  // weights [2 rows, heads, h*w, L]
+  // weights [rows, heads, h*w, L]
   void record(const nn::Attention& layer, const Tensor& weights) override {
-    const UNet::CrossAttentionLayer* where = find(layer);
+    Watched& watched = *find(layer);
     const int64_t heads = weights.size(1), queries = weights.size(2), keys = weights.size(3);
-    INK_CHECK(weights.size(0) == 2 * rows_ && queries == where->height * where->width,
+    INK_CHECK(weights.size(0) == rows_ && queries == watched.layer.height * watched.layer.width,
               "attention maps: cross-attention weights {} for {} pictures of a {}x{} grid",
-              shape_str(weights.shape()), rows_, where->height, where->width);
-    const Resize along_y(where->height, height_), along_x(where->width, width_);
+              shape_str(weights.shape()), rows_, watched.layer.height, watched.layer.width);
     const float* w = weights.data();
-    std::vector<double> grid(static_cast<size_t>(queries));
     const auto kept = static_cast<int64_t>(positions_.size());
+    const double per_head = 1.0 / static_cast<double>(heads);
     for (int64_t r = 0; r < rows_; ++r) {
       for (int64_t p = 0; p < kept; ++p) {
         const int64_t key = positions_[static_cast<size_t>(p)];
         INK_CHECK(key < keys, "attention maps: position {} of {} keys", key, keys);
-        std::fill(grid.begin(), grid.end(), 0.0);
+        double* sum = watched.sum.data() + (r * kept + p) * queries;
         for (int64_t h = 0; h < heads; ++h) {
           const float* rows = w + (r * heads + h) * queries * keys;
-          for (int64_t q = 0; q < queries; ++q) grid[q] += rows[q * keys + key];
-        }
-        double* out = sum_.data() + ((r * kept + p) * height_) * width_;
-        for (int64_t y = 0; y < height_; ++y) {
-          const int64_t y0 = along_y.first[y] * where->width;
-          const int64_t y1 = along_y.second[y] * where->width;
-          const double fy = along_y.frac[y];
-          for (int64_t x = 0; x < width_; ++x) {
-            const int64_t x0 = along_x.first[x], x1 = along_x.second[x];
-            const double fx = along_x.frac[x];
-            const double top = (1.0 - fx) * grid[y0 + x0] + fx * grid[y0 + x1];
-            const double bottom = (1.0 - fx) * grid[y1 + x0] + fx * grid[y1 + x1];
-            out[y * width_ + x] += ((1.0 - fy) * top + fy * bottom) / static_cast<double>(heads);
-          }
+          for (int64_t q = 0; q < queries; ++q) sum[q] += per_head * rows[q * keys + key];
         }
       }
     }
@@ -572,27 +565,56 @@ class CrossAttentionSum final : public nn::AttentionObserver {
   }
 
   int64_t calls() const { return calls_; }
-  // The average so far into maps [N, P, H, W] at picture `start`.
+
+  // The mean over calls, each layer's sum resized to height x width, into maps [N, P, H, W] at
+  // picture `start`.
   void write_mean(Tensor& maps, int64_t start) const {
-    float* o = maps.data() + start * static_cast<int64_t>(positions_.size()) * height_ * width_;
+    const auto kept = static_cast<int64_t>(positions_.size());
+    std::vector<double> mean(static_cast<size_t>(rows_ * kept * height_ * width_), 0.0);
+    for (const Watched& watched : layers_) {
+      const int64_t h = watched.layer.height, w = watched.layer.width;
+      const Resize along_y(h, height_), along_x(w, width_);
+      for (int64_t map = 0; map < rows_ * kept; ++map) {
+        const double* grid = watched.sum.data() + map * h * w;
+        double* out = mean.data() + map * height_ * width_;
+        for (int64_t y = 0; y < height_; ++y) {
+          const int64_t y0 = along_y.first[y] * w, y1 = along_y.second[y] * w;
+          const double fy = along_y.frac[y];
+          for (int64_t x = 0; x < width_; ++x) {
+            const int64_t x0 = along_x.first[x], x1 = along_x.second[x];
+            const double fx = along_x.frac[x];
+            const double top = (1.0 - fx) * grid[y0 + x0] + fx * grid[y0 + x1];
+            const double bottom = (1.0 - fx) * grid[y1 + x0] + fx * grid[y1 + x1];
+            out[y * width_ + x] += (1.0 - fy) * top + fy * bottom;
+          }
+        }
+      }
+    }
+    float* o = maps.data() + start * kept * height_ * width_;
     const double count = static_cast<double>(std::max<int64_t>(calls_, 1));
-    for (size_t i = 0; i < sum_.size(); ++i) o[i] = static_cast<float>(sum_[i] / count);
+    for (size_t i = 0; i < mean.size(); ++i) o[i] = static_cast<float>(mean[i] / count);
   }
 
  private:
-  const UNet::CrossAttentionLayer* find(const nn::Attention& layer) const {
-    for (const auto& entry : layers_) {
-      if (entry.layer == &layer) return &entry;
+  struct Watched {
+    UNet::CrossAttentionLayer layer;
+    std::vector<double> sum;  // [rows, P, h * w]
+  };
+  const Watched* find(const nn::Attention& layer) const {
+    for (const Watched& watched : layers_) {
+      if (watched.layer.layer == &layer) return &watched;
     }
     return nullptr;
   }
+  Watched* find(const nn::Attention& layer) {
+    return const_cast<Watched*>(std::as_const(*this).find(layer));
+  }
 
-  std::vector<UNet::CrossAttentionLayer> layers_;
+  std::vector<Watched> layers_;
   int64_t rows_;
   std::vector<int64_t> positions_;  // context positions kept (0 = the null token)
   int64_t height_, width_;
-  std::vector<double> sum_;  // [rows, P, height, width]
-  int64_t calls_ = 0;
+  int64_t calls_ = 0;  // over all layers and steps
 };
 
 }  // namespace
