@@ -233,12 +233,12 @@ int run_generate(const GenerateFlags& flags) {
       const std::vector<float> picture = picture_values(images, i);
       GridRow row;
       row.label = fmt::format("#{}", i + 1);
-      std::vector<float> rgb(3 * static_cast<size_t>(format.height * format.width));
+      const auto plane = static_cast<size_t>(format.height * format.width);
+      std::vector<float> rgb(3 * plane);
       for (size_t c = 0; c < 3; ++c) {
-        for (size_t p = 0; p * 3 < rgb.size(); ++p) {
-          rgb[c * rgb.size() / 3 + p] =
-              picture[(format.channels >= 3 ? c : 0) * rgb.size() / 3 + p];
-        }
+        const size_t from = format.channels >= 3 ? c : 0;  // gray: its one channel three times
+        std::copy_n(picture.begin() + static_cast<std::ptrdiff_t>(from * plane), plane,
+                    rgb.begin() + static_cast<std::ptrdiff_t>(c * plane));
       }
       row.pictures.push_back(std::move(rgb));
       for (const WordAttention& word : attention_words(attention, i, model->tokenizer())) {
