@@ -1,6 +1,7 @@
 // GroupNorm, LayerNorm, SiLU, GELU, Dropout, Identity and Attention: initialisation, forward and
 // the hyper-parameters print(model) shows. The differentiable work is done by the fused ops
-// (tensor/ops/nn_ops.cpp).
+// (tensor/ops/nn_ops.cpp); the attention weights an AttentionObserver asks for are recomputed
+// here in plain loops.
 #include "nn/norm_attention.h"
 
 #include <algorithm>

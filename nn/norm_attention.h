@@ -1,6 +1,7 @@
 // The normalisation, activation and attention layers of the diffusion U-Net (issue 10), with
 // PyTorch's semantics, default initialisation, state_dict names and print(model) text:
-// GroupNorm, LayerNorm, SiLU, GELU, Dropout, Identity and Attention.
+// GroupNorm, LayerNorm, SiLU, GELU, Dropout, Identity and Attention; and AttentionObserver, an
+// opt-in look at Attention's softmax weights (the attention view of `inkgrad serve`).
 #pragma once
 
 #include <cstdint>
