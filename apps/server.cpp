@@ -11,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <thread>
 
 #include <fmt/format.h>
 #include <httplib.h>
@@ -385,6 +386,9 @@ struct Server::Impl {
   int64_t running = 0;
   int64_t waiting = 0;
   bool stopping = false;
+  // run() has decided to listen (under mutex) / httplib's listen has returned.
+  bool listen_started = false;
+  std::atomic<bool> listen_returned{false};
   uint64_t next_job = 1;
   std::map<std::string, std::shared_ptr<Job>> jobs;
   ServerStats counts;
@@ -690,7 +694,13 @@ int Server::bind(const std::string& host, int port) {
 }
 
 void Server::run() {
+  {
+    const std::lock_guard lock(impl_->mutex);
+    if (impl_->stopping) return;  // stop() came first: never start listening
+    impl_->listen_started = true;
+  }
   impl_->http.listen_after_bind();
+  impl_->listen_returned = true;
 }
 
 void Server::stop() {
@@ -700,6 +710,18 @@ void Server::stop() {
     for (auto& [id, job] : impl_->jobs) job->cancelled = true;
   }
   impl_->turn.notify_all();
+  // httplib's stop() does nothing until its listen loop is running, so a stop() that lands
+  // between run() deciding to listen and the loop starting would be lost, and the listener
+  // would then block in accept() for ever (seen as a hung test teardown under load). Wait for
+  // the loop to be up (or to have ended) before stopping it.
+  bool started = false;
+  {
+    const std::lock_guard lock(impl_->mutex);
+    started = impl_->listen_started;
+  }
+  while (started && !impl_->listen_returned && !impl_->http.is_running()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   impl_->http.stop();
 }
 
