@@ -95,8 +95,7 @@ TEST(Conv2dOp, InputModifiedInPlaceBeforeBackwardIsAnError) {
   Tensor x = param({1, 2, 4, 4}, 30), w = param({3, 2, 3, 3}, 31);
   Tensor y = conv2d(x, w, Tensor(), 1, 1).sum();
   x.data()[0] = 5.0f;  // a write: bumps the storage's version
-  expect_error([&] { y.backward(); },
-               "conv2d: a tensor saved for backward was modified in place");
+  expect_error([&] { y.backward(); }, "conv2d: a tensor saved for backward was modified in place");
   // When only the weight needs a gradient, only x is saved (dW needs it, dX is not computed),
   // so writing the weight before backward is harmless.
   const Tensor data = param({1, 2, 4, 4}, 32).detach();
@@ -383,24 +382,21 @@ TEST(ConvGoldens, ResamplingMatchesPyTorch) {
   }
 }
 
-
 // ---- Float64 (gradcheck runs in double) ----
 
 TEST(Conv2dOp, Float64MatchesFloat32AndKeepsItsDtype) {
   const Tensor x = param({2, 3, 7, 6}, 20).detach(), w = param({4, 3, 3, 3}, 21).detach();
   const Tensor b = param({4}, 22).detach();
   const Tensor y32 = conv2d(x, w, b, 2, 1);
-  const Tensor y64 =
-      conv2d(x.to(DType::Float64), w.to(DType::Float64), b.to(DType::Float64), 2, 1);
+  const Tensor y64 = conv2d(x.to(DType::Float64), w.to(DType::Float64), b.to(DType::Float64), 2, 1);
   EXPECT_EQ(y64.dtype(), DType::Float64);
   EXPECT_TRUE(allclose(y64.to(DType::Float32), y32, 1e-5f, 1e-6f));
-  for (const Tensor& t : {upsample_nearest2d(x.to(DType::Float64)),
-                          avg_pool2d(x.to(DType::Float64)),
-                          index_select(x.to(DType::Float64), 1, from_vector_i64({0, 0}, {2})),
-                          repeat(x.to(DType::Float64), {1, 2, 1, 1}),
-                          masked_fill(x.to(DType::Float64), from_vector({1, 0}, {2, 1}), 0.5f),
-                          where(from_vector({1, 0}, {2, 1}), x.to(DType::Float64),
-                                x.to(DType::Float64))}) {
+  for (const Tensor& t :
+       {upsample_nearest2d(x.to(DType::Float64)), avg_pool2d(x.to(DType::Float64)),
+        index_select(x.to(DType::Float64), 1, from_vector_i64({0, 0}, {2})),
+        repeat(x.to(DType::Float64), {1, 2, 1, 1}),
+        masked_fill(x.to(DType::Float64), from_vector({1, 0}, {2, 1, 1, 1}), 0.5f),
+        where(from_vector({1, 0}, {2, 1, 1, 1}), x.to(DType::Float64), x.to(DType::Float64))}) {
     EXPECT_EQ(t.dtype(), DType::Float64);
   }
   expect_error([&] { conv2d(x, w.to(DType::Float64)); },
