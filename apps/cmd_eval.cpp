@@ -14,8 +14,10 @@
 
 #include "apps/commands.h"
 #include "apps/figures.h"
+#include "apps/generation.h"
 #include "apps/image.h"
 #include "apps/run_dir.h"
+#include "models/diffusion/model.h"
 #include "models/eval_report.h"
 #include "models/judge.h"
 #include "models/registry.h"
@@ -33,8 +35,6 @@ constexpr std::string_view kEvalJson = kEvalFile;
 constexpr std::string_view kEvalPng = "eval.png";
 constexpr int64_t kMaxSamplesPerPrompt = 4096;
 constexpr int64_t kNeighbours = 3;
-// The short eval at the end of `inkgrad train`.
-constexpr int64_t kRunEvalSamples = 128;
 // Fresh ground-truth pictures per prompt that a new judge's accuracy is measured on.
 constexpr int64_t kAccuracyPictures = 1000;
 
@@ -143,10 +143,36 @@ std::unique_ptr<ImageModel> load_eval_model(const std::string& path) {
   }
 }
 
-PromptSampler text_to_image_sampler(ImageModel& model) {
-  return [&model](int64_t prompt, int64_t n, Generator& generator) {
-    return model.generate(std::string(kShapePrompts[prompt]), n, generator);
+// How a model with a sampler draws its eval samples: the settings of `inkgrad generate` (the
+// MLP ignores them). Defaults are generate's defaults, so that eval scores what users get.
+struct SamplerFlags {
+  double guidance = diffusion::GenerateOptions{}.guidance;
+  int64_t steps = diffusion::GenerateOptions{}.steps;
+  std::string sampler = diffusion::GenerateOptions{}.sampler;
+};
+
+PromptSampler text_to_image_sampler(ImageModel& model, const SamplerFlags& flags = {}) {
+  auto* diffusion_model = dynamic_cast<diffusion::TextToImageDiffusion*>(&model);
+  if (diffusion_model == nullptr) {
+    return [&model](int64_t prompt, int64_t n, Generator& generator) {
+      return model.generate(std::string(kShapePrompts[prompt]), n, generator);
+    };
+  }
+  diffusion::GenerateOptions options;
+  options.guidance = flags.guidance;
+  options.steps = flags.steps;
+  options.sampler = flags.sampler;
+  options.validate();
+  return [diffusion_model, options](int64_t prompt, int64_t n, Generator& generator) {
+    return diffusion_model->generate(std::string(kShapePrompts[prompt]), n, generator, options);
   };
+}
+
+// "diffusion (ddim, 50 steps, guidance 3)" or "mlp": what produced the samples.
+std::string sampled_by(const ImageModel& model, const SamplerFlags& flags) {
+  if (dynamic_cast<const diffusion::TextToImageDiffusion*>(&model) == nullptr) return model.kind();
+  return fmt::format("{} ({}, {} steps, guidance {:g})", model.kind(), flags.sampler, flags.steps,
+                     flags.guidance);
 }
 
 // ---- the figure ----
@@ -301,6 +327,8 @@ struct EvalFlags {
   uint64_t seed = 0;
   std::string out;
   std::string judge;
+  SamplerFlags sampling;
+  bool sampling_given = false;  // any of --guidance, --steps, --sampler on the command line
 };
 
 int run_eval(const EvalFlags& flags) {
@@ -320,6 +348,11 @@ int run_eval(const EvalFlags& flags) {
             "{} holds a {} model of {}x{}x{} pictures; the judge knows the nine 28x28 shapes",
             flags.checkpoint, model.kind(), model.image_format().channels,
             model.image_format().height, model.image_format().width);
+  INK_CHECK(!flags.sampling_given || has_sampler(model),
+            "--guidance, --steps and --sampler set how a diffusion model samples; {} holds a {} "
+            "model, which has no sampler",
+            flags.checkpoint, model.kind());
+  const PromptSampler sampler = text_to_image_sampler(model, flags.sampling);
   prepare_out_folder(out_dir);
   const std::string json_path = (fs::path(out_dir) / kEvalJson).string();
   const std::string png_path = (fs::path(out_dir) / kEvalPng).string();
@@ -329,15 +362,18 @@ int run_eval(const EvalFlags& flags) {
   options.samples_per_prompt = flags.samples_per_prompt;
   options.seed = flags.seed;
   options.k = kNeighbours;
-  fmt::print("evaluating {}: {} samples per prompt, seed {}, judge {}\n", flags.checkpoint,
-             options.samples_per_prompt, options.seed, judge.path);
+  fmt::print("evaluating {} ({}): {} samples per prompt, seed {}, judge {}\n", flags.checkpoint,
+             sampled_by(model, flags.sampling), options.samples_per_prompt, options.seed,
+             judge.path);
   std::fflush(stdout);
-  const EvalResult result = evaluate(text_to_image_sampler(model), *judge.judge, options);
+  const EvalResult result = evaluate(sampler, *judge.judge, options);
 
   fmt::print("\neach cell: the model (the ground-truth ceiling)\n{}", eval_table(result));
-  write_text(json_path, eval_json(result, {{"checkpoint", json_string(flags.checkpoint)},
-                                           {"model", json_string("text-to-image MLP")},
-                                           {"judge", json_string(judge.path)}}));
+  write_text(json_path,
+             eval_json(result, {{"checkpoint", json_string(flags.checkpoint)},
+                                {"model", json_string(model.kind())},
+                                {"sampling", json_string(sampled_by(model, flags.sampling))},
+                                {"judge", json_string(judge.path)}}));
   write_png(png_path, render_eval_figure(result));
   fmt::print("\nwrote {} and {}\n", json_path, png_path);
   return 0;
@@ -374,7 +410,8 @@ int run_judge(const JudgeFlags& flags) {
 
 namespace {
 
-void run_eval_into(const std::string& dir, ImageModel& model, uint64_t seed) {
+void run_eval_into(const std::string& dir, ImageModel& model, uint64_t seed,
+                   int64_t samples_per_prompt, int64_t steps) {
   JudgeSource judge = find_judge("", /*train_if_missing=*/false);
   if (!judge.judge) {
     warn(fmt::format("no judge network found, so no {}; `inkgrad eval --checkpoint {}` trains one",
@@ -382,28 +419,34 @@ void run_eval_into(const std::string& dir, ImageModel& model, uint64_t seed) {
     return;
   }
   EvalOptions options;
-  options.samples_per_prompt = kRunEvalSamples;
+  options.samples_per_prompt = samples_per_prompt;
   options.seed = seed;
   options.k = kNeighbours;
-  const EvalResult result = evaluate(text_to_image_sampler(model), *judge.judge, options);
+  SamplerFlags sampling;
+  if (steps > 0) sampling.steps = steps;
+  const EvalResult result = evaluate(text_to_image_sampler(model, sampling), *judge.judge, options);
   write_text((fs::path(dir) / kEvalJson).string(),
-             eval_json(result,
-                       {{"model", json_string(model.kind())}, {"judge", json_string(judge.path)}}));
+             eval_json(result, {{"model", json_string(model.kind())},
+                                {"sampling", json_string(sampled_by(model, sampling))},
+                                {"judge", json_string(judge.path)}}));
   const PromptScores& m = result.model.overall;
   const PromptScores& c = result.ceiling.overall;
   fmt::print(
-      "{} ({} samples per prompt; ground truth in brackets): fidelity {:.3f} ({:.3f}), "
+      "{} ({}, {} samples per prompt; ground truth in brackets): fidelity {:.3f} ({:.3f}), "
       "diversity {:.3f} ({:.3f}), FD {:.2f} ({:.2f}), precision {:.3f} ({:.3f}), recall {:.3f} "
       "({:.3f})\n",
-      kEvalJson, kRunEvalSamples, m.fidelity, c.fidelity, m.diversity, c.diversity,
-      m.frechet_distance, c.frechet_distance, m.precision, c.precision, m.recall, c.recall);
+      kEvalJson, sampled_by(model, sampling), samples_per_prompt, m.fidelity, c.fidelity,
+      m.diversity, c.diversity, m.frechet_distance, c.frechet_distance, m.precision, c.precision,
+      m.recall, c.recall);
 }
 
 }  // namespace
 
-void write_run_eval(const std::string& dir, ImageModel& model, uint64_t seed) {
+void write_run_eval(const std::string& dir, ImageModel& model, uint64_t seed,
+                    int64_t samples_per_prompt, int64_t steps) {
+  if (samples_per_prompt == 0) return;
   try {
-    run_eval_into(dir, model, seed);
+    run_eval_into(dir, model, seed, samples_per_prompt, steps);
   } catch (const std::exception& error) {
     // The run itself is complete and saved; a failed eval must not turn it into a failure.
     warn(fmt::format("the eval at the end of training failed, so there is no {}: {}", kEvalJson,
@@ -428,7 +471,18 @@ Command add_eval_command(CLI::App& app) {
                   "Folder for eval.json and eval.png (default: the checkpoint's folder)");
   sub->add_option("--judge", flags->judge,
                   "A judge file (default: the committed models/judge.safetensors, else the cache)");
-  return [flags] { return run_eval(*flags); };
+  CLI::Option* guidance = sub->add_option("--guidance", flags->sampling.guidance,
+                                          "diffusion: classifier-free guidance scale w (1 = none)")
+                              ->capture_default_str();
+  CLI::Option* steps = sub->add_option("--steps", flags->sampling.steps, "diffusion: sampler steps")
+                           ->capture_default_str();
+  CLI::Option* sampler = sub->add_option("--sampler", flags->sampling.sampler,
+                                         "diffusion: ddim, ddpm, euler or dpmpp2m")
+                             ->capture_default_str();
+  return [flags, guidance, steps, sampler] {
+    flags->sampling_given = guidance->count() + steps->count() + sampler->count() > 0;
+    return run_eval(*flags);
+  };
 }
 
 Command add_judge_command(CLI::App& app) {

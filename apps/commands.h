@@ -37,6 +37,9 @@ void check_range(const char* flag, int64_t value, int64_t low, int64_t high);
 
 // The short eval at the end of `inkgrad train` (cmd_eval.cpp): scores `model` with the judge and
 // writes <dir>/eval.json, printing one summary line; only warns when no judge is available.
-void write_run_eval(const std::string& dir, ImageModel& model, uint64_t seed);
+// A diffusion model samples with `steps` sampler steps (0: generate's default) and the default
+// guidance; samples_per_prompt 0 skips the eval.
+void write_run_eval(const std::string& dir, ImageModel& model, uint64_t seed,
+                    int64_t samples_per_prompt, int64_t steps = 0);
 
 }  // namespace ink::app

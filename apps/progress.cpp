@@ -43,7 +43,18 @@ double TrainingProgress::eta_seconds(int64_t epoch, double epoch_fraction) const
   const double done = static_cast<double>(epoch - first_epoch_) + epoch_fraction;
   if (done <= 0.0) return -1.0;
   const double left = static_cast<double>(total_epochs_ - epoch) - epoch_fraction;
-  return elapsed_seconds() / done * std::max(left, 0.0);
+  const double by_epochs = elapsed_seconds() / done * std::max(left, 0.0);
+  if (budget_seconds_ <= 0.0) return by_epochs;
+  // The budget ends at an epoch boundary: what remains of it, rounded up to whole epochs.
+  const double per_epoch = elapsed_seconds() / done;
+  const double budget_left = std::max(budget_seconds_ - elapsed_seconds(), 0.0);
+  const double epochs_left = std::ceil(budget_left / per_epoch + epoch_fraction) - epoch_fraction;
+  return std::min(by_epochs, std::max(epochs_left, 0.0) * per_epoch);
+}
+
+std::string TrainingProgress::epoch_label(int64_t epoch_1_based, int width) const {
+  if (budget_seconds_ > 0.0) return fmt::format("{:>{}}", epoch_1_based, width);
+  return fmt::format("{:>{}}/{}", epoch_1_based, width, total_epochs_);
 }
 
 void TrainingProgress::step(int64_t epoch, int64_t step, int64_t steps, int64_t samples,
@@ -67,8 +78,8 @@ void TrainingProgress::step(int64_t epoch, int64_t step, int64_t steps, int64_t 
   constexpr int kBar = 20;
   const int filled = static_cast<int>(fraction * kBar);
   const double rate = epoch_samples_ / std::max(seconds_since(epoch_start_), 1e-9);
-  write_line(fmt::format("epoch {}/{} [{}{}] {}/{}  loss {:.6f}  {:.0f} samples/s  ETA {}",
-                         epoch + 1, total_epochs_, std::string(filled, '#'),
+  write_line(fmt::format("epoch {} [{}{}] {}/{}  loss {:.6f}  {:.0f} samples/s  ETA {}",
+                         epoch_label(epoch + 1, 0), std::string(filled, '#'),
                          std::string(kBar - filled, '.'), step + 1, steps, loss_sum_ / loss_steps_,
                          rate, format_duration(eta_seconds(epoch, fraction))),
              false);
@@ -82,13 +93,14 @@ void TrainingProgress::end_epoch(int64_t epoch, float loss) {
   const double rate = seconds > 0.0 ? samples_per_epoch_ / seconds : 0.0;
   epoch_start_ = Clock::now();
   if (quiet_) return;
-  const int width = static_cast<int>(std::to_string(total_epochs_).size());
+  const int width =
+      budget_seconds_ > 0.0 ? 4 : static_cast<int>(std::to_string(total_epochs_).size());
   // On a terminal the line stays on screen for the first epoch, every tenth and the last (as the
   // notebook prints); the others are overwritten by the next epoch.
   const bool keep =
       !interactive_ || epoch == first_epoch_ || (epoch + 1) % 10 == 0 || epoch + 1 == total_epochs_;
-  write_line(fmt::format("epoch {:>{}}/{}  loss {:.6f}  {:.0f} samples/s  {:>6}  ETA {}", epoch + 1,
-                         width, total_epochs_, loss, rate, format_duration(seconds),
+  write_line(fmt::format("epoch {}  loss {:.6f}  {:.0f} samples/s  {:>6}  ETA {}",
+                         epoch_label(epoch + 1, width), loss, rate, format_duration(seconds),
                          format_duration(eta_seconds(epoch + 1, 0.0))),
              keep);
 }

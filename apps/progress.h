@@ -28,6 +28,10 @@ class TrainingProgress {
   void clear_line();
 
   double elapsed_seconds() const;
+  // A wall-clock budget (train --minutes): the run ends at the first epoch end after it, so the
+  // ETA is the budget's remainder plus the rest of that epoch, and the epoch count is shown
+  // without a total (which is only an upper bound then).
+  void set_time_budget(double seconds) { budget_seconds_ = seconds; }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -50,7 +54,10 @@ class TrainingProgress {
   int64_t current_epoch_ = -1;
   double loss_sum_ = 0.0;
   int64_t loss_steps_ = 0;
-  size_t drawn_width_ = 0;  // characters of the line on screen, to erase it
+  size_t drawn_width_ = 0;       // characters of the line on screen, to erase it
+  double budget_seconds_ = 0.0;  // 0: none
+  // "4/100", or "4" when the time budget decides the end.
+  std::string epoch_label(int64_t epoch_1_based, int width) const;
 };
 
 }  // namespace ink::app

@@ -4,6 +4,7 @@
 // scripts/time_torch_diffusion.py (the PyTorch twin, same config, batch and threads).
 //   build/bench/bench_diffusion --benchmark_filter=Train --benchmark_min_time=5
 #include <benchmark/benchmark.h>
+#include <sys/resource.h>
 
 #include "models/diffusion/model.h"
 #include "models/diffusion/recipe.h"
@@ -13,6 +14,17 @@
 namespace {
 
 using namespace ink;
+
+// Memory counters: the most tensor storage alive at once, and the process's peak RSS so far
+// (ru_maxrss covers everything this process ran before, so filter to one row for a clean figure,
+// as scripts/time_torch_diffusion.py does with one process per row).
+void report_memory(benchmark::State& state) {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  state.counters["peak_rss_MB"] = static_cast<double>(usage.ru_maxrss) / 1024.0;
+  state.counters["peak_live_MB"] =
+      static_cast<double>(storage_cache_stats().peak_live_bytes) / (1024.0 * 1024.0);
+}
 
 // One optimisation step of the real recipe: batch.size images through the loss, backward, AdamW,
 // EMA. Args: config (0 tiny, 1 small), batch, threads.
@@ -41,6 +53,7 @@ void BM_DiffusionTrainStep(benchmark::State& state) {
     benchmark::DoNotOptimize(loss.item());
   }
   state.SetItemsProcessed(state.iterations() * batch.size);
+  report_memory(state);
 }
 BENCHMARK(BM_DiffusionTrainStep)
     ->ArgNames({"small", "batch", "threads"})
@@ -63,6 +76,7 @@ void BM_DiffusionSample(benchmark::State& state) {
     benchmark::DoNotOptimize(model.generate("circle", 64, gen, options));
   }
   state.SetItemsProcessed(state.iterations() * 64);
+  report_memory(state);
 }
 BENCHMARK(BM_DiffusionSample)
     ->ArgNames({"steps", "threads"})

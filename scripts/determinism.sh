@@ -6,7 +6,8 @@
 #
 #   scripts/determinism.sh [path to inkgrad, default build/apps/inkgrad]
 #
-# Environment: KEEP=1 keeps the work folder.
+# Environment: KEEP=1 keeps the work folder; MODEL=diffusion checks the diffusion recipe (tiny
+# config) instead of the MLP.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +26,12 @@ trap cleanup EXIT
 
 # Batches of 128 so that the matmuls are large enough to be split across 2 threads.
 settings=(--epochs 4 --samples-per-prompt 128 --batch-size 128 --seed 7 --quiet)
+if [[ "${MODEL:-mlp}" == diffusion ]]; then
+  # The diffusion recipe (tiny U-Net): noise, timesteps and prompt dropout all come from the
+  # seeded streams; no preview grids or eval, which are not part of the checkpoint.
+  settings=(--model diffusion --config tiny --epochs 2 --samples-per-prompt 16 --batch-size 48
+            --seed 7 --quiet --preview-every 0 --eval-samples 0)
+fi
 start=$SECONDS
 
 train() {  # name threads

@@ -6,9 +6,10 @@ Module names match the issue exactly, so a state_dict moves to and from inkgrad 
 
   diffusion_twin.py info [--config small] [--size 28]
       parameter counts (text encoder, U-Net, total) and MFLOP of one U-Net forward per image
-  diffusion_twin.py write-torch FILE [--config small] [--seed 0]
+  diffusion_twin.py write-torch FILE [--config small] [--seed 0] [--perturb] [--probe JSON]
       a freshly initialised model's state_dict as safetensors, with the model kind and config in
-      the metadata (for inkgrad to load)
+      the metadata (inkgrad's keys too, so `inkgrad generate --checkpoint FILE` runs it); --probe
+      also writes the twin's eps for fixed inputs (tests/test_diffusion_interop.cpp)
   diffusion_twin.py sampler-golden
       writes tests/data/samplers_golden.json (schedules, timestep spacing and the samplers'
       results for a closed-form Gaussian denoiser) for tests/test_samplers.cpp
@@ -82,7 +83,10 @@ class Config:
         return [self.ch * m for m in self.channel_mult]
 
 
-CONFIGS = {"tiny": Config(ch=16), "small": Config(ch=32), "base": Config(ch=64)}
+CONFIGS = {"tiny": Config(ch=16), "small": Config(ch=32), "base": Config(ch=64),
+           # A few thousand parameters: small enough to commit as a test file.
+           "micro": Config(ch=8, channel_mult=(1, 2), attention_levels=(1,), context_dim=16,
+                           text_layers=1, heads=2, groups=4)}
 
 # FLOP counter of the attention products (the Linear and Conv2d layers are counted by hooks).
 _attention_flops = [0]
@@ -447,8 +451,24 @@ def sample(denoise, x, abar, timesteps, sampler="ddim", eta=0.0, generator=None,
 
 # ---- checkpoints ----
 def config_metadata(name, config):
+    """The twin's own keys, plus the two inkgrad reads (models/image_model.h): the registry kind
+    and its DiffusionConfig JSON, so that a file written here drives `inkgrad generate`."""
+    inkgrad_config = dict(asdict(config), name=name, image_size=28, tokenizer="char",
+                          schedule="linear", timesteps=1000)
     return {"format": "pt", "model": "diffusion", "config": name,
-            "config.json": json.dumps(asdict(config), sort_keys=True)}
+            "config.json": json.dumps(asdict(config), sort_keys=True),
+            "inkgrad.kind": "diffusion",
+            "inkgrad.config": json.dumps(inkgrad_config, sort_keys=True)}
+
+
+def probe_inputs(config, batch=2):
+    """Inputs any language can rebuild without a random generator: x[i] = sin(0.37 i) over the
+    flattened [batch, C, 28, 28] tensor, t = [10, 900], prompts [PROMPTS[0], '']."""
+    n = batch * config.in_channels * 28 * 28
+    x = torch.sin(0.37 * torch.arange(n, dtype=torch.float64)).float()
+    x = x.reshape(batch, config.in_channels, 28, 28)
+    tokens = torch.tensor([encode(PROMPTS[0], config.max_length), encode("", config.max_length)])
+    return x, torch.tensor([10, 900]), tokens
 
 
 def config_from_metadata(metadata):
@@ -643,6 +663,9 @@ def main():
     p.add_argument("file")
     p.add_argument("--config", default="small", choices=CONFIGS)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--perturb", action="store_true",
+                   help="add 0.05 * randn to every parameter (so zero-initialised ones count)")
+    p.add_argument("--probe", help="also write the twin's eps for probe_inputs() to this JSON")
     p = commands.add_parser("sampler-golden")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "tests" /
                                         "data" / "samplers_golden.json"))
@@ -669,8 +692,23 @@ def main():
     elif args.command == "write-torch":
         torch.manual_seed(args.seed)
         model = TextToImageDiffusion(CONFIGS[args.config])
+        # Fresh zero-initialised branches (conv2, to_out) would hide most of the network from a
+        # check; perturb every parameter a little so that each one changes the output.
+        if args.perturb:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(0.05 * torch.randn_like(p))
         save_file(model.state_dict(), args.file, config_metadata(args.config, model.config))
         print(f"wrote {args.file}: {len(model.state_dict())} tensors")
+        if args.probe:
+            x, t, tokens = probe_inputs(model.config)
+            with torch.no_grad():
+                eps = model(x, t, tokens)
+            Path(args.probe).write_text(json.dumps({
+                "checkpoint": Path(args.file).name, "inputs": probe_inputs.__doc__.strip(),
+                "torch_version": torch.__version__, "eps_shape": list(eps.shape),
+                "eps": [round(v, 7) for v in eps.flatten().tolist()]}, indent=0) + "\n")
+            print(f"wrote {args.probe}: the twin's eps for probe_inputs()")
     elif args.command == "sampler-golden":
         write_sampler_golden(args.out)
     elif args.command == "model-golden":

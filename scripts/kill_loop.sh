@@ -8,7 +8,8 @@
 #   scripts/kill_loop.sh [path to inkgrad, default build/apps/inkgrad]
 #
 # Environment: KILLS (default 20), EPOCHS (default 100), KILL_SEED (default: random, printed;
-# set it to replay the same kill moments), KEEP=1 keeps the work folder.
+# set it to replay the same kill moments), KEEP=1 keeps the work folder, MODEL=diffusion runs the
+# diffusion recipe (tiny config) instead of the MLP.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +30,15 @@ reference="$work/reference"
 # Small settings: 180 samples in 6 steps per epoch, so a checkpoint is written every ~50 ms and
 # a random kill often lands inside a write.
 settings=(--samples-per-prompt 20 --batch-size 30 --seed 42 --epochs "$epochs")
+# Flags that are not part of a run's settings, so every command (fresh or --resume) repeats them.
+extra=()
+if [[ "${MODEL:-mlp}" == diffusion ]]; then
+  # The diffusion recipe at its smallest: the tiny U-Net, 36 pictures in 3 steps per epoch, no
+  # preview grids and no eval at the end, so that epochs stay a fraction of a second.
+  settings=(--model diffusion --config tiny --samples-per-prompt 4 --batch-size 12 --seed 42
+            --epochs "$epochs")
+  extra=(--preview-every 0 --eval-samples 0)
+fi
 threads=(--threads 1)
 
 reference_pid=""
@@ -49,7 +59,7 @@ fail() {
 }
 
 # The uninterrupted run to compare with, trained alongside the loop.
-"$bin" train --out "$reference" "${settings[@]}" "${threads[@]}" --quiet >"$work/reference.log" 2>&1 &
+"$bin" train --out "$reference" "${settings[@]}" "${extra[@]}" "${threads[@]}" --quiet >"$work/reference.log" 2>&1 &
 reference_pid=$!
 
 # What the run folder must hold, from what the killed processes printed. After epoch N a
@@ -131,7 +141,7 @@ check_model() {  # kill number
 probe_state=""
 probe_resume() {  # kill number
   local log="$work/probe-$1.log" pid rc=0
-  "$bin" train --resume "$run" "${threads[@]}" >"$log" 2>&1 &
+  "$bin" train --resume "$run" "${extra[@]}" "${threads[@]}" >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 1 2000); do
     grep -q '^  resuming ' "$log" && break
@@ -163,9 +173,9 @@ while :; do
   (( attempt <= 4 * kills_wanted )) || fail "only $kills kills in $attempt attempts"
   log="$work/train-$attempt.log"
   if [[ $mode == fresh ]]; then
-    args=(train --out "$run" --force "${settings[@]}" "${threads[@]}")
+    args=(train --out "$run" --force "${settings[@]}" "${extra[@]}" "${threads[@]}")
   else
-    args=(train --resume "$run" "${threads[@]}")
+    args=(train --resume "$run" "${extra[@]}" "${threads[@]}")
   fi
   # 10 ms to 1.5 s: one kill in four within the first 150 ms (while a fresh run replaces the
   # previous one, or a resume reloads), the others anywhere: inside writes, between epochs.
@@ -217,7 +227,7 @@ while :; do
 done
 
 # Finish the interrupted run and compare it with the uninterrupted one.
-"$bin" train --resume "$run" "${threads[@]}" --quiet >"$work/final.log" 2>&1 ||
+"$bin" train --resume "$run" "${extra[@]}" "${threads[@]}" --quiet >"$work/final.log" 2>&1 ||
   { cat "$work/final.log" >&2; fail "the final --resume did not complete"; }
 check_resumed_epoch "$work/final.log"
 rc=0

@@ -135,6 +135,22 @@ void check_all_kernels(const Conv2dGeometry& g, uint64_t seed) {
   }
 }
 
+// Batches with more images than threads: the grouped kernel spreads groups of images over the
+// threads and folds the weight gradient into 8 partial sums over runs of groups (B = 9, 19, 64
+// give runs of different lengths); every kernel must match naive and stay bit-identical at 1 and
+// 2 threads.
+TEST(Conv2dKernels, LargeBatchesMatchNaiveAndDoNotDependOnThreads) {
+  for (const int64_t B : {9, 19, 64}) {
+    for (const int64_t stride : {1, 2}) {
+      Conv2dGeometry g;
+      g.B = B, g.C = 5, g.H = 7, g.W = 6, g.O = 4, g.KH = g.KW = 3, g.stride = stride,
+      g.padding = 1;
+      check_all_kernels(g, static_cast<uint64_t>(B * 10 + stride));
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+  }
+}
+
 TEST(Conv2dKernels, RegistryListsTheFamilySimplestFirst) {
   std::vector<std::string> names;
   for (const auto& k : ink::kernels::conv2d_kernels()) names.push_back(k.name);

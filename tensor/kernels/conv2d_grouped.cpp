@@ -37,7 +37,13 @@ constexpr int64_t kColBytes = 256 * 1024;
 // Partial sums of dW; more slots than threads so the threads stay balanced.
 constexpr int64_t kSlots = 8;
 
+bool is_pointwise(const Conv2dGeometry& g);
+
 int64_t group_size(const Conv2dGeometry& g) {
+  // A 1x1 convolution reads each image in place as its GEMM operand; grouping would add a copy
+  // of the input (and of dy) that costs more than the wider GEMM saves (measured: 0.86x vs
+  // 0.94x oneDNN forward, 0.72x vs 0.87x dX on 128 -> 64 channels at 14x14).
+  if (is_pointwise(g)) return 1;
   const int64_t HW = g.HO() * g.WO();
   const int64_t by_columns = kMaxColumns / HW;
   const int64_t by_bytes = kColBytes / (g.CKK() * HW * static_cast<int64_t>(sizeof(float)));
@@ -56,6 +62,23 @@ void for_each_task(int64_t tasks, const Fn& fn) {
   const int threads = in_parallel_region() ? 1 : get_num_threads();
   const int64_t grain = tasks >= 2 * threads ? 1 : tasks;
   parallel_for(0, tasks, grain, [&](int64_t t0, int64_t t1) { fn(t0, t1); });
+}
+
+// dW [O, C] of a 1x1 convolution summed over images [b0, b1), as its transpose
+// dW^T [C, O] += x_b [C, HW] * dy_b^T: x is read in place and only dy [O, HW], the smaller
+// operand when O < C (the U-Net's skip projections halve the channels), is packed transposed,
+// where dW = dy_b * x_b^T would transpose-pack x. Then written to `sum` [O, C].
+void pointwise_weight_grad(const Conv2dGeometry& g, const float* x, const float* dy, int64_t b0,
+                           int64_t b1, float* sum) {
+  const int64_t HW = g.HO() * g.WO();
+  std::vector<float> sum_t(static_cast<size_t>(g.C * g.O));
+  for (int64_t b = b0; b < b1; ++b) {
+    sgemm(Trans::N, Trans::T, g.C, g.O, HW, 1.0f, x + b * g.C * HW, HW, dy + b * g.O * HW, HW,
+          b == b0 ? 0.0f : 1.0f, sum_t.data(), g.O);
+  }
+  for (int64_t o = 0; o < g.O; ++o) {
+    for (int64_t c = 0; c < g.C; ++c) sum[o * g.C + c] = sum_t[c * g.O + o];
+  }
 }
 
 }  // namespace
@@ -147,6 +170,10 @@ void conv2d_backward_weight_grouped(const Conv2dGeometry& g, const float* x, con
     std::vector<float> col, dybuf;
     for (int64_t s = s0; s < s1; ++s) {
       float* sum = s == 0 ? dw : partial.data() + (s - 1) * size;
+      if (is_pointwise(g)) {  // groups of one image (group_size)
+        pointwise_weight_grad(g, x, dy, s * groups / slots, (s + 1) * groups / slots, sum);
+        continue;
+      }
       for (int64_t t = s * groups / slots; t < (s + 1) * groups / slots; ++t) {
         const int64_t b0 = t * G, nb = std::min(G, g.B - b0), L = nb * HW;
         const float* cols = x + b0 * g.C * g.H * g.W;

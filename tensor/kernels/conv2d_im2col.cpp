@@ -25,6 +25,30 @@ void valid_columns(const Conv2dGeometry& g, int64_t j, int64_t WO, int64_t* lo, 
   *lo = std::min(*lo, *hi);
 }
 
+// dst[ow] = src[ow S + offset] for lo <= ow < hi, and 0 for the other ow < WO.
+inline void copy_row(const float* __restrict src, float* __restrict dst, int64_t lo, int64_t hi,
+                     int64_t WO, int64_t S, int64_t offset) {
+  for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = 0.0f;
+  if (S == 1) {
+    const float* s = src + offset;
+    for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = s[ow];
+  } else {
+    for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * S + offset];
+  }
+  for (int64_t ow = hi; ow < WO; ++ow) dst[ow] = 0.0f;
+}
+
+// dst[ow S + offset] += src[ow] for lo <= ow < hi (col2im's row).
+inline void add_row(const float* __restrict src, float* __restrict dst, int64_t lo, int64_t hi,
+                    int64_t S, int64_t offset) {
+  if (S == 1) {
+    float* d = dst + offset;
+    for (int64_t ow = lo; ow < hi; ++ow) d[ow] += src[ow];
+  } else {
+    for (int64_t ow = lo; ow < hi; ++ow) dst[ow * S + offset] += src[ow];
+  }
+}
+
 // A 1x1 kernel with stride 1 and no padding: col is the image itself.
 bool is_pointwise(const Conv2dGeometry& g) {
   return g.KH == 1 && g.KW == 1 && g.stride == 1 && g.padding == 0;
@@ -32,8 +56,52 @@ bool is_pointwise(const Conv2dGeometry& g) {
 
 }  // namespace
 
+namespace {
+
+// im2col for stride 1 when the output is as wide as the input (WO == W: a 3x3 kernel with
+// padding 1, or a 1x1 without padding). Output row oh of col row (c, i, j) is input row
+// ih = oh - P + i D shifted by offset = j D - P, so output rows [oh0, oh1) with a valid ih read
+// one contiguous stretch of the input plane: one copy per col row instead of one per output row.
+// The copy also fills each row's margins (ow < lo or ow >= hi, where the shift runs off the
+// image) from the neighbouring input row; those are zeroed afterwards.
+void im2col_same_width(const Conv2dGeometry& g, const float* xb, float* col, int64_t ld) {
+  const int64_t HO = g.HO(), WO = g.WO();
+  for (int64_t c = 0; c < g.C; ++c) {
+    const float* plane = xb + c * g.H * g.W;
+    for (int64_t i = 0; i < g.KH; ++i) {
+      const int64_t shift = i * g.dilation - g.padding;  // ih = oh + shift
+      const int64_t oh0 = std::clamp<int64_t>(-shift, 0, HO);
+      const int64_t oh1 = std::clamp<int64_t>(g.H - shift, oh0, HO);
+      for (int64_t j = 0; j < g.KW; ++j) {
+        float* dst = col + ((c * g.KH + i) * g.KW + j) * ld;
+        int64_t lo = 0, hi = 0;
+        valid_columns(g, j, WO, &lo, &hi);
+        const int64_t offset = j * g.dilation - g.padding;
+        std::fill(dst, dst + oh0 * WO, 0.0f);
+        std::fill(dst + oh1 * WO, dst + HO * WO, 0.0f);
+        if (oh0 == oh1) continue;
+        // Elements p = oh WO + ow for oh in [oh0, oh1), trimmed so that the first and last read
+        // inside the plane: dst[p] = plane[p + shift W + offset].
+        const int64_t first = oh0 * WO + lo, last = (oh1 - 1) * WO + hi;
+        if (first < last) {
+          const float* src = plane + shift * g.W + offset;
+          std::copy(src + first, src + last, dst + first);
+        }
+        for (int64_t oh = oh0; oh < oh1; ++oh) {
+          float* row = dst + oh * WO;
+          for (int64_t ow = 0; ow < lo; ++ow) row[ow] = 0.0f;
+          for (int64_t ow = hi; ow < WO; ++ow) row[ow] = 0.0f;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
 void conv2d_im2col(const Conv2dGeometry& g, const float* xb, float* col, int64_t ld) {
   const int64_t HO = g.HO(), WO = g.WO();
+  if (g.stride == 1 && WO == g.W) return im2col_same_width(g, xb, col, ld);
   for (int64_t c = 0; c < g.C; ++c) {
     for (int64_t i = 0; i < g.KH; ++i) {
       for (int64_t j = 0; j < g.KW; ++j) {
@@ -44,17 +112,13 @@ void conv2d_im2col(const Conv2dGeometry& g, const float* xb, float* col, int64_t
         for (int64_t oh = 0; oh < HO; ++oh, dst += WO) {
           const int64_t ih = oh * g.stride - g.padding + i * g.dilation;
           if (ih < 0 || ih >= g.H) {
-            std::fill(dst, dst + WO, 0.0f);
+            for (int64_t ow = 0; ow < WO; ++ow) dst[ow] = 0.0f;
             continue;
           }
           const float* src = xb + (c * g.H + ih) * g.W;  // iw = ow S + offset
-          std::fill(dst, dst + lo, 0.0f);
-          if (g.stride == 1) {
-            std::copy(src + lo + offset, src + hi + offset, dst + lo);
-          } else {
-            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * g.stride + offset];
-          }
-          std::fill(dst + hi, dst + WO, 0.0f);
+          // Rows are short (WO = 7 to 32): plain loops the compiler vectorises, rather than
+          // three library calls per row (which cost more than the copy at these lengths).
+          copy_row(src, dst, lo, hi, WO, g.stride, offset);
         }
       }
     }
@@ -74,7 +138,7 @@ void conv2d_col2im(const Conv2dGeometry& g, const float* col, int64_t ld, float*
           const int64_t ih = oh * g.stride - g.padding + i * g.dilation;
           if (ih < 0 || ih >= g.H) continue;
           float* dst = dxb + (c * g.H + ih) * g.W;  // iw = ow S + offset
-          for (int64_t ow = lo; ow < hi; ++ow) dst[ow * g.stride + offset] += src[ow];
+          add_row(src, dst, lo, hi, g.stride, offset);
         }
       }
     }
