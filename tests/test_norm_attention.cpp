@@ -483,8 +483,9 @@ TEST_P(Golden, AttentionLayer) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, Golden, ::testing::Values(DType::Float64, DType::Float32),
-                         [](const auto& info) {
-                           return std::string(info.param == DType::Float64 ? "Float64" : "Float32");
+                         [](const auto& dtype_info) {  // gtest's own parameter is `info`
+                           return std::string(dtype_info.param == DType::Float64 ? "Float64"
+                                                                                 : "Float32");
                          });
 
 }  // namespace
