@@ -43,6 +43,7 @@ struct GenerateFlags {
   CLI::Option* seed_option = nullptr;
   // Diffusion sampling (other models refuse these flags).
   std::string film;
+  std::string attention;
   std::vector<CLI::Option*> diffusion_options;
 };
 
@@ -169,7 +170,16 @@ int run_generate(const GenerateFlags& flags) {
       return true;
     };
   }
-  const Tensor images = generate_pictures(*model, settings, film_callback);
+  // The attention maps are held for every picture; a strip shows the first few.
+  constexpr int64_t kMaxAttentionPictures = 256;
+  if (!flags.attention.empty()) {
+    INK_CHECK(flags.count <= kMaxAttentionPictures,
+              "--attention keeps maps for at most {} pictures, got -n {}", kMaxAttentionPictures,
+              flags.count);
+  }
+  diffusion::AttentionMaps attention;
+  const Tensor images = generate_pictures(*model, settings, film_callback,
+                                          flags.attention.empty() ? nullptr : &attention);
   const std::string settings_text = settings_json(settings, *model);
 
   std::vector<GridRow> rows;
@@ -215,12 +225,50 @@ int run_generate(const GenerateFlags& flags) {
     make_parent_folder(flags.film);
     write_png(flags.film, render_grid(film_rows, film_style));
   }
+  if (!flags.attention.empty()) {
+    // One row per picture: the picture, then the null token's and each word's map over it.
+    std::vector<GridRow> attention_rows;
+    std::vector<std::string> headers = {"picture"};
+    for (int64_t i = 0; i < std::min(flags.count, kFilmPictures); ++i) {
+      const std::vector<float> picture = picture_values(images, i);
+      GridRow row;
+      row.label = fmt::format("#{}", i + 1);
+      const auto plane = static_cast<size_t>(format.height * format.width);
+      std::vector<float> rgb(3 * plane);
+      for (size_t c = 0; c < 3; ++c) {
+        const size_t from = format.channels >= 3 ? c : 0;  // gray: its one channel three times
+        std::copy_n(picture.begin() + static_cast<std::ptrdiff_t>(from * plane), plane,
+                    rgb.begin() + static_cast<std::ptrdiff_t>(c * plane));
+      }
+      row.pictures.push_back(std::move(rgb));
+      for (const WordAttention& word : attention_words(attention, i, model->tokenizer())) {
+        row.pictures.push_back(heat_overlay(picture, format, word.map));
+        if (i == 0) headers.push_back(fmt::format("{} {:.0f}%", word.text, 100.0 * word.share));
+      }
+      attention_rows.push_back(std::move(row));
+    }
+    GridStyle attention_style = grid_style_for(format);
+    attention_style.channels = 3;
+    attention_style.title =
+        fmt::format("{}: attention per word ({} steps, {} layers)", quoted_text(flags.prompt, 30),
+                    attention.steps, attention.layers);
+    attention_style.group_headers = headers;
+    attention_style.group_size = 1;
+    attention_style.scale = static_cast<int>(flags.scale);
+    make_parent_folder(flags.attention);
+    write_file_atomic(flags.attention,
+                      png_with_text(encode_png(render_grid(attention_rows, attention_style)),
+                                    {{kPngSettingsKey, settings_text}}));
+  }
   std::FILE* messages = writes_to_stdout(flags.out) ? stderr : stdout;
   fmt::print(messages, "wrote {}: {} picture{} of {} (seed {}; pass --seed {} to repeat)\n",
              flags.out, flags.count, flags.count == 1 ? "" : "s", quoted_text(flags.prompt), seed,
              seed);
   if (!flags.each.empty()) {
     fmt::print(messages, "wrote {} PNG files into {}\n", flags.count, flags.each);
+  }
+  if (!flags.attention.empty()) {
+    fmt::print(messages, "wrote {}: the cross-attention map of each word\n", flags.attention);
   }
   return 0;
 }
@@ -262,6 +310,9 @@ Command add_generate_command(CLI::App& app) {
       sub->add_option("--film", flags->film,
                       "Diffusion: also write the denoising as a strip (x_t and x0-hat every few "
                       "steps) to this PNG"),
+      sub->add_option("--attention", flags->attention,
+                      "Diffusion: also write each prompt word's cross-attention map (averaged "
+                      "over heads, steps and layers) over the first pictures to this PNG"),
   };
   return [flags] { return run_generate(*flags); };
 }

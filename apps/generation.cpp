@@ -1,7 +1,9 @@
 // Shared generation for `inkgrad generate` and `inkgrad serve`, and PNG text chunks.
 #include "apps/generation.h"
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
@@ -17,7 +19,8 @@ bool has_sampler(const ImageModel& model) {
 }
 
 Tensor generate_pictures(ImageModel& model, const GenerationSettings& settings,
-                         const diffusion::StepCallback& callback) {
+                         const diffusion::StepCallback& callback,
+                         diffusion::AttentionMaps* attention) {
   Generator generator(settings.seed);
   if (auto* diffusion_model = dynamic_cast<diffusion::TextToImageDiffusion*>(&model)) {
     diffusion::GenerateOptions options;
@@ -26,9 +29,125 @@ Tensor generate_pictures(ImageModel& model, const GenerationSettings& settings,
     options.guidance = settings.guidance;
     options.negative_prompt = settings.negative_prompt;
     options.callback = callback;
+    options.attention = attention;
     return diffusion_model->generate(settings.prompt, settings.count, generator, options);
   }
+  INK_CHECK(attention == nullptr, "generate: attention maps need a diffusion model, not the {}",
+            model.kind());
   return model.generate(settings.prompt, settings.count, generator);
+}
+
+std::vector<WordAttention> attention_words(const diffusion::AttentionMaps& maps, int64_t index,
+                                           const Tokenizer& tokenizer) {
+  const Tensor& all = maps.maps;
+  const auto positions = static_cast<int64_t>(maps.tokens.size()) + 1;
+  INK_CHECK(all.defined() && all.dim() == 4 && all.size(1) == positions && index >= 0 &&
+                index < all.size(0),
+            "attention_words: maps {} for {} tokens and picture {}",
+            all.defined() ? shape_str(all.shape()) : "undefined", maps.tokens.size(), index);
+  const int64_t pixels = all.size(2) * all.size(3);
+  const float* picture = all.data() + index * positions * pixels;
+  std::vector<WordAttention> out;
+  const auto add_position = [&](WordAttention& word, int64_t position) {
+    if (word.map.empty()) word.map.assign(static_cast<size_t>(pixels), 0.0f);
+    const float* m = picture + position * pixels;
+    for (int64_t p = 0; p < pixels; ++p) word.map[static_cast<size_t>(p)] += m[p];
+  };
+  WordAttention null_word;
+  null_word.text = "(null)";
+  null_word.null_token = true;
+  add_position(null_word, 0);
+  out.push_back(std::move(null_word));
+  const bool characters = tokenizer.kind() == "char";
+  bool in_word = false;
+  for (size_t t = 0; t < maps.tokens.size(); ++t) {
+    const int64_t id = maps.tokens[t];
+    const std::string piece = tokenizer.decode(std::span<const int64_t>(&id, 1));
+    const bool blank = piece.find_first_not_of(" \t") == std::string::npos;
+    if (characters && blank) {
+      in_word = false;
+      continue;
+    }
+    if (!characters || !in_word) out.emplace_back();
+    out.back().text += piece;
+    add_position(out.back(), static_cast<int64_t>(t) + 1);
+    in_word = characters;
+  }
+  for (WordAttention& word : out) {
+    double total = 0.0;
+    word.low = word.map.empty() ? 0.0f : word.map.front();
+    for (float v : word.map) {
+      total += v;
+      word.low = std::min(word.low, v);
+      word.peak = std::max(word.peak, v);
+    }
+    word.share = total / static_cast<double>(std::max<int64_t>(pixels, 1));
+  }
+  return out;
+}
+
+Color heat_color(float t) {
+  // Stops of a perceptually increasing ramp (dark to bright), linearly interpolated.
+  static constexpr std::array<Color, 5> kStops = {Color{0, 0, 4}, Color{87, 16, 110},
+                                                  Color{188, 55, 84}, Color{249, 142, 9},
+                                                  Color{252, 255, 164}};
+  if (!(t > 0.0f)) return kStops[0];
+  t = std::min(t, 1.0f) * static_cast<float>(kStops.size() - 1);
+  const auto i = std::min(static_cast<size_t>(t), kStops.size() - 2);
+  const float f = t - static_cast<float>(i);
+  const auto mix = [f](uint8_t a, uint8_t b) {
+    return static_cast<uint8_t>(std::lround(static_cast<float>(a) + (b - a) * f));
+  };
+  return {mix(kStops[i].r, kStops[i + 1].r), mix(kStops[i].g, kStops[i + 1].g),
+          mix(kStops[i].b, kStops[i + 1].b)};
+}
+
+namespace {
+// map's values stretched from [min, max] onto [0, 1] (0.5 where max - min is negligible).
+std::vector<float> stretched_map(std::span<const float> map) {
+  float low = INFINITY, high = -INFINITY;
+  for (float v : map) {
+    low = std::min(low, v);
+    high = std::max(high, v);
+  }
+  std::vector<float> out(map.size(), 0.5f);
+  if (high - low > 1e-7f * std::max(1.0f, std::abs(high))) {
+    for (size_t i = 0; i < map.size(); ++i) out[i] = (map[i] - low) / (high - low);
+  }
+  return out;
+}
+}  // namespace
+
+Image heat_image(std::span<const float> map, int width, int height, int scale) {
+  INK_CHECK(width >= 1 && height >= 1 && map.size() == static_cast<size_t>(width) * height,
+            "heat_image: {} values for a {}x{} map", map.size(), width, height);
+  const std::vector<float> level = stretched_map(map);
+  Image image(width, height, kBlack);
+  for (int y = 0; y < height; ++y) {
+    for (int x = 0; x < width; ++x) {
+      image.set(x, y, heat_color(level[static_cast<size_t>(y) * width + x]));
+    }
+  }
+  return scale == 1 ? image : upscale_nearest(image, scale);
+}
+
+std::vector<float> heat_overlay(std::span<const float> picture, const ImageFormat& format,
+                                std::span<const float> map, float alpha) {
+  const auto plane = static_cast<size_t>(format.height * format.width);
+  INK_CHECK(static_cast<int64_t>(picture.size()) == format.pixels() && map.size() == plane,
+            "heat_overlay: {} picture values and {} map values for a {}x{}x{} picture",
+            picture.size(), map.size(), format.channels, format.height, format.width);
+  const std::vector<float> level = stretched_map(map);
+  std::vector<float> out(3 * plane);
+  for (size_t i = 0; i < plane; ++i) {
+    const Color heat = heat_color(level[i]);
+    const std::array<uint8_t, 3> rgb = {heat.r, heat.g, heat.b};
+    for (size_t c = 0; c < 3; ++c) {
+      const float under = picture[(format.channels >= 3 ? c : 0) * plane + i];
+      out[c * plane + i] = (1.0f - alpha) * under + alpha * static_cast<float>(rgb[c]) / 255.0f;
+    }
+  }
+  return out;
 }
 
 std::string settings_json(const GenerationSettings& settings, const ImageModel& model) {

@@ -5,14 +5,17 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "apps/image.h"
+#include "models/diffusion/model.h"
 #include "models/diffusion/samplers.h"
 #include "models/image_model.h"
+#include "models/tokenizer.h"
 #include "tensor/tensor.h"
 
 namespace ink::app {
@@ -36,8 +39,44 @@ bool has_sampler(const ImageModel& model);
 // [count, C, H, W] in [0, 1]: Generator(settings.seed), then model.generate with the settings.
 // `callback` (diffusion only, may be empty) sees every sampler step; returning false cancels,
 // and this throws ink::Error "generate: cancelled ...".
+// `attention` (diffusion only, may be null) receives the cross-attention maps (see
+// diffusion::AttentionMaps); the pictures are the same with or without it.
 Tensor generate_pictures(ImageModel& model, const GenerationSettings& settings,
-                         const diffusion::StepCallback& callback = {});
+                         const diffusion::StepCallback& callback = {},
+                         diffusion::AttentionMaps* attention = nullptr);
+
+// ---- the attention view ----
+
+// One entry of the attention view of a picture: the null token or a word of the prompt, with the
+// sum of its tokens' maps.
+struct WordAttention {
+  std::string text;         // the word as the tokenizer reads it; "(null)" for the null token
+  bool null_token = false;  // the learned null token at context position 0
+  std::vector<float> map;   // H x W, row-major: the share of attention at each pixel
+  double share = 0.0;       // the mean of `map`: the word's share of all cross-attention
+  float low = 0.0f;         // the smallest value of `map`
+  float peak = 0.0f;        // the largest value of `map`
+};
+
+// The null token, then the prompt's words, for picture `index` of `maps`: with a character
+// tokenizer a word is a run of characters between spaces (its map is the sum of theirs; the
+// spaces themselves are left out), with any other tokenizer each token is a word. The null
+// token's and the words' maps sum to at most 1 at each pixel (exactly 1 without spaces).
+std::vector<WordAttention> attention_words(const diffusion::AttentionMaps& maps, int64_t index,
+                                           const Tokenizer& tokenizer);
+
+// A colour ramp for heat maps, black through purple, red and orange to pale yellow: t in [0, 1]
+// (clamped; NaN is black).
+Color heat_color(float t);
+// `map` (width x height values) stretched from its smallest to its largest value onto [0, 1]
+// (so that the contrast of a nearly even map still shows; an even map is all 0.5), coloured with
+// heat_color and upscaled by `scale`.
+Image heat_image(std::span<const float> map, int width, int height, int scale = 1);
+// The picture (C x H x W values in [0, 1], gray or RGB as in picture_image) with the heat of `map`
+// (stretched as in heat_image) laid over it at opacity `alpha`, as 3 x H x W values for an RGB
+// grid.
+std::vector<float> heat_overlay(std::span<const float> picture, const ImageFormat& format,
+                                std::span<const float> map, float alpha = 0.65f);
 
 // The settings as a JSON object with the model's kind, in ASCII (non-ASCII prompt characters are
 // \u escapes), for the PNG text chunk and the API: {"prompt", "negative_prompt", "seed",

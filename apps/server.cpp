@@ -202,13 +202,14 @@ GenerateRequest parse_generate_request(std::string_view body, const ImageModel& 
     bad_request(
         fmt::format("the request body must be a JSON object, got a {}", type_name(request)));
   }
-  static const std::vector<std::string> kFields = {
-      "prompt", "negative_prompt", "guidance", "steps", "sampler", "seed", "count", "stream"};
+  static const std::vector<std::string> kFields = {"prompt", "negative_prompt", "guidance",
+                                                   "steps",  "sampler",         "seed",
+                                                   "count",  "stream",          "attention"};
   for (const auto& [key, value] : request.items()) {
     if (std::find(kFields.begin(), kFields.end(), key) == kFields.end()) {
       bad_request(
           fmt::format("unknown field {}; the fields are prompt, negative_prompt, "
-                      "guidance, steps, sampler, seed, count and stream",
+                      "guidance, steps, sampler, seed, count, stream and attention",
                       quoted_text(key, 30)));
     }
   }
@@ -272,6 +273,18 @@ GenerateRequest parse_generate_request(std::string_view body, const ImageModel& 
     }
     out.stream = request["stream"].get<bool>();
   }
+  if (request.contains("attention")) {
+    if (!request["attention"].is_boolean()) {
+      bad_request(fmt::format("attention must be true or false, got a {}",
+                              type_name(request["attention"])));
+    }
+    out.attention = request["attention"].get<bool>();
+    if (out.attention && !has_sampler(model)) {
+      bad_request(fmt::format(
+          "attention maps need a model with cross-attention; this server holds the {} model",
+          model.kind()));
+    }
+  }
   // The prompt's own checks: the same as the command line's (nothing the tokenizer knows is a 400).
   if (const auto* characters = dynamic_cast<const CharTokenizer*>(&model.tokenizer())) {
     try {
@@ -294,6 +307,7 @@ std::string info_json(const ImageModel& model, const ServerLimits& limits) {
   info["image"] = {
       {"channels", format.channels}, {"height", format.height}, {"width", format.width}};
   info["has_sampler"] = sampler;
+  info["attention"] = sampler;
   info["prompts"] = trained_prompts(model);
   info["samplers"] = sampler ? sampler_names() : std::vector<std::string>{};
   const GenerationSettings defaults;
@@ -309,6 +323,33 @@ std::string info_json(const ImageModel& model, const ServerLimits& limits) {
                     {"threads", limits.threads},
                     {"queue", limits.queue}};
   return info.dump();
+}
+
+namespace {
+json attention_value(const diffusion::AttentionMaps& maps, const Tokenizer& tokenizer) {
+  INK_CHECK(maps.maps.defined() && maps.maps.dim() == 4, "attention_json: no maps were collected");
+  const int height = static_cast<int>(maps.maps.size(2)),
+            width = static_cast<int>(maps.maps.size(3));
+  json pictures = json::array();
+  for (int64_t i = 0; i < maps.maps.size(0); ++i) {
+    json words = json::array();
+    for (const WordAttention& word : attention_words(maps, i, tokenizer)) {
+      const std::vector<uint8_t> png = encode_png(heat_image(word.map, width, height));
+      words.push_back({{"text", word.text},
+                       {"null", word.null_token},
+                       {"share", word.share},
+                       {"min", word.low},
+                       {"max", word.peak},
+                       {"map", base64({reinterpret_cast<const char*>(png.data()), png.size()})}});
+    }
+    pictures.push_back(std::move(words));
+  }
+  return {{"steps", maps.steps}, {"layers", maps.layers}, {"pictures", pictures}};
+}
+}  // namespace
+
+std::string attention_json(const diffusion::AttentionMaps& maps, const Tokenizer& tokenizer) {
+  return attention_value(maps, tokenizer).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -499,7 +540,9 @@ void Server::Impl::run_job(const std::shared_ptr<Job>& job, const GenerateReques
     return ok && !job->cancelled && !stopping;
   };
   try {
-    const Tensor images = generate_pictures(model, settings, callback);
+    diffusion::AttentionMaps attention;
+    const Tensor images =
+        generate_pictures(model, settings, callback, parsed.attention ? &attention : nullptr);
     finish(*job, true, true, steps_done);
     json answer = {
         {"seed", settings.seed},
@@ -509,6 +552,7 @@ void Server::Impl::run_job(const std::shared_ptr<Job>& job, const GenerateReques
         {"warnings", parsed.warnings},
         {"image",
          {{"channels", format.channels}, {"height", format.height}, {"width", format.width}}}};
+    if (parsed.attention) answer["attention"] = attention_value(attention, model.tokenizer());
     write(sink, stream ? sse_event("done", answer)
                        : answer.dump(-1, ' ', false, json::error_handler_t::replace));
   } catch (const Error& error) {

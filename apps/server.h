@@ -44,9 +44,16 @@ class RequestError : public std::runtime_error {
 struct GenerateRequest {
   GenerationSettings settings;
   bool stream = false;      // answer with server-sent events (progress, previews, then images)
+  bool attention = false;   // also answer each picture's per-word cross-attention maps
   bool seed_given = false;  // false: settings.seed was drawn at random
   std::vector<std::string> warnings;  // dropped characters, an untrained prompt, ...
 };
+
+// The "attention" member of an answer: {"steps", "layers", "pictures": one list per picture of
+// {"text", "null", "share", "min", "max", "map"}: the null token first, then each word of the
+// prompt (attention_words), with its map as a base64 PNG of the picture's size coloured by
+// heat_image (stretched from min to max).
+std::string attention_json(const diffusion::AttentionMaps& maps, const Tokenizer& tokenizer);
 
 // The prompts `model` was trained on: the nine shapes for a model on the shapes data (a character
 // tokenizer and 1 x 28 x 28 pictures), otherwise none known.
@@ -56,7 +63,8 @@ std::vector<std::string> sampler_names();
 
 // Parses and checks a POST /api/generate body: a JSON object with the optional fields prompt,
 // negative_prompt (strings), guidance (number), steps, count (integers), sampler (string), seed
-// (a non-negative integer or a string of digits) and stream (boolean). Missing fields get the
+// (a non-negative integer or a string of digits), stream and attention (booleans; attention
+// only for a model with a sampler). Missing fields get the
 // defaults (prompt: the first trained prompt; seed: `random_seed`). Throws RequestError 400 for
 // invalid UTF-8, malformed JSON, unknown fields, wrong types, non-integral or non-finite numbers
 // and values outside `limits`, and 413 for a body over limits.max_body_bytes.
@@ -64,7 +72,8 @@ GenerateRequest parse_generate_request(std::string_view body, const ImageModel& 
                                        const ServerLimits& limits, uint64_t random_seed);
 
 // GET /api/info: {"kind", "config", "image": {channels, height, width}, "has_sampler",
-// "prompts", "samplers", "defaults", "limits"}.
+// "attention" (whether requests may ask for attention maps), "prompts", "samplers", "defaults",
+// "limits"}.
 std::string info_json(const ImageModel& model, const ServerLimits& limits);
 
 // Standard base64 (with padding) of `bytes`.

@@ -110,8 +110,12 @@ void write_checkpoint_files(const CheckpointFiles& files) {
   std::error_code ec;
   std::filesystem::create_directories(files.dir, ec);
   INK_CHECK(!ec, "save_checkpoint: cannot create directory {}: {}", files.dir, ec.message());
-  write_file_atomic(in_dir(files.dir, kTrainingStateFileName), files.state);
+  // The model first: a kill between the two writes then leaves a model.safetensors at least as
+  // new as the training state, so a folder that can be resumed always has a model to load.
+  // (The other order left a resumable state without a model when a fresh run was killed between
+  // them; found by MODEL=diffusion scripts/kill_loop.sh, whose larger files widen that window.)
   write_file_atomic(in_dir(files.dir, kModelFileName), files.model);
+  write_file_atomic(in_dir(files.dir, kTrainingStateFileName), files.state);
 }
 
 // The training state is one self-contained file (the optimizer's state, the exact weights it

@@ -1,10 +1,17 @@
 // GroupNorm, LayerNorm, SiLU, GELU, Dropout, Identity and Attention: initialisation, forward and
 // the hyper-parameters print(model) shows. The differentiable work is done by the fused ops
-// (tensor/ops/nn_ops.cpp).
+// (tensor/ops/nn_ops.cpp); the attention weights an AttentionObserver asks for are recomputed
+// here in plain loops.
 #include "nn/norm_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
+#include "tensor/autograd.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 
@@ -14,7 +21,79 @@ namespace {
 std::string shape_or_undefined(const Tensor& t) {
   return t.defined() ? shape_str(t.shape()) : std::string("an undefined tensor");
 }
+
+thread_local AttentionObserver* current_observer = nullptr;
+
+// P = softmax_k(q . k / sqrt(d)) over the valid keys, in double, as plain loops: only for looking
+// at (the fused op keeps its own copy for the backward and does not hand it out).
+//   q [B, h, L, d], k [B, h, Lc, d] (contiguous), key_mask [B, Lc] or undefined
+//   -> [R, h, L, Lc] Float32 for the first R rows (R = B when negative), 0 at masked keys, a
+//   zero row when every key is masked.
+Tensor softmax_weights(const Tensor& q, const Tensor& k, const Tensor& key_mask,
+                       int64_t rows = -1) {
+  const int64_t B = q.size(0), H = q.size(1), L = q.size(2), d = q.size(3), Lc = k.size(2);
+  const int64_t R = rows < 0 ? B : std::min(rows, B);
+  std::vector<uint8_t> valid(static_cast<size_t>(B * Lc), 1);
+  if (key_mask.defined()) {
+    INK_CHECK(key_mask.dim() == 2 && key_mask.size(0) == B && key_mask.size(1) == Lc,
+              "Attention: key_mask must be [{}, {}], got {}", B, Lc, shape_str(key_mask.shape()));
+    if (key_mask.dtype() == DType::Int64) {
+      const int64_t* m = key_mask.data_i64();
+      for (size_t i = 0; i < valid.size(); ++i) valid[i] = m[i] != 0;
+    } else {
+      INK_CHECK(key_mask.dtype() == DType::Float32,
+                "Attention: key_mask must be Float32 or Int64, got {}",
+                dtype_name(key_mask.dtype()));
+      const float* m = key_mask.data();
+      for (size_t i = 0; i < valid.size(); ++i) valid[i] = m[i] != 0.0f;
+    }
+  }
+  Tensor out = empty({R, H, L, Lc});
+  const float* qp = q.data();
+  const float* kp = k.data();
+  float* o = out.data();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  std::vector<double> scores(static_cast<size_t>(Lc));
+  for (int64_t b = 0; b < R; ++b) {
+    const uint8_t* ok = valid.data() + b * Lc;
+    for (int64_t h = 0; h < H; ++h) {
+      const float* kh = kp + (b * H + h) * Lc * d;
+      for (int64_t i = 0; i < L; ++i) {
+        const float* qi = qp + ((b * H + h) * L + i) * d;
+        double peak = -INFINITY;
+        for (int64_t j = 0; j < Lc; ++j) {
+          if (!ok[j]) continue;
+          double dot = 0.0;
+          for (int64_t c = 0; c < d; ++c) dot += static_cast<double>(qi[c]) * kh[j * d + c];
+          scores[j] = dot * scale;
+          peak = std::max(peak, scores[j]);
+        }
+        double total = 0.0;
+        for (int64_t j = 0; j < Lc; ++j) {
+          scores[j] = ok[j] ? std::exp(scores[j] - peak) : 0.0;
+          total += scores[j];
+        }
+        float* row = o + ((b * H + h) * L + i) * Lc;
+        for (int64_t j = 0; j < Lc; ++j) {
+          row[j] = total > 0.0 ? static_cast<float>(scores[j] / total) : 0.0f;
+        }
+      }
+    }
+  }
+  return out;
+}
 }  // namespace
+
+AttentionObserverScope::AttentionObserverScope(AttentionObserver* observer)
+    : previous_(std::exchange(current_observer, observer)) {}
+
+AttentionObserverScope::~AttentionObserverScope() {
+  current_observer = previous_;
+}
+
+AttentionObserver* AttentionObserverScope::current() {
+  return current_observer;
+}
 
 // ---- GroupNorm ----
 
@@ -99,13 +178,20 @@ Attention::Attention(int64_t query_dim, int64_t context_dim, int64_t heads, Gene
       register_module("to_out", std::make_shared<Linear>(query_dim, query_dim, true, generator));
 }
 
+namespace {
+void check_attention_inputs(const Tensor& x, const Tensor& context, int64_t query_dim,
+                            int64_t context_dim) {
+  INK_CHECK(x.defined() && x.dim() == 3 && x.size(2) == query_dim,
+            "Attention: expected x of shape [B, L, {}], got {}", query_dim, shape_or_undefined(x));
+  INK_CHECK(context.dim() == 3 && context.size(2) == context_dim && context.size(0) == x.size(0),
+            "Attention: expected context of shape [{}, Lc, {}] for x {}, got {}", x.size(0),
+            context_dim, shape_str(x.shape()), shape_str(context.shape()));
+}
+}  // namespace
+
 Tensor Attention::forward(const Tensor& x, const Tensor& context_in, const Tensor& key_mask) {
   const Tensor& context = context_in.defined() ? context_in : x;
-  INK_CHECK(x.defined() && x.dim() == 3 && x.size(2) == query_dim_,
-            "Attention: expected x of shape [B, L, {}], got {}", query_dim_, shape_or_undefined(x));
-  INK_CHECK(context.dim() == 3 && context.size(2) == context_dim_ && context.size(0) == x.size(0),
-            "Attention: expected context of shape [{}, Lc, {}] for x {}, got {}", x.size(0),
-            context_dim_, shape_str(x.shape()), shape_str(context.shape()));
+  check_attention_inputs(x, context, query_dim_, context_dim_);
   const int64_t B = x.size(0), L = x.size(1), Lc = context.size(1), d = query_dim_ / heads_;
   // [B, L, dim] -> [B, heads, L, d]
   auto split_heads = [&](const Tensor& t, int64_t length) {
@@ -115,7 +201,26 @@ Tensor Attention::forward(const Tensor& x, const Tensor& context_in, const Tenso
   const Tensor k = split_heads(to_k->forward(context), Lc);
   const Tensor v = split_heads(to_v->forward(context), Lc);
   const Tensor heads_out = scaled_dot_product_attention(q, k, v, key_mask);  // [B, heads, L, d]
+  if (AttentionObserver* observer = current_observer) {
+    if (const int64_t rows = observer->rows_wanted(*this, B); rows > 0) {
+      const NoGradGuard no_grad;
+      observer->record(*this, softmax_weights(q.detach(), k.detach(), key_mask, rows));
+    }
+  }
   return to_out->forward(reshape(permute(heads_out, {0, 2, 1, 3}), {B, L, query_dim_}));
+}
+
+Tensor Attention::attention_weights(const Tensor& x, const Tensor& context_in,
+                                    const Tensor& key_mask) {
+  const NoGradGuard no_grad;
+  const Tensor& context = context_in.defined() ? context_in : x;
+  check_attention_inputs(x, context, query_dim_, context_dim_);
+  const int64_t B = x.size(0), L = x.size(1), Lc = context.size(1), d = query_dim_ / heads_;
+  auto split_heads = [&](const Tensor& t, int64_t length) {
+    return permute(reshape(t, {B, length, heads_, d}), {0, 2, 1, 3});
+  };
+  return softmax_weights(split_heads(to_q->forward(x), L), split_heads(to_k->forward(context), Lc),
+                         key_mask);
 }
 
 }  // namespace ink::nn

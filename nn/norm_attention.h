@@ -1,6 +1,7 @@
 // The normalisation, activation and attention layers of the diffusion U-Net (issue 10), with
 // PyTorch's semantics, default initialisation, state_dict names and print(model) text:
-// GroupNorm, LayerNorm, SiLU, GELU, Dropout, Identity and Attention.
+// GroupNorm, LayerNorm, SiLU, GELU, Dropout, Identity and Attention; and AttentionObserver, an
+// opt-in look at Attention's softmax weights (the attention view of `inkgrad serve`).
 #pragma once
 
 #include <cstdint>
@@ -122,6 +123,14 @@ class Attention : public Module {
   int64_t context_dim() const { return context_dim_; }
   int64_t heads() const { return heads_; }
 
+  // The softmax weights forward would use for these inputs: [B, heads, L, Lc], each query's
+  // probabilities over the context keys (0 at masked keys; a query whose keys are all masked
+  // gets zeros), computed in double from the same projections. No graph is recorded. For
+  // looking at what attends where; forward computes the same only for an AttentionObserver on
+  // this thread that watches the layer.
+  Tensor attention_weights(const Tensor& x, const Tensor& context = Tensor(),
+                           const Tensor& key_mask = Tensor());
+
   std::shared_ptr<Linear> to_q;    // query_dim -> query_dim
   std::shared_ptr<Linear> to_k;    // context_dim -> query_dim
   std::shared_ptr<Linear> to_v;    // context_dim -> query_dim
@@ -131,6 +140,37 @@ class Attention : public Module {
   int64_t query_dim_;
   int64_t context_dim_;
   int64_t heads_;
+};
+
+// What this object represents: a listener for the attention weights of Attention layers, for
+// visualisation (the cross-attention maps of a generation). While one is installed on a thread
+// (AttentionObserverScope), each Attention::forward on that thread asks rows_wanted(layer, B);
+// for R > 0 it also computes the softmax weights of its first R batch rows, [R, heads, L, Lc]
+// (as attention_weights does), and passes them to record(layer, weights). forward's own result
+// is unchanged, and without an observer it does no extra work beyond one thread-local read. Per
+// thread, so several threads may sample one model at once, each with its own observer (or none).
+class AttentionObserver {
+ public:
+  virtual ~AttentionObserver() = default;
+  // How many leading rows of a batch of B to record for `layer`: 0 (not watched) to B.
+  virtual int64_t rows_wanted(const Attention& layer, int64_t batch) const = 0;
+  // weights: [R, heads, L, Lc] Float32, a fresh tensor the observer may keep.
+  virtual void record(const Attention& layer, const Tensor& weights) = 0;
+};
+
+// Installs `observer` (which must outlive the scope; null: none) on this thread and restores the
+// previous one when it ends.
+class AttentionObserverScope {
+ public:
+  explicit AttentionObserverScope(AttentionObserver* observer);
+  ~AttentionObserverScope();
+  AttentionObserverScope(const AttentionObserverScope&) = delete;
+  AttentionObserverScope& operator=(const AttentionObserverScope&) = delete;
+  // The observer installed on this thread, or null.
+  static AttentionObserver* current();
+
+ private:
+  AttentionObserver* previous_;
 };
 
 }  // namespace ink::nn

@@ -648,7 +648,7 @@ class EvalCli : public ::testing::Test {
       const CliRun r = inkgrad({"train", "--epochs", "1", "--samples-per-prompt", "8",
                                 "--batch-size", "16", "--seed", "5", "-q", "--out", d});
       EXPECT_EQ(r.code, 0) << r.err;
-      EXPECT_THAT(r.out, ::testing::HasSubstr("eval.json (128 samples per prompt"));
+      EXPECT_THAT(r.out, ::testing::HasSubstr("eval.json (mlp, 128 samples per prompt"));
       return d;
     }();
     return dir;

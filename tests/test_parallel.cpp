@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -216,8 +217,11 @@ struct ProbeResult {
 // Runs the probe program with `env` prepended and `args`, under `timeout` (exit code 124 means
 // it hung).
 ProbeResult run_probe(const std::string& env, const std::string& args) {
-  const std::string out =
-      (std::filesystem::path(::testing::TempDir()) / "parallel_probe_output.txt").string();
+  // One file per test process: ctest -j runs these tests as concurrent processes, which
+  // garbled each other's output when they shared one file name.
+  const std::string out = (std::filesystem::path(::testing::TempDir()) /
+                           ("parallel_probe_output." + std::to_string(getpid()) + ".txt"))
+                              .string();
   const std::string command =
       "env " + env + " timeout 60 " + INK_PARALLEL_PROBE + " " + args + " > '" + out + "' 2>&1";
   ProbeResult result;

@@ -277,6 +277,7 @@ TEST_F(ServeTest, InfoNamesTheModelPromptsSamplersAndLimits) {
   EXPECT_EQ(info["limits"]["steps"], json({1, 100}));
   EXPECT_EQ(info["limits"]["count"], json({1, 16}));
   EXPECT_EQ(info["image"]["width"], 28);
+  EXPECT_EQ(info["attention"], true);
 }
 
 TEST_F(ServeTest, GenerateAnswersPngsWithTheirSettings) {
@@ -340,6 +341,8 @@ TEST_F(ServeTest, BadRequestsAre400WithAClearError) {
       {R"({"seed": 1e300})", "seed must be an integer"},
       {R"({"sampler": "plms"})", "sampler must be one of ddim, ddpm, euler, dpmpp2m, got \"plms\""},
       {R"({"stream": 1})", "stream must be true or false"},
+      {R"({"attention": 1})", "attention must be true or false, got a number"},
+      {R"({"attention": "yes"})", "attention must be true or false, got a string"},
       {R"({"promt": "circle"})", "unknown field \"promt\""},
       {R"({"checkpoint": "/etc/passwd"})", "unknown field \"checkpoint\""},
       {R"({"prompt": ")" + long_prompt + R"("})", "prompt is 201 bytes long; the limit is 200"},
@@ -633,6 +636,74 @@ TEST(ServeQueue, FullQueueAnswers503WithRetryAfter) {
   EXPECT_EQ(s.rejected_busy, 1);
 }
 
+TEST_F(ServeTest, AttentionAnswersOneMapPerWordAndTheSamePictures) {
+  const std::string settings =
+      R"("prompt": "two vertical lines", "steps": 3, "count": 2, "seed": 5, "sampler": "euler")";
+  const auto result = post("{" + settings + R"(, "attention": true})");
+  ASSERT_TRUE(result);
+  ASSERT_EQ(result->status, 200) << result->body;
+  const json answer = json::parse(result->body);
+  ASSERT_TRUE(answer.contains("attention"));
+  const json& attention = answer["attention"];
+  EXPECT_EQ(attention["steps"], 3);
+  EXPECT_EQ(attention["layers"], 5);
+  ASSERT_EQ(attention["pictures"].size(), 2u);
+  const std::vector<std::string> words = {"(null)", "two", "vertical", "lines"};
+  for (const json& picture : attention["pictures"]) {
+    ASSERT_EQ(picture.size(), words.size());
+    double shares = 0.0;
+    for (size_t w = 0; w < words.size(); ++w) {
+      const json& word = picture[w];
+      EXPECT_EQ(word["text"], words[w]);
+      EXPECT_EQ(word["null"], w == 0);
+      const double share = word["share"].get<double>();
+      EXPECT_GT(share, 0.0);
+      EXPECT_LE(word["min"].get<double>(), share);
+      EXPECT_GE(word["max"].get<double>(), share);
+      shares += share;
+      const Decoded map = decode_png(decode_base64(word["map"].get<std::string>()));
+      EXPECT_EQ(map.width, 28);
+      EXPECT_EQ(map.height, 28);
+    }
+    // Every key but the two spaces': a little under 1.
+    EXPECT_LT(shares, 1.0);
+    EXPECT_GT(shares, 0.5);
+  }
+  // The pictures are those of the same request without attention, and the maps those the model
+  // collects itself.
+  const auto plain = post("{" + settings + "}");
+  ASSERT_TRUE(plain);
+  const json plain_answer = json::parse(plain->body);
+  EXPECT_FALSE(plain_answer.contains("attention"));
+  EXPECT_EQ(plain_answer["images"], answer["images"]);
+  GenerationSettings direct;
+  direct.prompt = "two vertical lines";
+  direct.steps = 3;
+  direct.count = 2;
+  direct.seed = 5;
+  direct.sampler = "euler";
+  diffusion::AttentionMaps maps;
+  generate_pictures(*model_, direct, {}, &maps);
+  EXPECT_EQ(json::parse(attention_json(maps, model_->tokenizer())), attention);
+}
+
+TEST_F(ServeTest, StreamCarriesTheAttentionInItsLastEvent) {
+  httplib::Client client = server_->client();
+  const auto result =
+      client.Post("/api/generate/stream",
+                  R"({"prompt": "circle", "steps": 4, "count": 1, "seed": 3, "attention": true})",
+                  "application/json");
+  ASSERT_TRUE(result);
+  ASSERT_EQ(result->status, 200);
+  const auto events = parse_events(result->body);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().first, "done");
+  const json& done = events.back().second;
+  ASSERT_EQ(done["attention"]["pictures"].size(), 1u);
+  ASSERT_EQ(done["attention"]["pictures"][0].size(), 2u);  // the null token and "circle"
+  EXPECT_EQ(done["attention"]["pictures"][0][1]["text"], "circle");
+}
+
 TEST(ServeMlp, ThePhaseOneModelServesWithoutSteps) {
   Generator generator(5);
   const std::unique_ptr<ImageModel> model = make_model("mlp", "", &generator);
@@ -654,6 +725,14 @@ TEST(ServeMlp, ThePhaseOneModelServesWithoutSteps) {
   const json settings = json::parse(settings_of(png));
   EXPECT_EQ(settings["model"], "mlp");
   EXPECT_FALSE(settings.contains("steps"));
+  EXPECT_EQ(info["attention"], false);
+  const auto attention = client.Post("/api/generate", R"({"prompt": "circle", "attention": true})",
+                                     "application/json");
+  ASSERT_TRUE(attention);
+  EXPECT_EQ(attention->status, 400);
+  EXPECT_THAT(json::parse(attention->body)["error"].get<std::string>(),
+              HasSubstr("attention maps need a model with cross-attention; this server holds "
+                        "the mlp model"));
 }
 
 }  // namespace

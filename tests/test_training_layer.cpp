@@ -292,6 +292,41 @@ TEST(TrainerResume, APhaseOneTrainingStateResumesBitForBit) {
   fs::remove_all(dir);
 }
 
+// A diffusion run saved during its learning-rate warm-up (the optimizer's lr is then a fraction
+// of the configured one) resumes, and continues bit for bit: found by the kill loop, which
+// resumed such a run and was refused with "trained with lr = 3e-05, but this run uses 0.001".
+TEST(TrainerResume, ADiffusionRunSavedDuringWarmUpResumesBitForBit) {
+  const auto dir = temp_dir("diffusion_warmup");
+  TrainConfig c;
+  c.model = "diffusion";
+  c.model_config = "tiny";
+  c.epochs = 2;
+  c.samples_per_prompt = 2;
+  c.batch_size = 6;
+  c.seed = 11;
+  c.warmup_steps = 100;  // every step of this test is inside the warm-up
+  Trainer straight(c);
+  straight.train_epoch();
+  straight.train_epoch();
+  {
+    Trainer first(c);
+    first.train_epoch();
+    first.save_checkpoint(dir.string());
+  }
+  Trainer resumed(c);
+  resumed.resume(dir.string());
+  resumed.train_epoch();
+  EXPECT_EQ(resumed.losses(), straight.losses());
+  EXPECT_EQ(all_values(resumed.model()), all_values(straight.model()));
+  // The base lr is still cross-checked.
+  TrainConfig other = c;
+  other.lr = 0.5;
+  Trainer refused(other);
+  EXPECT_THAT(error_of([&] { refused.resume(dir.string()); }),
+              HasSubstr("was trained with diffusion.lr = 0.001, but this run uses 0.5"));
+  fs::remove_all(dir);
+}
+
 TEST(TrainerResume, EveryOptimizerSettingIsCrossCheckedAndAFailureChangesNothing) {
   const auto dir = temp_dir("settings");
   {

@@ -1,6 +1,7 @@
 // The inkgrad serve page: reads /api/info, sends POST /api/generate/stream and draws the
-// server-sent events (previews of x0_hat while the sampler runs, then the PNGs). Cancel deletes
-// the job and closes the stream. No framework, no network beyond this server.
+// server-sent events (previews of x0_hat while the sampler runs, then the PNGs, then each
+// picture's per-word attention maps). Cancel deletes the job and closes the stream. No
+// framework, no network beyond this server.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -88,6 +89,71 @@ function showImages(answer) {
   }
   $("settings").textContent = parts.join(" \u00b7 ");
   if (answer.warnings && answer.warnings.length) $("status").textContent = answer.warnings.join("; ");
+  if (answer.attention) showAttention(answer, 0);
+}
+
+function percent(value) {
+  const p = value * 100;
+  return (p >= 10 ? p.toFixed(0) : p.toFixed(1)) + "%";
+}
+
+// The attention view of picture `index`: a chooser of the pictures, then the null token and each
+// word of the prompt as its heat map over the picture.
+function showAttention(answer, index) {
+  const view = $("attention-view");
+  const attention = answer.attention;
+  const picks = $("attention-picks");
+  picks.replaceChildren(...answer.images.map((png, i) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "attention-pick";
+    button.title = "picture " + (i + 1);
+    button.setAttribute("aria-pressed", String(i === index));
+    const img = document.createElement("img");
+    img.alt = "picture " + (i + 1);
+    img.src = "data:image/png;base64," + png;
+    button.append(img);
+    button.addEventListener("click", () => showAttention(answer, i));
+    return button;
+  }));
+  const picture = "data:image/png;base64," + answer.images[index];
+  $("attention-words").replaceChildren(...attention.pictures[index].map((word) => {
+    const figure = document.createElement("figure");
+    figure.className = "attention-word" + (word.null ? " null" : "");
+    figure.dataset.word = word.text;
+    figure.title = (word.null ? "the learned null token: attention that went to no word. " : "") +
+        "share of all attention " + percent(word.share) + "; per pixel " + percent(word.min) +
+        " to " + percent(word.max);
+    const stack = document.createElement("div");
+    stack.className = "stack";
+    const base = document.createElement("img");
+    base.className = "base";
+    base.alt = "";
+    base.src = picture;
+    const heat = document.createElement("img");
+    heat.className = "heat";
+    heat.alt = "attention map of " + word.text;
+    heat.src = "data:image/png;base64," + word.map;
+    stack.append(base, heat);
+    const caption = document.createElement("figcaption");
+    const text = document.createElement("b");
+    text.textContent = word.null ? "\u2205 null" : word.text;
+    const share = document.createElement("span");
+    share.textContent = percent(word.share);
+    caption.append(text, " ", share);
+    figure.append(stack, caption);
+    return figure;
+  }));
+  $("attention-note").textContent = "Averaged over the heads, " + attention.steps + " sampler steps and " +
+      attention.layers + " cross-attention layers. Each map runs from its own least (dark) to most " +
+      "(bright) attended pixel; the percentage is the word's share of all attention.";
+  view.hidden = false;
+}
+
+function hideAttention() {
+  $("attention-view").hidden = true;
+  $("attention-words").replaceChildren();
+  $("attention-picks").replaceChildren();
 }
 
 function request() {
@@ -99,6 +165,7 @@ function request() {
     body.guidance = Number($("guidance").value);
     body.steps = Number($("steps").value);
     body.sampler = $("sampler").value;
+    if (state.info.attention && $("attention").checked) body.attention = true;
   }
   return body;
 }
@@ -137,6 +204,7 @@ async function generate() {
   setProgress(0);
   $("status").textContent = "waiting for the model…";
   $("settings").textContent = "";
+  hideAttention();
   let finished = false;
   try {
     const response = await fetch("/api/generate/stream", {
@@ -223,6 +291,12 @@ function syncOutputs() {
   $("steps-value").textContent = $("steps").value;
 }
 
+function syncOpacity() {
+  $("attention-words").style.setProperty("--heat-opacity", $("attention-opacity").value);
+}
+
+$("attention-opacity").addEventListener("input", syncOpacity);
+syncOpacity();
 $("guidance").addEventListener("input", syncOutputs);
 $("steps").addEventListener("input", syncOutputs);
 $("random-seed").addEventListener("click", () => { $("seed").value = randomSeed(); });

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <utility>
 
 #include "models/word_tokenizer.h"
@@ -414,6 +415,23 @@ Tensor UNet::forward(const Tensor& x, const Tensor& timesteps, const Tensor& con
   return conv_out->forward(silu(norm_out->forward(h)));
 }
 
+std::vector<UNet::CrossAttentionLayer> UNet::cross_attention_layers() const {
+  std::vector<CrossAttentionLayer> out;
+  const auto side = [&](size_t level) { return config_.image_size >> level; };
+  for (size_t i = 0; i < down_levels_.size(); ++i) {
+    if (down_levels_[i]->attn) {
+      out.push_back({down_levels_[i]->attn->cross_attn.get(), side(i), side(i)});
+    }
+  }
+  const int64_t last = side(down_levels_.size() - 1);
+  out.push_back({mid_attn->cross_attn.get(), last, last});
+  for (size_t k = up_levels_.size(); k-- > 0;) {
+    if (up_levels_[k]->attn)
+      out.push_back({up_levels_[k]->attn->cross_attn.get(), side(k), side(k)});
+  }
+  return out;
+}
+
 std::unique_ptr<Tokenizer> make_tokenizer(const DiffusionConfig& config) {
   if (config.tokenizer == "word") return std::make_unique<WordTokenizer>(config.max_length);
   return std::make_unique<CharTokenizer>(config.max_length);
@@ -480,6 +498,125 @@ Tensor cfg_tokens(const Tokenizer& tokenizer, const std::string& prompt,
   return out;
 }
 
+// Linear interpolation from `in` samples to `out` with half-pixel centres (PyTorch's
+// align_corners=False): output i reads inputs first[i] and second[i] with weight 1 - frac[i] and
+// frac[i].
+struct Resize {
+  std::vector<int64_t> first, second;
+  std::vector<double> frac;
+  Resize(int64_t in, int64_t out) {
+    const double scale = static_cast<double>(in) / static_cast<double>(out);
+    for (int64_t i = 0; i < out; ++i) {
+      const double source = std::max((static_cast<double>(i) + 0.5) * scale - 0.5, 0.0);
+      const auto lower = std::min(static_cast<int64_t>(source), in - 1);
+      first.push_back(lower);
+      second.push_back(std::min(lower + 1, in - 1));
+      frac.push_back(source - static_cast<double>(lower));
+    }
+  }
+};
+
+// What this object represents: the running sums behind AttentionMaps for one chunk of b
+// pictures. It watches the U-Net's cross-attention layers and asks each for the conditional
+// rows 0..b-1 of its 2b-row batch; each call adds the head-averaged weight of every kept
+// context position on the layer's own grid. Resizing is linear, so each layer's sum is resized
+// to the picture once, at the end, rather than at every step.
+class CrossAttentionSum final : public nn::AttentionObserver {
+ public:
+  CrossAttentionSum(const std::vector<UNet::CrossAttentionLayer>& layers, int64_t rows,
+                    std::vector<int64_t> positions, int64_t height, int64_t width)
+      : rows_(rows), positions_(std::move(positions)), height_(height), width_(width) {
+    for (const UNet::CrossAttentionLayer& layer : layers) {
+      const auto size = static_cast<size_t>(rows * static_cast<int64_t>(positions_.size()) *
+                                            layer.height * layer.width);
+      layers_.push_back({layer, std::vector<double>(size, 0.0)});
+    }
+  }
+
+  int64_t rows_wanted(const nn::Attention& layer, int64_t batch) const override {
+    if (find(layer) == nullptr) return 0;
+    INK_CHECK(batch == 2 * rows_, "attention maps: a cross-attention batch of {} for {} pictures",
+              batch, rows_);
+    return rows_;
+  }
+
+  // weights [rows, heads, h*w, L]
+  void record(const nn::Attention& layer, const Tensor& weights) override {
+    Watched& watched = *find(layer);
+    const int64_t heads = weights.size(1), queries = weights.size(2), keys = weights.size(3);
+    INK_CHECK(weights.size(0) == rows_ && queries == watched.layer.height * watched.layer.width,
+              "attention maps: cross-attention weights {} for {} pictures of a {}x{} grid",
+              shape_str(weights.shape()), rows_, watched.layer.height, watched.layer.width);
+    const float* w = weights.data();
+    const auto kept = static_cast<int64_t>(positions_.size());
+    const double per_head = 1.0 / static_cast<double>(heads);
+    for (int64_t r = 0; r < rows_; ++r) {
+      for (int64_t p = 0; p < kept; ++p) {
+        const int64_t key = positions_[static_cast<size_t>(p)];
+        INK_CHECK(key < keys, "attention maps: position {} of {} keys", key, keys);
+        double* sum = watched.sum.data() + (r * kept + p) * queries;
+        for (int64_t h = 0; h < heads; ++h) {
+          const float* rows = w + (r * heads + h) * queries * keys;
+          for (int64_t q = 0; q < queries; ++q) sum[q] += per_head * rows[q * keys + key];
+        }
+      }
+    }
+    ++calls_;
+  }
+
+  int64_t calls() const { return calls_; }
+
+  // The mean over calls, each layer's sum resized to height x width, into maps [N, P, H, W] at
+  // picture `start`.
+  void write_mean(Tensor& maps, int64_t start) const {
+    const auto kept = static_cast<int64_t>(positions_.size());
+    std::vector<double> mean(static_cast<size_t>(rows_ * kept * height_ * width_), 0.0);
+    for (const Watched& watched : layers_) {
+      const int64_t h = watched.layer.height, w = watched.layer.width;
+      const Resize along_y(h, height_), along_x(w, width_);
+      for (int64_t map = 0; map < rows_ * kept; ++map) {
+        const double* grid = watched.sum.data() + map * h * w;
+        double* out = mean.data() + map * height_ * width_;
+        for (int64_t y = 0; y < height_; ++y) {
+          const int64_t y0 = along_y.first[y] * w, y1 = along_y.second[y] * w;
+          const double fy = along_y.frac[y];
+          for (int64_t x = 0; x < width_; ++x) {
+            const int64_t x0 = along_x.first[x], x1 = along_x.second[x];
+            const double fx = along_x.frac[x];
+            const double top = (1.0 - fx) * grid[y0 + x0] + fx * grid[y0 + x1];
+            const double bottom = (1.0 - fx) * grid[y1 + x0] + fx * grid[y1 + x1];
+            out[y * width_ + x] += (1.0 - fy) * top + fy * bottom;
+          }
+        }
+      }
+    }
+    float* o = maps.data() + start * kept * height_ * width_;
+    const double count = static_cast<double>(std::max<int64_t>(calls_, 1));
+    for (size_t i = 0; i < mean.size(); ++i) o[i] = static_cast<float>(mean[i] / count);
+  }
+
+ private:
+  struct Watched {
+    UNet::CrossAttentionLayer layer;
+    std::vector<double> sum;  // [rows, P, h * w]
+  };
+  const Watched* find(const nn::Attention& layer) const {
+    for (const Watched& watched : layers_) {
+      if (watched.layer.layer == &layer) return &watched;
+    }
+    return nullptr;
+  }
+  Watched* find(const nn::Attention& layer) {
+    return const_cast<Watched*>(std::as_const(*this).find(layer));
+  }
+
+  std::vector<Watched> layers_;
+  int64_t rows_;
+  std::vector<int64_t> positions_;  // context positions kept (0 = the null token)
+  int64_t height_, width_;
+  int64_t calls_ = 0;  // over all layers and steps
+};
+
 }  // namespace
 
 Tensor TextToImageDiffusion::generate(const std::string& prompt, int64_t n, Generator& generator,
@@ -501,6 +638,23 @@ Tensor TextToImageDiffusion::generate(const std::string& prompt, int64_t n, Gene
     return unet->forward(x, t_float, text.context, text.key_mask);
   };
   const Denoiser guided = classifier_free_guidance(model, options.guidance);
+  // The attention maps keep the null token and the prompt's non-padding tokens.
+  std::vector<int64_t> kept_positions;
+  if (options.attention != nullptr) {
+    AttentionMaps& maps = *options.attention;
+    maps.tokens.clear();
+    kept_positions = {0};
+    const std::vector<int64_t> ids = tokenizer_->encode(prompt);
+    for (size_t j = 0; j < ids.size(); ++j) {
+      if (ids[j] == tokenizer_->pad_id()) continue;
+      maps.tokens.push_back(ids[j]);
+      kept_positions.push_back(static_cast<int64_t>(j) + 1);
+    }
+    maps.maps =
+        zeros({n, static_cast<int64_t>(kept_positions.size()), format.height, format.width});
+    maps.layers = static_cast<int64_t>(unet->cross_attention_layers().size());
+    maps.steps = 0;
+  }
   for (int64_t start = 0; start < n; start += options.batch) {
     const int64_t b = std::min(options.batch, n - start);
     const Tensor tokens = cfg_tokens(*tokenizer_, prompt, options.negative_prompt, b);
@@ -510,10 +664,22 @@ Tensor TextToImageDiffusion::generate(const std::string& prompt, int64_t n, Gene
     SampleOptions sample_options;
     sample_options.eta = options.eta;
     sample_options.callback = options.callback;
+    std::optional<CrossAttentionSum> attention_sum;
+    std::optional<nn::AttentionObserverScope> observing;  // only when asked: else no observer
+    if (options.attention != nullptr) {
+      attention_sum.emplace(unet->cross_attention_layers(), b, kept_positions, format.height,
+                            format.width);
+      observing.emplace(&*attention_sum);
+    }
     const SampleResult result =
         sample(sampler, guided, x_T, cond, schedule_, timesteps, generator, sample_options);
     INK_CHECK(!result.cancelled, "generate: cancelled after {} of {} steps", result.steps_done,
               options.steps);
+    if (attention_sum) {
+      attention_sum->write_mean(options.attention->maps, start);
+      options.attention->steps =
+          attention_sum->calls() / std::max<int64_t>(1, options.attention->layers);
+    }
     // [-1, 1] -> [0, 1]
     const float* x = result.x0.data();
     float* o = out.data() + start * format.pixels();

@@ -137,6 +137,14 @@ class UNet : public nn::Module {
   std::shared_ptr<nn::GroupNorm> norm_out;
   std::shared_ptr<nn::Conv2d> conv_out;
 
+  // A cross-attention layer and the size of the grid its queries come from.
+  struct CrossAttentionLayer {
+    const nn::Attention* layer = nullptr;
+    int64_t height = 0, width = 0;
+  };
+  // Every cross-attention layer in forward's order (down levels, middle, up levels).
+  std::vector<CrossAttentionLayer> cross_attention_layers() const;
+
  private:
   DiffusionConfig config_;
   std::vector<std::shared_ptr<UNetLevel>> down_levels_, up_levels_;
@@ -144,6 +152,20 @@ class UNet : public nn::Module {
 
 // [sin(t f_i), cos(t f_i)] for i < half = dim / 2, f_i = exp(-ln(10000) i / half): [B] -> [B, dim].
 Tensor sinusoidal_embedding(const Tensor& timesteps, int64_t dim);
+
+// The cross-attention maps of a generation (GenerateOptions::attention), for showing which
+// pixels each prompt token drove. For each picture and each valid context position p (0 = the
+// learned null token, then the prompt's tokens in order; padding is left out): at each pixel,
+// the softmax weight of p's key, averaged over the heads, over the sampler steps and over the
+// U-Net's cross-attention layers, each layer's grid first resized to the picture's H x W
+// (bilinear with half-pixel centres, as F.interpolate(mode="bilinear", align_corners=False)).
+// Only the conditional half of the CFG batch counts. At every pixel the P values sum to 1.
+struct AttentionMaps {
+  std::vector<int64_t> tokens;  // the prompt's token ids at positions 1 .. P-1
+  Tensor maps;                  // [N, P, H, W] Float32, P = tokens.size() + 1
+  int64_t layers = 0;           // cross-attention layers averaged
+  int64_t steps = 0;            // sampler steps averaged
+};
 
 // How to sample: the sampler, its steps and guidance, and the negative prompt that replaces the
 // empty prompt as the unconditional half of classifier-free guidance.
@@ -158,6 +180,9 @@ struct GenerateOptions {
   // current chunk of pictures; return false to stop: generate then throws ink::Error saying it
   // was cancelled. Used for progress, previews and films.
   StepCallback callback;
+  // Optional: when set, generate also fills it (one extra softmax per cross-attention layer and
+  // step; the pictures are bit-identical either way). Null: nothing is collected.
+  AttentionMaps* attention = nullptr;
   // Throws ink::Error naming the setting when something is out of range.
   void validate() const;
 };

@@ -139,6 +139,10 @@ TextToImageDiffusion& DiffusionRecipe::inference_model() {
 
 std::map<std::string, std::string> DiffusionRecipe::resume_settings() {
   std::map<std::string, std::string> settings = Recipe::resume_settings();
+  // The optimizer's own lr is the warm-up's value at the step it was saved (the schedule sets
+  // it before every step, so a resume re-derives it); the setting to cross-check is the base.
+  settings.erase("lr");
+  settings["diffusion.lr"] = fmt::format("{}", config_.lr);
   settings["diffusion.ema_decay"] = fmt::format("{}", config_.ema_decay);
   settings["diffusion.cond_dropout"] = fmt::format("{}", config_.cond_dropout);
   settings["diffusion.warmup_steps"] = std::to_string(config_.warmup_steps);
@@ -153,6 +157,7 @@ void DiffusionRecipe::save_extra_state(SafetensorsFile& state) const {
   for (const auto& [key, value] : ema.metadata) {
     if (key != "format") state.metadata["ema." + key] = value;
   }
+  state.metadata["diffusion.lr"] = fmt::format("{}", config_.lr);
   state.metadata["diffusion.ema_decay"] = fmt::format("{}", config_.ema_decay);
   state.metadata["diffusion.cond_dropout"] = fmt::format("{}", config_.cond_dropout);
   state.metadata["diffusion.warmup_steps"] = std::to_string(config_.warmup_steps);

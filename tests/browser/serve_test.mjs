@@ -1,7 +1,8 @@
 // The inkgrad serve page in a real browser: Debian's chromium driven by playwright-core (no
 // browser download). Starts `inkgrad serve` on an untrained tiny checkpoint made here, types a
-// prompt, moves the sliders, generates, and checks the PNGs, the previews, cancelling, an error
-// on the page and the phone layout; saves docs/images/serve.png.
+// prompt, moves the sliders, generates, and checks the PNGs, the previews, the attention view
+// (one map per prompt word), cancelling, an error on the page and the phone layout; saves
+// docs/images/serve.png.
 // Usage: node serve_test.mjs [--inkgrad PATH] [--maker PATH] [--screenshot PATH]
 //        [--checkpoint FILE]   (a trained diffusion checkpoint instead of the untrained one, for
 //                               the README's screenshot; the checks are the same)
@@ -148,6 +149,12 @@ try {
   check(rendering === "pixelated", "pictures are upscaled with image-rendering: pixelated");
   const shown = await page.$eval("#grid img", (img) => img.getBoundingClientRect().width);
   check(shown >= 112, "pictures are shown upscaled (" + Math.round(shown) + " px wide)");
+  // The attention view of the first picture: the null token and the one word "circle".
+  check(await page.isVisible("#attention-view"), "the attention view appears after the pictures");
+  const circleWords = await page.$$eval("#attention-words .attention-word", (fs) => fs.map((f) => [f.dataset.word, f.classList.contains("null")]));
+  check(JSON.stringify(circleWords) === JSON.stringify([["(null)", true], ["circle", false]]),
+        "its maps are the null token's and the word's: " + JSON.stringify(circleWords));
+  check((await page.locator("#attention-picks .attention-pick").count()) === 3, "a chooser for each of the 3 pictures");
   await page.waitForTimeout(400);  // let the progress bar finish its transition
   fs.mkdirSync(path.dirname(screenshot), { recursive: true });
   await page.screenshot({ path: screenshot });
@@ -177,12 +184,43 @@ try {
   await page.waitForFunction(() => /prompt/.test(document.getElementById("error").textContent), null, { timeout: 30000 });
   check(true, "a prompt with no known character shows an error: " + (await page.textContent("#error")));
 
+  // The attention view of a prompt of three words: one map per word (and the null token's).
+  await page.fill("#prompt", "two vertical lines");
+  await page.fill("#count", "2");
+  await page.focus("#steps");
+  await page.keyboard.press("Home");
+  await page.click("#generate");
+  await page.waitForFunction(() => !document.getElementById("attention-view").hidden &&
+                                   [...document.querySelectorAll("#attention-words img.heat")].every((i) => i.complete && i.naturalWidth > 0) &&
+                                   document.querySelectorAll("#attention-words img.heat").length > 0,
+                             null, { timeout: 120000 });
+  const words = await page.$$eval("#attention-words .attention-word:not(.null)", (fs) => fs.map((f) => f.dataset.word));
+  check(JSON.stringify(words) === JSON.stringify(["two", "vertical", "lines"]), "one attention map per prompt word: " + JSON.stringify(words));
+  check((await page.locator("#attention-words .attention-word.null").count()) === 1, "and one for the null token");
+  const heatSizes = await page.$$eval("#attention-words img.heat", (images) => images.map((i) => [i.naturalWidth, i.naturalHeight]));
+  check(heatSizes.length === 4 && heatSizes.every(([w, h]) => w === 28 && h === 28), "the maps are decoded 28x28 PNGs: " + JSON.stringify(heatSizes));
+  const heatStyle = await page.$eval("#attention-words img.heat", (img) => [getComputedStyle(img).imageRendering, img.getBoundingClientRect().width]);
+  check(heatStyle[0] === "pixelated" && heatStyle[1] >= 56, "the maps are upscaled crisp (" + JSON.stringify(heatStyle) + ")");
+  const shares = await page.$$eval("#attention-words figcaption span", (spans) => spans.map((s) => s.textContent));
+  check(shares.length === 4 && shares.every((t) => /^\d+(\.\d)?%$/.test(t)), "each map shows its share of the attention: " + JSON.stringify(shares));
+  const firstMap = await page.$eval("#attention-words img.heat", (img) => img.src);
+  await page.click("#attention-picks .attention-pick:nth-child(2)");
+  check((await page.getAttribute("#attention-picks .attention-pick:nth-child(2)", "aria-pressed")) === "true", "the chooser switches to picture 2");
+  const secondMap = await page.$eval("#attention-words img.heat", (img) => img.src);
+  check(secondMap !== firstMap && (await page.locator("#attention-words .attention-word").count()) === 4,
+        "picture 2 has its own maps, one per word again");
+  await page.fill("#attention-opacity", "0.3");
+  const opacity = await page.$eval("#attention-words img.heat", (img) => getComputedStyle(img).opacity);
+  check(opacity === "0.3", "the overlay slider sets the maps' opacity (" + opacity + ")");
+
   // A phone's width: one column, nothing wider than the screen.
   await page.setViewportSize({ width: 390, height: 844 });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   check(overflow <= 0, "no horizontal scrolling at 390 px (overflow " + overflow + " px)");
   const columns = await page.evaluate(() => getComputedStyle(document.querySelector("main")).gridTemplateColumns.split(" ").length);
   check(columns === 1, "one column at a phone's width");
+  const attentionRight = await page.$$eval("#attention-words .attention-word", (fs) => Math.max(...fs.map((f) => f.getBoundingClientRect().right)));
+  check(attentionRight <= 390 && (await page.isVisible("#attention-view")), "the attention view fits a phone's width (right edge " + Math.round(attentionRight) + " px)");
   await page.screenshot({ path: screenshot.replace(/\.png$/, "_phone.png"), fullPage: true });
 } catch (error) {
   console.log("FAIL " + (error.stack || error));
