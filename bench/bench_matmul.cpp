@@ -4,6 +4,12 @@
 // Legend: M, N, K as in tensor/kernels/sgemm.h; layouts NN = A*B (forward), NT = A*B^T
 // (dX = dY * W^T), TN = A^T*B (dW = X^T * dY). The model's Linear layers are
 // L1 = 96 -> 256, L2 = 256 -> 512, L3 = 512 -> 784, at batch 64.
+// Two sets of rows per layer: "L1.fwd", "L1.dX", "L1.dW" store the weight as W [in, out]
+// (the textbook layout, kept for comparison with earlier tables), and "L1.linear.fwd",
+// "L1.linear.dX", "L1.linear.dW" time what ink::linear really runs, with the weight stored
+// [out, in] as in PyTorch: forward y = x * W^T (NT, B stored [N, K]), dX = dY * W (NN) and
+// dW = dY^T * X (TN, M = out, N = in). (linear's forward starts from the bias rows, beta = 1;
+// here beta = 0 for every row, which costs the same GEMM.)
 //
 // Rows are named  kernel/shape/layout/MxNxK/threads:T  and report two counters:
 //   GFLOP        a rate: 2 * M * N * K per iteration, shown as GFLOP/s
@@ -69,13 +75,29 @@ void add_layer(std::vector<Shape>& shapes, const std::string& name, int64_t batc
   shapes.push_back({name + ".dW", Trans::T, Trans::N, in, out, batch});
 }
 
+// The same layer as ink::linear runs it, with W [out, in]: forward Y[b, out] = X[b, in] * W^T,
+// dX[b, in] = dY[b, out] * W, and dW[out, in] = dY^T * X[b, in] (see tensor/ops/matmul.cpp).
+void add_linear(std::vector<Shape>& shapes, const std::string& name, int64_t batch, int64_t in,
+                int64_t out) {
+  shapes.push_back({name + ".linear.fwd", Trans::N, Trans::T, batch, out, in});
+  shapes.push_back({name + ".linear.dX", Trans::N, Trans::N, batch, in, out});
+  shapes.push_back({name + ".linear.dW", Trans::T, Trans::N, out, in, batch});
+}
+
+// Both layouts of a layer, the model's right after the textbook one.
+void add_both(std::vector<Shape>& shapes, const std::string& name, int64_t batch, int64_t in,
+              int64_t out) {
+  add_layer(shapes, name, batch, in, out);
+  add_linear(shapes, name, batch, in, out);
+}
+
 std::vector<Shape> all_shapes() {
   std::vector<Shape> shapes;
-  add_layer(shapes, "L1", 64, 96, 256);
-  add_layer(shapes, "L2", 64, 256, 512);
-  add_layer(shapes, "L3", 64, 512, 784);
-  add_layer(shapes, "b256.L3", 256, 512, 784);
-  add_layer(shapes, "b1024.L3", 1024, 512, 784);
+  add_both(shapes, "L1", 64, 96, 256);
+  add_both(shapes, "L2", 64, 256, 512);
+  add_both(shapes, "L3", 64, 512, 784);
+  add_both(shapes, "b256.L3", 256, 512, 784);
+  add_both(shapes, "b1024.L3", 1024, 512, 784);
   for (int64_t n = 64; n <= 2048; n *= 2) shapes.push_back({"square", Trans::N, Trans::N, n, n, n});
   return shapes;
 }

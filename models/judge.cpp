@@ -129,7 +129,7 @@ Tensor patch_conv3x3(const Tensor& input, const Tensor& weight, const Tensor& bi
     indices = cached;
   }
   Tensor pixels = reshape(permute(input, {2, 3, 0, 1}), {H * W, B * C});  // [HW, BC]
-  Tensor padded = cat({pixels, zeros({1, B * C})}, 0);                    // [HW + 1, BC]
+  Tensor padded = cat({pixels, zeros({1, B * C}, input.dtype())}, 0);     // [HW + 1, BC]
   Tensor taps = reshape(embedding(padded, indices), {H * W, 9, B, C});    // [HW, 9, B, C]
   Tensor patches = reshape(permute(taps, {2, 0, 3, 1}), {B * H * W, C * 9});
   Tensor out = linear(patches, reshape(weight, {O, C * 9}), bias);  // [BHW, O]

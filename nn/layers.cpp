@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "nn/functional.h"
 #include "tensor/error.h"
@@ -98,11 +99,12 @@ std::string Linear::extra_repr() const {
 // ---- BatchNorm1d ----
 
 BatchNorm1d::BatchNorm1d(int64_t num_features, double eps, double momentum, bool affine)
-    : UnaryModule("BatchNorm1d"),
-      num_features_(num_features),
-      eps_(eps),
-      momentum_(momentum),
-      affine_(affine) {
+    : BatchNorm1d(num_features, eps, std::nullopt, affine) {
+  momentum_ = momentum;
+}
+
+BatchNorm1d::BatchNorm1d(int64_t num_features, double eps, std::nullopt_t, bool affine)
+    : UnaryModule("BatchNorm1d"), num_features_(num_features), eps_(eps), affine_(affine) {
   INK_CHECK(num_features > 0, "BatchNorm1d: num_features must be positive, got {}", num_features);
   weight = register_parameter("weight", affine ? ones({num_features}) : Tensor());
   bias = register_parameter("bias", affine ? zeros({num_features}) : Tensor());
@@ -120,15 +122,24 @@ Tensor BatchNorm1d::forward(const Tensor& input) {
               "BatchNorm1d: expected more than 1 value per channel when training, got input of "
               "shape {}",
               shape_str(input.shape()));
-    num_batches_tracked.data_i64()[0] += 1;
   }
-  return functional::batch_norm(input, running_mean, running_var, weight, bias, is_training(),
-                                momentum_, eps_);
+  const bool training = is_training();
+  const int64_t batches = std::as_const(num_batches_tracked).data_i64()[0] + (training ? 1 : 0);
+  // PyTorch's exponential_average_factor: the momentum, or 1 / n for the cumulative average.
+  const double factor = momentum_ ? *momentum_ : 1.0 / static_cast<double>(batches);
+  Tensor output = functional::batch_norm(input, running_mean, running_var, weight, bias, training,
+                                         factor, eps_);
+  // Counted once the batch was used, so that an input the op refuses (a wrong dtype) leaves the
+  // count as it was, like the running statistics.
+  if (training) num_batches_tracked.data_i64()[0] = batches;
+  return output;
 }
 
 std::string BatchNorm1d::extra_repr() const {
   return fmt::format("{}, eps={}, momentum={}, affine={}, track_running_stats=True", num_features_,
-                     python_float_repr(eps_), python_float_repr(momentum_), python_bool(affine_));
+                     python_float_repr(eps_),
+                     momentum_ ? python_float_repr(*momentum_) : std::string("None"),
+                     python_bool(affine_));
 }
 
 // ---- ReLU, Sigmoid ----

@@ -69,17 +69,25 @@ class Linear : public UnaryModule {
 // the batch statistics and updates running_mean, running_var (with the unbiased variance) and
 // num_batches_tracked; training needs B > 1. In eval mode it uses the running statistics, and
 // B = 1 is fine. Training-mode forward and backward are one fused op (F::batch_norm).
+// num_batches_tracked is PyTorch's: an Int64 scalar counting training-mode forwards (with or
+// without grad mode; eval forwards do not count), saved in the state_dict. With momentum
+// std::nullopt (PyTorch's momentum=None) the running statistics are the cumulative average of
+// all batches: batch n is weighted 1 / n, n = num_batches_tracked after counting it.
+// Unlike PyTorch, which counts before it checks the input, a call that fails changes nothing.
 class BatchNorm1d : public UnaryModule {
  public:
   explicit BatchNorm1d(int64_t num_features, double eps = 1e-5, double momentum = 0.1,
                        bool affine = true);
+  BatchNorm1d(int64_t num_features, double eps, std::nullopt_t cumulative_average,
+              bool affine = true);
 
   Tensor forward(const Tensor& input) override;
   std::string extra_repr() const override;
 
   int64_t num_features() const { return num_features_; }
   double eps() const { return eps_; }
-  double momentum() const { return momentum_; }
+  // The momentum; std::nullopt for the cumulative average.
+  std::optional<double> momentum() const { return momentum_; }
   bool affine() const { return affine_; }
 
   Tensor weight;               // [C], ones (undefined without affine)
@@ -91,7 +99,7 @@ class BatchNorm1d : public UnaryModule {
  private:
   int64_t num_features_;
   double eps_;
-  double momentum_;
+  std::optional<double> momentum_;
   bool affine_;
 };
 

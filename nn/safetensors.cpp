@@ -18,6 +18,7 @@
 #include <set>
 #include <string_view>
 #include <system_error>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -49,6 +50,8 @@ const char* safetensors_dtype_name(DType dtype) {
   switch (dtype) {
     case DType::Float32:
       return "F32";
+    case DType::Float64:
+      return "F64";
     case DType::Int64:
       return "I64";
   }
@@ -521,8 +524,9 @@ std::string json_string(const std::string& text, std::string_view what) {
 }
 
 const void* raw_data(const Tensor& t) {
-  return t.dtype() == DType::Float32 ? static_cast<const void*>(t.data())
-                                     : static_cast<const void*>(t.data_i64());
+  const size_t element = dtype_size(t.dtype());
+  return static_cast<const uint8_t*>(std::as_const(*t.impl()->storage).data()) +
+         t.impl()->offset * element;
 }
 
 }  // namespace

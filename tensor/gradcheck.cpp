@@ -42,39 +42,8 @@ void set_element(Tensor& t, int64_t e, double value) {
 
 }  // namespace
 
-namespace {
-GradcheckResult gradcheck_in(const std::function<Tensor(const std::vector<Tensor>&)>& f,
-                             const std::vector<Tensor>& inputs, const GradcheckOptions& options);
-}  // namespace
-
 GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
                           const std::vector<Tensor>& inputs, const GradcheckOptions& options) {
-  try {
-    return gradcheck_in(f, inputs, options);
-  } catch (const Error& e) {
-    // Transitional: an op that does not accept Float64 yet (or a function that mixes a captured
-    // Float32 tensor into an op without type promotion) is checked in single precision, with
-    // the old tolerances, and says so on stderr. Every op should take Float64 (see
-    // docs/engine.md); this fallback goes once they all do.
-    const std::string what = e.what();
-    if (options.dtype != DType::Float64 || what.find("Float64") == std::string::npos) throw;
-    fmt::print(stderr,
-               "gradcheck: falling back to Float32 because an op does not accept Float64 yet "
-               "({})\n",
-               what);
-    GradcheckOptions single = options;
-    single.dtype = DType::Float32;
-    single.eps = 1e-3;
-    single.atol = 1e-3;
-    single.rtol = 1e-2;
-    return gradcheck_in(f, inputs, single);
-  }
-}
-
-namespace {
-
-GradcheckResult gradcheck_in(const std::function<Tensor(const std::vector<Tensor>&)>& f,
-                             const std::vector<Tensor>& inputs, const GradcheckOptions& options) {
   INK_CHECK(is_floating(options.dtype),
             "gradcheck: options.dtype must be Float32 or Float64, got {}",
             dtype_name(options.dtype));
@@ -148,7 +117,5 @@ GradcheckResult gradcheck_in(const std::function<Tensor(const std::vector<Tensor
   result.ok = true;
   return result;
 }
-
-}  // namespace
 
 }  // namespace ink

@@ -36,8 +36,10 @@ struct GradcheckResult {
 // random weighting w, so every output element matters. Inputs that require grad are checked.
 // f is called on copies of the inputs converted to options.dtype (Int64 inputs stay as they
 // are), so the caller's tensors and their gradients are never touched; f must therefore build
-// its result from the inputs it is given (constants it captures may stay Float32: elementwise
-// ops promote).
+// its result from the inputs it is given. Constants it captures may stay Float32 where ops
+// promote (elementwise ops); ops that do not (matmul, linear, conv2d, cat, the fused ops) throw
+// their dtype error, so pass such a tensor as an input that does not require grad: it is
+// converted like the others. There is no silent single-precision retry.
 GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
                           const std::vector<Tensor>& inputs, const GradcheckOptions& options = {});
 

@@ -379,6 +379,9 @@ double Tensor::item_f64() const {
 int64_t Tensor::item_i64() const {
   INK_CHECK(numel() == 1, "item_i64: only a one-element tensor converts to a number, got shape {}",
             shape_str(shape()));
+  INK_CHECK(dtype() == DType::Int64,
+            "item_i64: expected an Int64 tensor, got {} with shape {} (use item)",
+            dtype_name(dtype()), shape_str(shape()));
   return data_i64()[0];
 }
 
@@ -618,6 +621,11 @@ Tensor arange(float start, float end, float step) {
   INK_CHECK(step != 0.0f && std::isfinite(step) && std::isfinite(start) && std::isfinite(end),
             "arange: invalid range start={} end={} step={}", start, end, step);
   const double count = std::ceil((static_cast<double>(end) - start) / step);
+  // Checked before the conversion: a count past int64's range would be undefined behaviour.
+  constexpr double kMaxCount = static_cast<double>(int64_t{1} << 48);
+  INK_CHECK(count <= kMaxCount,
+            "arange: start={} end={} step={} would give {:.3g} elements (at most 2^48 are allowed)",
+            start, end, step, count);
   const int64_t n = count > 0 ? static_cast<int64_t>(count) : 0;
   Tensor t = empty({n});
   float* p = t.data();

@@ -77,12 +77,32 @@ TEST(Conv2dOp, GradcheckInputUsedTwiceAndWeightOnly) {
   EXPECT_GRADCHECK(
       [](const Inputs& v) { return conv2d(conv2d(v[0], v[1], v[2], 1, 1), v[1], v[2], 2, 1); },
       (Inputs{x, w, b}));
-  // Only the weight needs a gradient (the first layer of a network).
-  EXPECT_GRADCHECK([&](const Inputs& v) { return conv2d(x.detach(), v[0], v[1], 1, 1); },
-                   (Inputs{w, b}));
+  // Only the weight needs a gradient (the first layer of a network): x is an input that does
+  // not require grad.
+  EXPECT_GRADCHECK([](const Inputs& v) { return conv2d(v[0], v[1], v[2], 1, 1); },
+                   (Inputs{x.detach(), w, b}));
   // Only the bias.
-  EXPECT_GRADCHECK([&](const Inputs& v) { return conv2d(x.detach(), w.detach(), v[0], 2, 1); },
-                   (Inputs{b}));
+  EXPECT_GRADCHECK([](const Inputs& v) { return conv2d(v[0], v[1], v[2], 2, 1); },
+                   (Inputs{x.detach(), w.detach(), b}));
+  // Only the input.
+  EXPECT_GRADCHECK([](const Inputs& v) { return conv2d(v[0], v[1], Tensor(), 2, 0); },
+                   (Inputs{x, w.detach()}));
+}
+
+// conv2d saves x for dW and the weight for dX; writing either in place before backward is
+// caught instead of giving a wrong gradient.
+TEST(Conv2dOp, InputModifiedInPlaceBeforeBackwardIsAnError) {
+  Tensor x = param({1, 2, 4, 4}, 30), w = param({3, 2, 3, 3}, 31);
+  Tensor y = conv2d(x, w, Tensor(), 1, 1).sum();
+  x.data()[0] = 5.0f;  // a write: bumps the storage's version
+  expect_error([&] { y.backward(); }, "conv2d: a tensor saved for backward was modified in place");
+  // When only the weight needs a gradient, only x is saved (dW needs it, dX is not computed),
+  // so writing the weight before backward is harmless.
+  const Tensor data = param({1, 2, 4, 4}, 32).detach();
+  Tensor z = conv2d(data, w, Tensor(), 1, 1).sum();
+  w.data()[0] = 0.25f;
+  z.backward();
+  EXPECT_TRUE(w.grad().defined());
 }
 
 TEST(Conv2dOp, ErrorsNameTheShapes) {
@@ -291,19 +311,25 @@ const json& golden_cases() {
   return data.at("cases");
 }
 
-Tensor to_tensor(const json& j) {
+// The goldens' inputs are exact in float32 (scripts/make_layers_golden.py), so a Float64 tensor
+// made from them is exact too; expected values are compared in the dtype under test.
+Tensor to_tensor(const json& j, DType dtype = DType::Float32) {
   std::vector<float> values;
   for (const auto& v : j.at("data")) values.push_back(v.get<float>());
-  return from_vector(values, j.at("shape").get<Shape>());
+  return from_vector(values, j.at("shape").get<Shape>()).to(dtype);
 }
 
 // Largest |a - b| relative to max(1, |b|), for the messages.
+// Float32 results within 2e-5 (relative to max(1, |value|)) of PyTorch's float64 numbers,
+// Float64 results within 1e-12.
 void expect_close(const Tensor& got, const json& want, const std::string& what) {
-  const Tensor w = to_tensor(want);
-  ASSERT_EQ(got.shape(), w.shape()) << what;
-  const std::vector<float> a = got.to_vector(), b = w.to_vector();
+  const double tol = got.dtype() == DType::Float64 ? 1e-12 : 2e-5;
+  ASSERT_EQ(got.shape(), want.at("shape").get<Shape>()) << what;
+  const std::vector<double> a = got.to_vector_f64();
+  const auto& b = want.at("data");
   for (size_t i = 0; i < a.size(); ++i) {
-    ASSERT_NEAR(a[i], b[i], 2e-5f * std::max(1.0f, std::fabs(b[i]))) << what << " at " << i;
+    const double expected = b[i].get<double>();
+    ASSERT_NEAR(a[i], expected, tol * std::max(1.0, std::fabs(expected))) << what << " at " << i;
   }
 }
 
@@ -311,18 +337,22 @@ void expect_close(const Tensor& got, const json& want, const std::string& what) 
 // checked against PyTorch's.
 template <class Fn>
 void check_golden(const std::string& name, Fn&& fn) {
-  SCOPED_TRACE(name);
-  const json& c = golden_cases().at(name);
-  Tensor x = to_tensor(c.at("inputs").at("x")).set_requires_grad(true);
-  std::map<std::string, Tensor> params;
-  for (const auto& [key, value] : c.at("params").items()) {
-    params[key] = to_tensor(value).set_requires_grad(true);
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    SCOPED_TRACE(name + " in " + dtype_name(dtype));
+    const json& c = golden_cases().at(name);
+    Tensor x = to_tensor(c.at("inputs").at("x"), dtype).set_requires_grad(true);
+    std::map<std::string, Tensor> params;
+    for (const auto& [key, value] : c.at("params").items()) {
+      params[key] = to_tensor(value, dtype).set_requires_grad(true);
+    }
+    const Tensor y = fn(x, params, c.at("attrs"));
+    ASSERT_EQ(y.dtype(), dtype);
+    expect_close(y, c.at("output"), "output");
+    y.backward(to_tensor(c.at("grad_output"), dtype));
+    expect_close(x.grad(), c.at("grads").at("x"), "grad x");
+    for (auto& [key, p] : params) expect_close(p.grad(), c.at("grads").at(key), "grad " + key);
+    if (::testing::Test::HasFatalFailure()) return;
   }
-  const Tensor y = fn(x, params, c.at("attrs"));
-  expect_close(y, c.at("output"), "output");
-  y.backward(to_tensor(c.at("grad_output")));
-  expect_close(x.grad(), c.at("grads").at("x"), "grad x");
-  for (auto& [key, p] : params) expect_close(p.grad(), c.at("grads").at(key), "grad " + key);
 }
 
 TEST(ConvGoldens, Conv2dMatchesPyTorch) {
@@ -350,6 +380,27 @@ TEST(ConvGoldens, ResamplingMatchesPyTorch) {
       return avg_pool2d(x, attrs.at("kernel").get<int64_t>());
     });
   }
+}
+
+// ---- Float64 (gradcheck runs in double) ----
+
+TEST(Conv2dOp, Float64MatchesFloat32AndKeepsItsDtype) {
+  const Tensor x = param({2, 3, 7, 6}, 20).detach(), w = param({4, 3, 3, 3}, 21).detach();
+  const Tensor b = param({4}, 22).detach();
+  const Tensor y32 = conv2d(x, w, b, 2, 1);
+  const Tensor y64 = conv2d(x.to(DType::Float64), w.to(DType::Float64), b.to(DType::Float64), 2, 1);
+  EXPECT_EQ(y64.dtype(), DType::Float64);
+  EXPECT_TRUE(allclose(y64.to(DType::Float32), y32, 1e-5f, 1e-6f));
+  for (const Tensor& t :
+       {upsample_nearest2d(x.to(DType::Float64)), avg_pool2d(x.to(DType::Float64)),
+        index_select(x.to(DType::Float64), 1, from_vector_i64({0, 0}, {2})),
+        repeat(x.to(DType::Float64), {1, 2, 1, 1}),
+        masked_fill(x.to(DType::Float64), from_vector({1, 0}, {2, 1, 1, 1}), 0.5f),
+        where(from_vector({1, 0}, {2, 1, 1, 1}), x.to(DType::Float64), x.to(DType::Float64))}) {
+    EXPECT_EQ(t.dtype(), DType::Float64);
+  }
+  expect_error([&] { conv2d(x, w.to(DType::Float64)); },
+               "conv2d: dtypes differ: Float32 [2, 3, 7, 6] and Float64 [4, 3, 3, 3]");
 }
 
 // ---- nn::Conv2d ----

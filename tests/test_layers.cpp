@@ -159,6 +159,40 @@ TEST(BatchNorm1d, TrainingWithBatchOfOneIsAnErrorButEvalWorks) {
   EXPECT_EQ(bn.running_mean.to_vector()[0], 0.0f);
 }
 
+TEST(BatchNorm1d, AnInputTheOpRefusesIsNotCounted) {
+  // The layer's parameters are Float32: a Float64 batch fails batch_norm's dtype check, and the
+  // count and the running statistics stay as they were (PyTorch counts it anyway).
+  BatchNorm1d bn(3);
+  bn(from_vector({0, 1, 2, 3, 4, 5}, {2, 3}));
+  const std::vector<float> mean_before = bn.running_mean.to_vector();
+  EXPECT_THAT(
+      error_of([&] {
+        bn(zeros({2, 3}, DType::Float64));
+      }),
+      HasSubstr("batch_norm: weight must be a Float64 tensor of shape [3] for input [2, 3], "
+                "got Float32 [3]"));
+  EXPECT_EQ(bn.num_batches_tracked.item_i64(), 1);
+  EXPECT_EQ(bn.running_mean.to_vector(), mean_before);
+  EXPECT_THAT(error_of([&] {
+                bn(from_vector_i64({0, 1, 2, 3, 4, 5}, {2, 3}));
+              }),
+              HasSubstr("batch_norm"));
+  EXPECT_EQ(bn.num_batches_tracked.item_i64(), 1);
+}
+
+TEST(BatchNorm1d, MomentumNoneIsTheCumulativeAverage) {
+  BatchNorm1d bn(1, 1e-5, std::nullopt);
+  EXPECT_FALSE(bn.momentum().has_value());
+  EXPECT_EQ(BatchNorm1d(1).momentum(), 0.1);
+  bn(from_vector({1, 3}, {2, 1}));                // mean 2, unbiased var 2
+  bn(from_vector({4, 8}, {2, 1}));                // mean 6, unbiased var 8
+  EXPECT_FLOAT_EQ(bn.running_mean.item(), 4.0f);  // (2 + 6) / 2
+  EXPECT_FLOAT_EQ(bn.running_var.item(), 5.0f);   // (2 + 8) / 2
+  EXPECT_EQ(bn.num_batches_tracked.item_i64(), 2);
+  EXPECT_EQ(bn.to_string(),
+            "BatchNorm1d(1, eps=1e-05, momentum=None, affine=True, track_running_stats=True)");
+}
+
 TEST(BatchNorm1d, WrongShapeNamesIt) {
   BatchNorm1d bn(256);
   EXPECT_THAT(error_of([&] {

@@ -127,6 +127,52 @@ TEST(NnGolden, BatchNormThreeTrainingStepsThenEval) {
   run(g.at("eval"));
 }
 
+// num_batches_tracked against PyTorch 1.13 (tests/data/batchnorm_golden.json, written by
+// scripts/make_batchnorm_golden.py): training forwards count, with or without grad mode, eval
+// forwards do not, and momentum=None weights batch n by 1 / n.
+TEST(NnGolden, BatchNormCountsBatchesAndAveragesCumulativelyLikePyTorch) {
+  static const json data = [] {
+    std::ifstream file(INK_TEST_DATA_DIR "/batchnorm_golden.json");
+    if (!file) throw std::runtime_error("cannot open " INK_TEST_DATA_DIR "/batchnorm_golden.json");
+    return json::parse(file);
+  }();
+  for (const char* kind : {"exponential", "cumulative"}) {
+    SCOPED_TRACE(kind);
+    const json& g = data.at(kind);
+    BatchNorm1d bn = g.at("momentum").is_null()
+                         ? BatchNorm1d(3, 1e-5, std::nullopt)
+                         : BatchNorm1d(3, 1e-5, g.at("momentum").get<double>());
+    copy_into(bn.weight, g.at("weight"));
+    copy_into(bn.bias, g.at("bias"));
+    EXPECT_EQ(bn.to_string(), g.at("repr").get<std::string>());
+    std::vector<std::string> keys;
+    for (const auto& [name, value] : bn.state_dict()) keys.push_back(name);
+    EXPECT_EQ(keys, g.at("state_dict_keys").get<std::vector<std::string>>());
+    EXPECT_EQ(bn.num_batches_tracked.dtype(), DType::Int64);
+    EXPECT_EQ(bn.num_batches_tracked.shape(), g.at("num_batches_tracked_shape").get<Shape>());
+    for (const json& step : g.at("steps")) {
+      const std::string call = step.at("call");
+      SCOPED_TRACE(call);
+      if (call == "eval") {
+        bn.eval();
+      } else {
+        bn.train();
+      }
+      Tensor y;
+      if (call == "no_grad") {
+        NoGradGuard no_grad;
+        y = bn(to_tensor(step.at("x")));
+      } else {
+        y = bn(to_tensor(step.at("x")));
+      }
+      EXPECT_TRUE(close_to(y, step.at("output")));
+      EXPECT_TRUE(close_to(bn.running_mean, step.at("running_mean")));
+      EXPECT_TRUE(close_to(bn.running_var, step.at("running_var")));
+      EXPECT_EQ(bn.num_batches_tracked.item_i64(), step.at("num_batches_tracked").get<int64_t>());
+    }
+  }
+}
+
 TEST(NnGolden, MseLoss) {
   const json& g = golden().at("mse");
   Tensor input = to_tensor(g.at("input")).set_requires_grad(true);

@@ -29,38 +29,21 @@ using testing_util::expect_error;
 
 // ---- helpers ----
 
-// Gradchecks run in Float64 (as PyTorch's) once the tensor library has it; until then in Float32
-// with gradcheck's default, looser tolerances.
-#ifndef INK_TEST_FLOAT64
-#define INK_TEST_FLOAT64 0
-#endif
-#if INK_TEST_FLOAT64
+// Gradchecks run in Float64, as PyTorch's do.
 constexpr DType kCheckDtype = DType::Float64;
-#else
-constexpr DType kCheckDtype = DType::Float32;
-#endif
 
 Tensor from_doubles(const std::vector<double>& values, const Shape& shape, DType dtype) {
-  Tensor t = from_vector(std::vector<float>(values.begin(), values.end()), shape);
-#if INK_TEST_FLOAT64
   if (dtype == DType::Float64) {
-    t = empty(shape, DType::Float64);
+    Tensor t = empty(shape, DType::Float64);
     double* p = t.data_f64();
     for (size_t i = 0; i < values.size(); ++i) p[i] = values[i];
+    return t;
   }
-#else
-  (void)dtype;
-#endif
-  return t;
+  return from_vector(std::vector<float>(values.begin(), values.end()), shape);
 }
 
 std::vector<double> to_doubles(const Tensor& t) {
-#if INK_TEST_FLOAT64
   return t.to_vector_f64();
-#else
-  const std::vector<float> v = t.to_vector();
-  return std::vector<double>(v.begin(), v.end());
-#endif
 }
 
 // Uniform values in [low, high) (drawn in float32, so they are exact in both dtypes).
@@ -81,11 +64,9 @@ Tensor param(const Shape& shape, uint64_t seed, float low = -1.0f, float high = 
 // Float64: tight tolerances (the finite differences are in double).
 GradcheckResult check(const std::function<Tensor(const Inputs&)>& f, const Inputs& inputs) {
   GradcheckOptions options;
-#if INK_TEST_FLOAT64
   options.eps = 1e-6;
   options.atol = 1e-7;
   options.rtol = 1e-5;
-#endif
   return gradcheck(f, inputs, options);
 }
 
@@ -164,11 +145,9 @@ TEST(FusedOpsGradcheck, SoftmaxAtPlusMinus1000) {
   Tensor x = from_doubles({1000.0, -1000.0, 999.0, 999.5, -999.0, -1000.0, -1000.5, -999.5}, {2, 4},
                           kCheckDtype)
                  .set_requires_grad(true);
-#if INK_TEST_FLOAT64
   // (In Float32 a finite-difference step cannot resolve values near 1000.)
   EXPECT_GRADCHECK([](const Inputs& v) { return softmax(v[0], -1); }, (Inputs{x}));
   EXPECT_GRADCHECK([](const Inputs& v) { return log_softmax(v[0], -1); }, (Inputs{x}));
-#endif
   const Tensor y = softmax(x, -1), l = log_softmax(x, -1);
   for (double v : to_doubles(y)) EXPECT_TRUE(std::isfinite(v));
   for (double v : to_doubles(l)) EXPECT_TRUE(std::isfinite(v));
@@ -227,7 +206,6 @@ TEST(FusedOpsGradcheck, GradMaskSkipsInputsThatNeedNoGradient) {
                    (Inputs{param({1, 1, 4, 2}, 64)}));
 }
 
-#if INK_TEST_FLOAT64
 // ---- Float32 (fast kernels) against Float64 (reference kernels) ----
 
 TEST(FusedOps, Float32MatchesFloat64) {
@@ -249,8 +227,6 @@ TEST(FusedOps, Float32MatchesFloat64) {
   EXPECT_TRUE(all_close(scaled_dot_product_attention(x32, x32, x32),
                         to_doubles(scaled_dot_product_attention(x64, x64, x64)), 1e-5, 1e-6));
 }
-
-#endif
 
 // ---- dropout ----
 
@@ -506,15 +482,11 @@ TEST_P(Golden, AttentionLayer) {
   }
 }
 
-#if INK_TEST_FLOAT64
 INSTANTIATE_TEST_SUITE_P(Dtypes, Golden, ::testing::Values(DType::Float64, DType::Float32),
-                         [](const auto& info) {
-                           return std::string(info.param == DType::Float64 ? "Float64" : "Float32");
+                         [](const auto& dtype_info) {  // gtest's own parameter is `info`
+                           return std::string(dtype_info.param == DType::Float64 ? "Float64"
+                                                                                 : "Float32");
                          });
-#else
-INSTANTIATE_TEST_SUITE_P(Dtypes, Golden, ::testing::Values(DType::Float32),
-                         [](const auto&) { return std::string("Float32"); });
-#endif
 
 }  // namespace
 }  // namespace ink

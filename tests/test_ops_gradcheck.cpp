@@ -262,6 +262,24 @@ TEST(GradcheckDouble, TheSinglePrecisionCheckIsStillAvailable) {
   EXPECT_EQ(seen, DType::Float32);
 }
 
+TEST(GradcheckDouble, HasNoSilentFloat32Fallback) {
+  // conv2d does not promote types, so a captured Float32 weight next to the Float64 working copy
+  // of the input is an error that names both dtypes, not a quiet retry in single precision.
+  const Tensor w = param({2, 1, 3, 3}, 44).detach();
+  ::testing::internal::CaptureStderr();
+  testing_util::expect_error(
+      [&] {
+        (void)gradcheck([w](const Inputs& v) { return conv2d(v[0], w, Tensor(), 1, 1); },
+                        {param({1, 1, 4, 4}, 45)});
+      },
+      "conv2d: dtypes differ: Float64 [1, 1, 4, 4] and Float32 [2, 1, 3, 3]");
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+  // Given as an input (here one that needs no gradient), the weight is converted too and the
+  // check runs in double.
+  EXPECT_GRADCHECK([](const Inputs& v) { return conv2d(v[0], v[1], Tensor(), 1, 1); },
+                   (Inputs{param({1, 1, 4, 4}, 45), w}));
+}
+
 TEST(Float64, ConversionIsDifferentiableAndPromotionConvertsGradientsBack) {
   Tensor x = param({3}, 43);
   Tensor y = x.to(DType::Float64);

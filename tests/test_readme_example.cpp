@@ -25,7 +25,7 @@ TEST(ReadmeExample, FitALineWithAutograd) {
     w.zero_grad();
     b.zero_grad();
     loss.backward();      // fills w.grad() and b.grad()
-    NoGradGuard no_grad;  // the update is not part of the graph
+    NoGradGuard no_grad;  // ops here record no graph (writes through data() never do)
     w.data()[0] -= 0.1f * w.grad().item();
     b.data()[0] -= 0.1f * b.grad().item();
   }

@@ -163,6 +163,17 @@ TEST(Safetensors, HeaderIsPaddedToEightBytesAndStartsWithMetadata) {
   EXPECT_EQ(values[1], 2.0f);
 }
 
+TEST(Safetensors, AFloat64TensorIsNamedF64) {
+  // The writer names every DType (F64 is the format's name for double); the reader still takes
+  // F32 and I64 only, and says so.
+  const std::vector<uint8_t> bytes = serialize_safetensors({{"x", zeros({2}, DType::Float64)}}, {});
+  const std::string header(bytes.begin() + 8, bytes.begin() + 8 + bytes[0]);
+  EXPECT_THAT(header, HasSubstr(R"("x":{"dtype":"F64","shape":[2],"data_offsets":[0,16]})"));
+  EXPECT_THAT(
+      parse_error(bytes),
+      HasSubstr("tensor \"x\": dtype \"F64\" is not supported (inkgrad reads F32 and I64)"));
+}
+
 // Byte layouts published in the reference implementation's own tests (safetensors/src/tensor.rs).
 TEST(Safetensors, MatchesTheReferenceWritersBytes) {
   auto expect_header = [](const std::vector<uint8_t>& bytes, const std::string& header) {

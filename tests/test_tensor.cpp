@@ -88,6 +88,29 @@ TEST(Tensor, ItemNeedsOneElement) {
   expect_error([] { zeros({2, 2}).item(); }, "item: only a one-element tensor");
 }
 
+TEST(Tensor, ItemOnAnInt64TensorNamesItemAndPointsToItemI64) {
+  const Tensor index = from_vector_i64({7}, {1});
+  expect_error(
+      [&] { (void)index.item(); },
+      "item: expected a Float32 or Float64 tensor, got Int64 with shape [1] (use item_i64)");
+  EXPECT_EQ(index.item_i64(), 7);
+  expect_error([] { (void)scalar(2.0f).item_i64(); },
+               "item_i64: expected an Int64 tensor, got Float32 with shape [] (use item)");
+}
+
+TEST(Tensor, ArangeRefusesInvalidAndOutOfRangeArguments) {
+  expect_error([] { arange(0.0f, 1.0f, 0.0f); }, "arange: invalid range start=0 end=1 step=0");
+  expect_error([] { arange(0.0f, INFINITY, 1.0f); }, "arange: invalid range");
+  expect_error([] { arange(NAN, 1.0f, 1.0f); }, "arange: invalid range");
+  // 3e68 elements: refused before the count is converted to int64 (undefined behaviour).
+  expect_error([] { arange(0.0f, 3e38f, 1e-30f); },
+               "arange: start=0 end=3e+38 step=1e-30 would give 3e+68 elements");
+  expect_error([] { arange(-3e38f, 3e38f, 1.0f); }, "(at most 2^48 are allowed)");
+  expect_error([] { arange(int64_t{-1}); }, "arange: end must be non-negative, got -1");
+  // A step pointing away from end gives an empty range, as before.
+  EXPECT_EQ(arange(0.0f, 3.0f, -1.0f).numel(), 0);
+}
+
 TEST(Tensor, RankFiveIsAnError) {
   expect_error([] { zeros({1, 2, 1, 2, 1}); }, "rank 5, which exceeds the maximum rank of 4");
   expect_error([] { arange(32).reshape({2, 2, 2, 2, 2}); }, "exceeds the maximum rank of 4");
@@ -193,6 +216,36 @@ TEST(Reduce, LargeSumIsAccurateAndThreadIndependent) {
   double ref = 0;
   for (float v : x.to_vector()) ref += v;
   EXPECT_NEAR(one, ref, 1e-3);
+}
+
+TEST(Reduce, DimZeroSumSplitsColumnsAcrossThreadsWithoutChangingAnyBit) {
+  // [N, M] with M over several column blocks (the last one ragged): the bias-gradient shape.
+  Generator gen(4);
+  const int64_t N = 257, M = 1537;
+  const Tensor x = randn({N, M}, &gen);
+  // The reference adds each column's rows in order in float, as the kernel promises.
+  const std::vector<float> v = x.to_vector();
+  std::vector<float> expected(static_cast<size_t>(M));
+  for (int64_t j = 0; j < M; ++j) {
+    float acc = v[static_cast<size_t>(j)];
+    for (int64_t i = 1; i < N; ++i) acc += v[static_cast<size_t>(i * M + j)];
+    expected[static_cast<size_t>(j)] = acc;
+  }
+  const int threads = get_num_threads();
+  set_num_threads(1);
+  const std::vector<float> sum1 = x.sum({0}).to_vector(), mean1 = x.mean({0}).to_vector();
+  const std::vector<float> mid1 = x.reshape({N, 29, 53}).sum({1}).to_vector();
+  set_num_threads(2);
+  const std::vector<float> sum2 = x.sum({0}).to_vector(), mean2 = x.mean({0}).to_vector();
+  const std::vector<float> mid2 = x.reshape({N, 29, 53}).sum({1}).to_vector();
+  set_num_threads(threads);
+  EXPECT_EQ(sum1, expected);
+  EXPECT_EQ(sum2, expected);
+  EXPECT_EQ(mean1, mean2);
+  EXPECT_EQ(mid1, mid2);
+  EXPECT_FLOAT_EQ(mean1[5], expected[5] / static_cast<float>(N));
+  // Summing a dim of size 0 gives zeros (it used to read past an empty buffer).
+  EXPECT_EQ(zeros({0, 3}).sum({0}).to_vector(), (std::vector<float>{0, 0, 0}));
 }
 
 TEST(Cat, ConcatenatesAlongADim) {

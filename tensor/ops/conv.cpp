@@ -5,6 +5,7 @@
 // Legend: B = batch, C = input channels, H x W = input size, O = output channels,
 //   KH x KW = kernel size, HO x WO = output size (see tensor/kernels/conv2d.h).
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "tensor/kernels/conv2d.h"
@@ -23,27 +24,65 @@ void check_image(const Tensor& x, const char* op, const char* what) {
             shape_str(x.shape()));
 }
 
-// ---- the kernels by dtype (Float32: the fast family; Float64: the naive reference) ----
+// ---- the kernels by dtype: Float32 runs the fast family, Float64 the naive reference ----
 
-void conv_forward(const kernels::Conv2dGeometry& g, const Tensor& x, const Tensor& w,
-                  const Tensor& bias, Tensor& y) {
-  kernels::conv2d_default_kernel().forward(g, x.data(), w.data(),
-                                           bias.defined() ? bias.data() : nullptr, y.data());
+template <class T>
+const T* maybe(const Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+template <class T>
+T* maybe(Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
 }
 
+template <class T>
+void conv_forward(const kernels::Conv2dGeometry& g, const Tensor& x, const Tensor& w,
+                  const Tensor& bias, Tensor& y) {
+  if constexpr (std::is_same_v<T, float>) {
+    kernels::conv2d_default_kernel().forward(g, x.data(), w.data(), maybe<float>(bias), y.data());
+  } else {
+    kernels::conv2d_forward_naive<T>(g, x.data_ptr<T>(), w.data_ptr<T>(), maybe<T>(bias),
+                                     y.data_ptr<T>());
+  }
+}
+
+template <class T>
 void conv_backward_input(const kernels::Conv2dGeometry& g, const Tensor& dy, const Tensor& w,
                          Tensor& dx) {
-  kernels::conv2d_default_kernel().backward_input(g, dy.data(), w.data(), dx.data());
+  if constexpr (std::is_same_v<T, float>) {
+    kernels::conv2d_default_kernel().backward_input(g, dy.data(), w.data(), dx.data());
+  } else {
+    kernels::conv2d_backward_input_naive<T>(g, dy.data_ptr<T>(), w.data_ptr<T>(), dx.data_ptr<T>());
+  }
 }
 
 // dw and/or dbias (either may be undefined: not needed).
+template <class T>
 void conv_backward_weight(const kernels::Conv2dGeometry& g, const Tensor& x, const Tensor& dy,
                           Tensor& dw, Tensor& dbias) {
-  if (dw.defined()) {
+  if (!dw.defined()) {  // the bias alone: dbias[o] = sum of dy[:, o, :, :]
+    if constexpr (std::is_same_v<T, float>) {
+      kernels::conv2d_bias_grad(g, dy.data(), dbias.data());
+    } else {
+      const int64_t HW = g.HO() * g.WO();
+      const T* pdy = dy.data_ptr<T>();
+      T* db = dbias.data_ptr<T>();
+      for (int64_t o = 0; o < g.O; ++o) {
+        T acc = 0;
+        for (int64_t b = 0; b < g.B; ++b) {
+          for (int64_t p = 0; p < HW; ++p) acc += pdy[(b * g.O + o) * HW + p];
+        }
+        db[o] = acc;
+      }
+    }
+    return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
     kernels::conv2d_default_kernel().backward_weight(g, x.data(), dy.data(), dw.data(),
-                                                     dbias.defined() ? dbias.data() : nullptr);
-  } else if (dbias.defined()) {
-    kernels::conv2d_bias_grad(g, dy.data(), dbias.data());
+                                                     maybe<float>(dbias));
+  } else {
+    kernels::conv2d_backward_weight_naive<T>(g, x.data_ptr<T>(), dy.data_ptr<T>(), dw.data_ptr<T>(),
+                                             maybe<T>(dbias));
   }
 }
 
@@ -54,6 +93,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
               int64_t padding, int64_t dilation, int64_t groups) {
   check_image(x, "conv2d", "input");
   check_float(weight, "conv2d");
+  check_same_dtype(x, weight, "conv2d");
   INK_CHECK(weight.dim() == 4, "conv2d: weight must be 4-D [O, C/groups, kH, kW], got {}",
             shape_str(weight.shape()));
   INK_CHECK(stride >= 1, "conv2d: stride must be >= 1, got {}", stride);
@@ -71,6 +111,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
   INK_CHECK(groups == 1, "conv2d: groups = {} is not supported yet (only groups = 1)", groups);
   if (bias.defined()) {
     check_float(bias, "conv2d");
+    check_same_dtype(x, bias, "conv2d");
     INK_CHECK(bias.dim() == 1 && bias.size(0) == O,
               "conv2d: bias {} does not match weight {} (expected [{}])", shape_str(bias.shape()),
               shape_str(weight.shape()), O);
@@ -83,33 +124,38 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
             "conv2d: input {} is too small for kernel {}x{} with padding {} and dilation {} "
             "(the output would be {}x{})",
             shape_str(x.shape()), g.KH, g.KW, padding, dilation, g.HO(), g.WO());
-  Tensor y = empty({g.B, O, g.HO(), g.WO()});
-  if (y.numel() > 0) conv_forward(g, x, weight, bias, y);
+  const DType dtype = x.dtype();
+  Tensor y = empty({g.B, O, g.HO(), g.WO()}, dtype);
+  dispatch_floating(dtype, "conv2d",
+                    [&](auto t) { conv_forward<decltype(t)>(g, x, weight, bias, y); });
 
   // dx = conv_transpose(dy, w) (col2im of w^T dy);  dw = dy * im2col(x)^T;  db = sum of dy
   std::vector<Tensor> inputs = {x, weight};
   if (bias.defined()) inputs.push_back(bias);
   // dx needs only the weight and dw only the input, so each is saved only for the other.
-  return record_op(y, "conv2d", inputs,
-                   [g, has_bias = bias.defined(), x_shape = x.shape(), w_shape = weight.shape(),
-                    x = weight.requires_grad() ? SavedTensor(x) : SavedTensor(),
-                    w = x.requires_grad() ? SavedTensor(weight) : SavedTensor()](
-                       const Tensor& dy, const GradMask& needs) {
-                     std::vector<Tensor> grads(has_bias ? 3 : 2);
-                     if (needs[0]) {
-                       grads[0] = empty(x_shape);
-                       conv_backward_input(g, dy, w.get(), grads[0]);
-                     }
-                     if (needs[1]) grads[1] = empty(w_shape);
-                     if (needs[2]) grads[2] = empty({g.O});
-                     if (needs[1] || needs[2]) {
-                       const Tensor saved_x = needs[1] ? x.get() : Tensor();
-                       Tensor no_bias;
-                       conv_backward_weight(g, saved_x, dy, grads[1],
-                                            has_bias ? grads[2] : no_bias);
-                     }
-                     return grads;
-                   });
+  return record_op(
+      y, "conv2d", inputs,
+      [g, dtype, has_bias = bias.defined(), x_shape = x.shape(), w_shape = weight.shape(),
+       x = weight.requires_grad() ? SavedTensor(x) : SavedTensor(),
+       w = x.requires_grad() ? SavedTensor(weight) : SavedTensor()](const Tensor& dy,
+                                                                    const GradMask& needs) {
+        std::vector<Tensor> grads(has_bias ? 3 : 2);
+        dispatch_floating(dtype, "conv2d", [&](auto t) {
+          using T = decltype(t);
+          if (needs[0]) {
+            grads[0] = empty(x_shape, dtype);
+            conv_backward_input<T>(g, dy, w.get(), grads[0]);
+          }
+          if (needs[1]) grads[1] = empty(w_shape, dtype);
+          if (needs[2]) grads[2] = empty({g.O}, dtype);
+          if (needs[1] || needs[2]) {
+            const Tensor saved_x = needs[1] ? x.get() : Tensor();
+            Tensor no_bias;
+            conv_backward_weight<T>(g, saved_x, dy, grads[1], has_bias ? grads[2] : no_bias);
+          }
+        });
+        return grads;
+      });
 }
 
 // ---- upsample_nearest2d ----
@@ -117,15 +163,23 @@ Tensor upsample_nearest2d(const Tensor& x, int64_t scale) {
   check_image(x, "upsample_nearest2d", "input");
   INK_CHECK(scale >= 1, "upsample_nearest2d: scale must be >= 1, got {}", scale);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  Tensor y = empty({B, C, H * scale, W * scale});
-  kernels::upsample_nearest2d_forward<float>(B * C, H, W, scale, x.data(), y.data());
+  const DType dtype = x.dtype();
+  Tensor y = empty({B, C, H * scale, W * scale}, dtype);
+  dispatch_floating(dtype, "upsample_nearest2d", [&](auto t) {
+    using T = decltype(t);
+    kernels::upsample_nearest2d_forward<T>(B * C, H, W, scale, x.data_ptr<T>(), y.data_ptr<T>());
+  });
   // dx[h, w] = sum of dy over the scale x scale block copied from x[h, w]
-  return record_op(
-      y, "upsample_nearest2d", {x}, [B, C, H, W, scale](const Tensor& dy, const GradMask&) {
-        Tensor dx = empty({B, C, H, W});
-        kernels::upsample_nearest2d_backward<float>(B * C, H, W, scale, dy.data(), dx.data());
-        return std::vector<Tensor>{dx};
-      });
+  return record_op(y, "upsample_nearest2d", {x},
+                   [B, C, H, W, scale, dtype](const Tensor& dy, const GradMask&) {
+                     Tensor dx = empty({B, C, H, W}, dtype);
+                     dispatch_floating(dtype, "upsample_nearest2d", [&](auto t) {
+                       using T = decltype(t);
+                       kernels::upsample_nearest2d_backward<T>(B * C, H, W, scale, dy.data_ptr<T>(),
+                                                               dx.data_ptr<T>());
+                     });
+                     return std::vector<Tensor>{dx};
+                   });
 }
 
 // ---- avg_pool2d ----
@@ -135,14 +189,22 @@ Tensor avg_pool2d(const Tensor& x, int64_t kernel) {
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   INK_CHECK(H >= kernel && W >= kernel, "avg_pool2d: input {} is smaller than the {}x{} window",
             shape_str(x.shape()), kernel, kernel);
-  Tensor y = empty({B, C, H / kernel, W / kernel});
-  kernels::avg_pool2d_forward<float>(B * C, H, W, kernel, x.data(), y.data());
-  // dx[h, w] = dy[h / k, w / k] / k^2 inside a whole window, 0 in the rows/columns left over
-  return record_op(y, "avg_pool2d", {x}, [B, C, H, W, kernel](const Tensor& dy, const GradMask&) {
-    Tensor dx = empty({B, C, H, W});
-    kernels::avg_pool2d_backward<float>(B * C, H, W, kernel, dy.data(), dx.data());
-    return std::vector<Tensor>{dx};
+  const DType dtype = x.dtype();
+  Tensor y = empty({B, C, H / kernel, W / kernel}, dtype);
+  dispatch_floating(dtype, "avg_pool2d", [&](auto t) {
+    using T = decltype(t);
+    kernels::avg_pool2d_forward<T>(B * C, H, W, kernel, x.data_ptr<T>(), y.data_ptr<T>());
   });
+  // dx[h, w] = dy[h / k, w / k] / k^2 inside a whole window, 0 in the rows/columns left over
+  return record_op(
+      y, "avg_pool2d", {x}, [B, C, H, W, kernel, dtype](const Tensor& dy, const GradMask&) {
+        Tensor dx = empty({B, C, H, W}, dtype);
+        dispatch_floating(dtype, "avg_pool2d", [&](auto t) {
+          using T = decltype(t);
+          kernels::avg_pool2d_backward<T>(B * C, H, W, kernel, dy.data_ptr<T>(), dx.data_ptr<T>());
+        });
+        return std::vector<Tensor>{dx};
+      });
 }
 
 }  // namespace ink

@@ -38,8 +38,8 @@ void for_each_broadcast_element(const Shape& out_shape,
 
 void check_mask(const Tensor& mask, const char* op) {
   check_defined(mask, op);
-  INK_CHECK(mask.dtype() == DType::Float32 || mask.dtype() == DType::Int64,
-            "{}: mask must be Float32 or Int64 (nonzero = true), got {} with shape {}", op,
+  INK_CHECK(is_floating(mask.dtype()) || mask.dtype() == DType::Int64,
+            "{}: mask must be Float32, Float64 or Int64 (nonzero = true), got {} with shape {}", op,
             dtype_name(mask.dtype()), shape_str(mask.shape()));
 }
 
@@ -53,9 +53,11 @@ std::vector<char> mask_as_bools(const Tensor& mask, const Shape& out_shape) {
       bools[static_cast<size_t>(i)] = m[off[0]] != 0;
     });
   } else {
-    const float* m = mask.data();
-    for_each_broadcast_element(out_shape, {strides}, [&](int64_t i, const auto& off) {
-      bools[static_cast<size_t>(i)] = m[off[0]] != 0.0f;
+    dispatch_floating(mask.dtype(), "mask", [&](auto t) {
+      const auto* m = mask.data_ptr<decltype(t)>();
+      for_each_broadcast_element(out_shape, {strides}, [&](int64_t i, const auto& off) {
+        bools[static_cast<size_t>(i)] = m[off[0]] != 0;
+      });
     });
   }
   return bools;
@@ -64,10 +66,13 @@ std::vector<char> mask_as_bools(const Tensor& mask, const Shape& out_shape) {
 // g where the mask is `keep`, 0 elsewhere, summed back to `shape` (the input's, before
 // broadcasting).
 Tensor masked_grad(const Tensor& g, const std::vector<char>& mask, bool keep, const Shape& shape) {
-  Tensor out = empty(g.shape());
-  const float* src = g.data();
-  float* dst = out.data();
-  for (size_t i = 0; i < mask.size(); ++i) dst[i] = (mask[i] != 0) == keep ? src[i] : 0.0f;
+  Tensor out = empty(g.shape(), g.dtype());
+  dispatch_floating(g.dtype(), "masked_grad", [&](auto t) {
+    using T = decltype(t);
+    const T* src = g.data_ptr<T>();
+    T* dst = out.data_ptr<T>();
+    for (size_t i = 0; i < mask.size(); ++i) dst[i] = (mask[i] != 0) == keep ? src[i] : T(0);
+  });
   return out.shape() == shape ? out : sum_to(out, shape);
 }
 
@@ -95,29 +100,36 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& indices) {
   }
   Shape out_shape = x.shape();
   out_shape[dim] = N;
-  Tensor out = empty(out_shape);
-  const float* src = x.data();
-  float* dst = out.data();
-  for (int64_t o = 0; o < outer; ++o) {
-    for (int64_t i = 0; i < N; ++i) {
-      std::copy_n(src + (o * D + ids[i]) * inner, inner, dst + (o * N + i) * inner);
+  const DType dtype = x.dtype();
+  Tensor out = empty(out_shape, dtype);
+  dispatch_floating(dtype, "index_select", [&](auto t) {
+    using T = decltype(t);
+    const T* src = x.data_ptr<T>();
+    T* dst = out.data_ptr<T>();
+    for (int64_t o = 0; o < outer; ++o) {
+      for (int64_t i = 0; i < N; ++i) {
+        std::copy_n(src + (o * D + ids[i]) * inner, inner, dst + (o * N + i) * inner);
+      }
     }
-  }
+  });
   // dx[o, ids[i], :] += dy[o, i, :]  (a repeated index sums its gradients)
   return record_op(out, "index_select", {x, indices},
-                   [ids = SavedTensor(indices), x_shape = x.shape(), outer, D, N, inner](
+                   [ids = SavedTensor(indices), x_shape = x.shape(), dtype, outer, D, N, inner](
                        const Tensor& g, const GradMask&) {
-                     Tensor gx = zeros(x_shape);
+                     Tensor gx = zeros(x_shape, dtype);
                      const int64_t* pi = ids.get().data_i64();
-                     const float* pg = g.data();
-                     float* px = gx.data();
-                     for (int64_t o = 0; o < outer; ++o) {
-                       for (int64_t i = 0; i < N; ++i) {
-                         float* row = px + (o * D + pi[i]) * inner;
-                         const float* from = pg + (o * N + i) * inner;
-                         for (int64_t r = 0; r < inner; ++r) row[r] += from[r];
+                     dispatch_floating(dtype, "index_select", [&](auto t) {
+                       using T = decltype(t);
+                       const T* pg = g.data_ptr<T>();
+                       T* px = gx.data_ptr<T>();
+                       for (int64_t o = 0; o < outer; ++o) {
+                         for (int64_t i = 0; i < N; ++i) {
+                           T* row = px + (o * D + pi[i]) * inner;
+                           const T* from = pg + (o * N + i) * inner;
+                           for (int64_t r = 0; r < inner; ++r) row[r] += from[r];
+                         }
                        }
-                     }
+                     });
                      return std::vector<Tensor>{gx, Tensor()};
                    });
 }
@@ -127,19 +139,24 @@ Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b) {
   check_mask(mask, "where");
   check_float(a, "where");
   check_float(b, "where");
+  check_same_dtype(a, b, "where");
   const Shape out_shape =
       broadcast_shapes(broadcast_shapes(mask.shape(), a.shape(), "where"), b.shape(), "where");
   check_shape(out_shape, "where");
   std::vector<char> m = mask_as_bools(mask, out_shape);
-  Tensor out = empty(out_shape);
-  const float* pa = a.data();
-  const float* pb = b.data();
-  float* po = out.data();
-  for_each_broadcast_element(
-      out_shape, {broadcast_strides(a.shape(), out_shape), broadcast_strides(b.shape(), out_shape)},
-      [&](int64_t i, const auto& off) {
-        po[i] = m[static_cast<size_t>(i)] ? pa[off[0]] : pb[off[1]];
-      });
+  Tensor out = empty(out_shape, a.dtype());
+  dispatch_floating(a.dtype(), "where", [&](auto t) {
+    using T = decltype(t);
+    const T* pa = a.data_ptr<T>();
+    const T* pb = b.data_ptr<T>();
+    T* po = out.data_ptr<T>();
+    for_each_broadcast_element(
+        out_shape,
+        {broadcast_strides(a.shape(), out_shape), broadcast_strides(b.shape(), out_shape)},
+        [&](int64_t i, const auto& off) {
+          po[i] = m[static_cast<size_t>(i)] ? pa[off[0]] : pb[off[1]];
+        });
+  });
   // da = dy where mask, db = dy where not mask (each summed back over its broadcast dims)
   return record_op(out, "where", {mask, a, b},
                    [m = std::move(m), a_shape = a.shape(), b_shape = b.shape()](
@@ -158,10 +175,13 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, float value) {
   INK_CHECK(both == x.shape(), "masked_fill: mask {} does not broadcast to x {}",
             shape_str(mask.shape()), shape_str(x.shape()));
   std::vector<char> m = mask_as_bools(mask, x.shape());
-  Tensor out = empty(x.shape());
-  const float* src = x.data();
-  float* dst = out.data();
-  for (size_t i = 0; i < m.size(); ++i) dst[i] = m[i] ? value : src[i];
+  Tensor out = empty(x.shape(), x.dtype());
+  dispatch_floating(x.dtype(), "masked_fill", [&](auto t) {
+    using T = decltype(t);
+    const T* src = x.data_ptr<T>();
+    T* dst = out.data_ptr<T>();
+    for (size_t i = 0; i < m.size(); ++i) dst[i] = m[i] ? static_cast<T>(value) : src[i];
+  });
   // dx = dy where the mask is false, 0 where it was filled
   return record_op(out, "masked_fill", {x, mask},
                    [m = std::move(m), x_shape = x.shape()](const Tensor& g, const GradMask&) {
@@ -196,18 +216,25 @@ Tensor repeat(const Tensor& x, const std::vector<int64_t>& repeats) {
     }
     offsets[i] = offset;
   }
-  Tensor out = empty(out_shape);
-  const float* src = x.data();
-  float* dst = out.data();
-  for (size_t i = 0; i < offsets.size(); ++i) dst[i] = src[offsets[i]];
+  const DType dtype = x.dtype();
+  Tensor out = empty(out_shape, dtype);
+  dispatch_floating(dtype, "repeat", [&](auto t) {
+    using T = decltype(t);
+    const T* src = x.data_ptr<T>();
+    T* dst = out.data_ptr<T>();
+    for (size_t i = 0; i < offsets.size(); ++i) dst[i] = src[offsets[i]];
+  });
   // dx = the sum of dy over every tile (each output element adds into the element it copied)
   return record_op(
       out, "repeat", {x},
-      [offsets = std::move(offsets), x_shape = x.shape()](const Tensor& g, const GradMask&) {
-        Tensor gx = zeros(x_shape);
-        const float* pg = g.data();
-        float* px = gx.data();
-        for (size_t i = 0; i < offsets.size(); ++i) px[offsets[i]] += pg[i];
+      [offsets = std::move(offsets), x_shape = x.shape(), dtype](const Tensor& g, const GradMask&) {
+        Tensor gx = zeros(x_shape, dtype);
+        dispatch_floating(dtype, "repeat", [&](auto t) {
+          using T = decltype(t);
+          const T* pg = g.data_ptr<T>();
+          T* px = gx.data_ptr<T>();
+          for (size_t i = 0; i < offsets.size(); ++i) px[offsets[i]] += pg[i];
+        });
         return std::vector<Tensor>{gx};
       });
 }

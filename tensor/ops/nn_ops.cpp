@@ -19,10 +19,6 @@
 #include "tensor/nn_ops.h"
 #include "tensor/ops.h"
 
-#ifndef INK_NN_OPS_FLOAT64
-#define INK_NN_OPS_FLOAT64 1  // DType::Float64 has landed ([float64])
-#endif
-
 namespace ink {
 
 namespace {
@@ -30,11 +26,7 @@ namespace {
 // ---- dtype plumbing ----
 
 bool floating_dtype(DType dtype) {
-#if INK_NN_OPS_FLOAT64
   return dtype == DType::Float32 || dtype == DType::Float64;
-#else
-  return dtype == DType::Float32;
-#endif
 }
 
 void check_floating(const Tensor& t, const char* op, const char* what) {
@@ -57,11 +49,7 @@ void check_param(const Tensor& p, const Tensor& x, int64_t expected, const char*
 // Runs fn(T{}) with T = float or double, as x's dtype says.
 template <class Fn>
 decltype(auto) with_dtype(DType dtype, Fn&& fn) {
-#if INK_NN_OPS_FLOAT64
   if (dtype == DType::Float64) return fn(double{});
-#else
-  (void)dtype;
-#endif
   return fn(float{});
 }
 
@@ -72,11 +60,7 @@ const T* read(const Tensor& t) {
   if constexpr (std::is_same_v<T, float>) {
     return t.data();
   } else {
-#if INK_NN_OPS_FLOAT64
     return t.data_f64();
-#else
-    return nullptr;
-#endif
   }
 }
 template <class T>
@@ -85,11 +69,7 @@ T* write(Tensor& t) {
   if constexpr (std::is_same_v<T, float>) {
     return t.data();
   } else {
-#if INK_NN_OPS_FLOAT64
     return t.data_f64();
-#else
-    return nullptr;
-#endif
   }
 }
 

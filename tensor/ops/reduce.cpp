@@ -1,8 +1,9 @@
 // Reductions: sum and mean (all elements or along dims), max along a dim, and sum_to, the one
 // helper that undoes broadcasting for every gradient.
 // Legend: a reduction along one dim views the input as [outer, R, inner] and produces
-// [outer, inner]. Results never depend on the thread count: threads split outer*inner
-// outputs, and a full sum adds fixed-size chunks in a fixed order.
+// [outer, inner]. Results never depend on the thread count: threads split the outer*inner
+// outputs (by rows and blocks of columns, so dim 0 is parallel too), and a full sum adds
+// fixed-size chunks in a fixed order.
 #include <algorithm>
 #include <cmath>
 #include <set>
@@ -15,24 +16,47 @@ using namespace detail;
 
 namespace {
 
-// out[o, i] = sum_r in[o, r, i]
+// Columns per task when a reduction keeps an inner dim: enough work per task, and a block of
+// the output that stays in L1 while the R rows are added into it.
+constexpr int64_t kColumnBlock = 512;
+
+// out[o, i] = sum_r in[o, r, i], each output summed over r in order (r = 0, 1, ..., R - 1).
+// Tasks are (o, block of columns) pairs, so a reduction over dim 0 (outer = 1, the bias
+// gradient) is split across threads by columns too. The split never changes the order of any
+// sum, so the result is the same at every thread count.
 template <class T>
 void reduce_sum_dim(const T* in, T* out, int64_t outer, int64_t R, int64_t inner) {
-  const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, R * inner));
-  parallel_for(0, outer, grain, [&](int64_t lo, int64_t hi) {
-    for (int64_t o = lo; o < hi; ++o) {
-      T* __restrict dst = out + o * inner;
-      const T* __restrict src = in + o * R * inner;
-      if (inner == 1) {  // a contiguous row: one running sum
+  if (outer == 0 || inner == 0) return;
+  if (R == 0) {  // an empty sum
+    std::fill(out, out + outer * inner, T(0));
+    return;
+  }
+  if (inner == 1) {  // contiguous rows: one running sum per output
+    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, R));
+    parallel_for(0, outer, grain, [&](int64_t lo, int64_t hi) {
+      for (int64_t o = lo; o < hi; ++o) {
+        const T* __restrict src = in + o * R;
         T acc = 0;
         for (int64_t r = 0; r < R; ++r) acc += src[r];
-        dst[0] = acc;
-        continue;
+        out[o] = acc;
       }
-      std::copy(src, src + inner, dst);
+    });
+    return;
+  }
+  const int64_t block = std::min(inner, kColumnBlock);
+  const int64_t blocks = (inner + block - 1) / block;
+  const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, R * block));
+  parallel_for(0, outer * blocks, grain, [&](int64_t lo, int64_t hi) {
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t o = task / blocks;
+      const int64_t begin = (task % blocks) * block;
+      const int64_t width = std::min(block, inner - begin);
+      T* __restrict dst = out + o * inner + begin;
+      const T* __restrict src = in + o * R * inner + begin;
+      std::copy(src, src + width, dst);
       for (int64_t r = 1; r < R; ++r) {
         const T* __restrict row = src + r * inner;
-        for (int64_t i = 0; i < inner; ++i) dst[i] += row[i];
+        for (int64_t i = 0; i < width; ++i) dst[i] += row[i];
       }
     }
   });

@@ -226,12 +226,12 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
                          Shape s = g.shape();
                          s[dim] = sizes[i];
                          Tensor piece = empty(s, g.dtype());
-                         const size_t element = dtype_size(g.dtype());
+                         const size_t bytes = dtype_size(g.dtype());  // per element
                          char* dst = static_cast<char*>(raw_data(piece));
                          const char* src = static_cast<const char*>(raw_data(g));
                          for (int64_t o = 0; o < outer; ++o) {
-                           std::memcpy(dst + o * chunk * element,
-                                       src + (o * g_row + offset) * element, element * chunk);
+                           std::memcpy(dst + o * chunk * bytes, src + (o * g_row + offset) * bytes,
+                                       bytes * chunk);
                          }
                          grads[i] = piece;
                        }
