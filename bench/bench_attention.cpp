@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_clock.h"
 #include "tensor/kernels/activation_kernels.h"
 #include "tensor/kernels/activation_rows.h"
 #include "tensor/kernels/attention_kernels.h"
@@ -60,29 +61,11 @@ std::map<std::string, double>& naive_seconds() {
   return m;
 }
 
-// The clock a row is timed with (as in bench_matmul): with one thread, the CPU time of this
-// thread, which leaves out the time it spends preempted when the machine is shared; with more,
-// the wall clock. register_all makes Google Benchmark's own columns match.
-double seconds_now(int threads) {
-  if (threads > 1) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  }
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-// Runs fn as the benchmark loop and returns seconds per call.
+// Runs fn as the benchmark loop (after one warm-up call: thread pool, packing buffers) and
+// returns seconds per call.
 double timed(benchmark::State& state, int threads, const std::function<void()>& fn) {
-  fn();  // warm up: thread pool, packing buffers
-  const double start = seconds_now(threads);
-  for (auto _ : state) {
-    fn();
-    benchmark::ClobberMemory();
-  }
-  const double seconds = seconds_now(threads) - start;
-  return state.iterations() ? seconds / static_cast<double>(state.iterations()) : 0.0;
+  fn();
+  return ink::bench::seconds_per_call(state, threads, fn);
 }
 
 void bm_case(benchmark::State& state, const Case& c, bool naive, int threads) {

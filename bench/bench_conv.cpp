@@ -31,6 +31,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bench/bench_clock.h"
 #include "tensor/kernels/conv2d.h"
 #include "tensor/kernels/sgemm.h"
 #include "tensor/parallel.h"
@@ -105,30 +106,6 @@ struct Operands {
     dbias.assign(bias.size(), 0.0f);
   }
 };
-
-// With one thread, the CPU time of this thread; with more, the wall clock.
-double seconds_now(int threads) {
-  if (threads > 1) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  }
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-template <class Call>
-double timed_loop(benchmark::State& state, const Shape& s, int threads, Call&& call) {
-  const double start = seconds_now(threads);
-  for (auto _ : state) {
-    call();
-    benchmark::ClobberMemory();
-  }
-  const double seconds = seconds_now(threads) - start;
-  state.counters["GFLOP"] =
-      benchmark::Counter(s.g.flops() / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  return s.g.flops() * static_cast<double>(state.iterations()) / seconds / 1e9;
-}
 
 #ifdef INK_HAVE_ONEDNN
 std::map<std::string, double>& onednn_rates() {
@@ -207,15 +184,7 @@ double measure_onednn(const Shape& s, Pass pass, int threads) {
   Operands op(s.g);
   OnednnConv conv(s, pass, op);
   conv.run();
-  int64_t iterations = 0;
-  const double start = seconds_now(threads);
-  double seconds = 0.0;
-  do {
-    conv.run();
-    ++iterations;
-    seconds = seconds_now(threads) - start;
-  } while (seconds < 0.2);
-  return s.g.flops() * static_cast<double>(iterations) / seconds / 1e9;
+  return ink::bench::measure_rate(s.g.flops(), threads, [&] { conv.run(); });
 }
 
 void bm_onednn(benchmark::State& state, const Shape& s, Pass pass, int threads) {
@@ -223,7 +192,7 @@ void bm_onednn(benchmark::State& state, const Shape& s, Pass pass, int threads) 
   Operands op(s.g);
   OnednnConv conv(s, pass, op);
   conv.run();  // warm up: OpenMP starts its threads on first use
-  const double rate = timed_loop(state, s, threads, [&] { conv.run(); });
+  const double rate = ink::bench::timed_loop(state, s.g.flops(), threads, [&] { conv.run(); });
   onednn_rates()[s.key(pass, threads)] = rate;
   state.counters["vs_onednn"] = 1.0;
   state.SetLabel(conv.impl());
@@ -255,7 +224,7 @@ void bm_kernel(benchmark::State& state, const Shape& s, Pass pass,
     }
   };
   call();  // warm up: buffers, thread pool
-  const double rate = timed_loop(state, s, threads, call);
+  const double rate = ink::bench::timed_loop(state, s.g.flops(), threads, call);
 #ifdef INK_HAVE_ONEDNN
   state.counters["vs_onednn"] = rate / reference;
 #else

@@ -36,6 +36,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/bench_clock.h"
 #include "tensor/kernels/sgemm.h"
 #include "tensor/parallel.h"
 #include "tensor/random.h"
@@ -120,33 +121,6 @@ struct Operands {
   }
 };
 
-// The clock a row is timed with (and Google Benchmark's matching choice, see register_all):
-// with one thread, the CPU time of this thread, which leaves out the time it spends
-// preempted when the machine is shared; with more, the wall clock.
-double seconds_now(int threads) {
-  if (threads > 1) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  }
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-// Runs `call` as the benchmark loop and returns the GFLOP/s it reached.
-template <class Call>
-double timed_loop(benchmark::State& state, const Shape& s, int threads, Call&& call) {
-  const double start = seconds_now(threads);
-  for (auto _ : state) {
-    call();
-    benchmark::ClobberMemory();
-  }
-  const double seconds = seconds_now(threads) - start;
-  state.counters["GFLOP"] =
-      benchmark::Counter(s.flops() / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  return s.flops() * static_cast<double>(state.iterations()) / seconds / 1e9;
-}
-
 #ifdef INK_HAVE_OPENBLAS
 // OpenBLAS GFLOP/s per shape and thread count, filled by the OpenBLAS rows.
 std::map<std::string, double>& openblas_rates() {
@@ -167,22 +141,15 @@ double measure_openblas(const Shape& s, int threads) {
   openblas_set_num_threads(threads);
   Operands op(s);
   call_openblas(s, op);
-  int64_t iterations = 0;
-  const double start = seconds_now(threads);
-  double seconds = 0.0;
-  do {
-    call_openblas(s, op);
-    ++iterations;
-    seconds = seconds_now(threads) - start;
-  } while (seconds < 0.2);
-  return s.flops() * static_cast<double>(iterations) / seconds / 1e9;
+  return ink::bench::measure_rate(s.flops(), threads, [&] { call_openblas(s, op); });
 }
 
 void bm_openblas(benchmark::State& state, const Shape& s, int threads) {
   openblas_set_num_threads(threads);
   Operands op(s);
   call_openblas(s, op);  // warm up: OpenBLAS starts its threads on first use
-  const double rate = timed_loop(state, s, threads, [&] { call_openblas(s, op); });
+  const double rate =
+      ink::bench::timed_loop(state, s.flops(), threads, [&] { call_openblas(s, op); });
   openblas_rates()[s.key(threads)] = rate;
   state.counters["vs_openblas"] = 1.0;
 }
@@ -204,7 +171,7 @@ void bm_kernel(benchmark::State& state, const Shape& s, SgemmFn fn, int threads)
        op.ldc);
   };
   call();  // warm up: packing buffers, thread pool
-  const double rate = timed_loop(state, s, threads, call);
+  const double rate = ink::bench::timed_loop(state, s.flops(), threads, call);
 #ifdef INK_HAVE_OPENBLAS
   state.counters["vs_openblas"] = rate / reference;
 #else
