@@ -51,21 +51,13 @@ void BM_DiffusionTrainStep(benchmark::State& state) {
     recipe.optimizer().step();
     recipe.after_step(step);
     ++step;
+    return loss.item();
   };
   run_step();
   run_step();
   const int64_t os_before = storage_cache_stats().os_allocations;
   const int64_t steps_before = step;
-  for (auto _ : state) {
-    Tensor loss = recipe.loss(batch, noise);
-    recipe.optimizer().zero_grad();
-    loss.backward();
-    recipe.before_step(step);
-    recipe.optimizer().step();
-    recipe.after_step(step);
-    ++step;
-    benchmark::DoNotOptimize(loss.item());
-  }
+  for (auto _ : state) benchmark::DoNotOptimize(run_step());
   state.SetItemsProcessed(state.iterations() * batch.size);
   state.counters["os_allocs_per_step"] =
       static_cast<double>(storage_cache_stats().os_allocations - os_before) /
