@@ -553,7 +553,7 @@ int run_eval(const EvalFlags& flags) {
   fmt::print("\neach cell: the model (the ground-truth ceiling)\n{}", eval_table(result));
   write_text(json_path,
              eval_json(result, {{"checkpoint", json_string(flags.checkpoint)},
-                                {"model", json_string(model.kind())},
+                                {"model_kind", json_string(model.kind())},
                                 {"sampling", json_string(sampled_by(model, flags.sampling))},
                                 {"judge", json_string(judge.path)}}));
   write_png(png_path, render_eval_figure(result));
@@ -636,7 +636,7 @@ void run_eval_into(const std::string& dir, ImageModel& model, uint64_t seed,
   if (steps > 0) sampling.steps = steps;
   const EvalResult result = evaluate(text_to_image_sampler(model, sampling), *judge.judge, options);
   write_text((fs::path(dir) / kEvalJson).string(),
-             eval_json(result, {{"model", json_string(model.kind())},
+             eval_json(result, {{"model_kind", json_string(model.kind())},
                                 {"sampling", json_string(sampled_by(model, sampling))},
                                 {"judge", json_string(judge.path)}}));
   const PromptScores& m = result.model.overall;

@@ -666,6 +666,9 @@ TEST_F(EvalCli, TrainWritesEvalJson) {
   EXPECT_EQ(j.at("samples_per_prompt"), 128);
   EXPECT_EQ(j.at("seed"), 5);
   EXPECT_GE(j.at("ceiling").at("overall").at("fidelity").get<double>(), 0.99);
+  // The model's kind has its own key; "model" holds the model's scores.
+  EXPECT_EQ(j.at("model_kind"), "mlp");
+  EXPECT_EQ(j.at("model").at("prompts").size(), 9u);
 }
 
 TEST_F(EvalCli, EvalPrintsTheTableAndWritesItsFiles) {
