@@ -10,17 +10,12 @@
 
 namespace ink {
 
-namespace {
-
-// SplitMix64's finalizer: turns (epoch seed, sample index) into well-spread, independent seeds.
 uint64_t mix_seed(uint64_t value) {
   value += 0x9E3779B97F4A7C15ULL;
   value = (value ^ (value >> 30)) * 0xBF58476D1CE4E5B9ULL;
   value = (value ^ (value >> 27)) * 0x94D049BB133111EBULL;
   return value ^ (value >> 31);
 }
-
-}  // namespace
 
 Tensor DataBatch::tokens_tensor() const {
   return from_vector_i64(tokens, {size, length});

@@ -13,6 +13,10 @@
 
 namespace ink {
 
+// SplitMix64's finalizer: turns (epoch seed, sample index) into well-spread, independent seeds;
+// every dataset seeds sample i of an epoch with mix_seed(epoch_seed ^ mix_seed(i)).
+uint64_t mix_seed(uint64_t value);
+
 // The size of every picture of a dataset or model: C x H x W (1 x 28 x 28 for the shapes,
 // 3 x 32 x 32 for small RGB data).
 struct ImageFormat {

@@ -7,18 +7,6 @@
 
 namespace ink {
 
-namespace {
-
-// SplitMix64's finalizer: (epoch seed, sample index) -> independent seeds.
-uint64_t mix(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ULL;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
-
-}  // namespace
-
 ScenesDataset::ScenesDataset(int64_t images_per_epoch, int64_t batch_size, Generator generator)
     : size_(images_per_epoch), batch_size_(batch_size), generator_(generator) {
   INK_CHECK(images_per_epoch >= 1, "ScenesDataset: images_per_epoch must be >= 1, got {}",
@@ -57,7 +45,7 @@ void ScenesDataset::fill_batch(int64_t batch_index, DataBatch& batch) const {
   batch.images.resize(static_cast<size_t>(b * scenes::kImageFloats));
   batch.prompt_indices.assign(static_cast<size_t>(b), -1);
   for (int64_t i = 0; i < b; ++i) {
-    Generator gen(mix(epoch_seed_ ^ mix(static_cast<uint64_t>(first + i))));
+    Generator gen(mix_seed(epoch_seed_ ^ mix_seed(static_cast<uint64_t>(first + i))));
     const auto sample = sampler_.sample_training(gen);
     scenes::render(sample.objects, batch.images.data() + i * scenes::kImageFloats);
     tokenizer_.encode_into(sample.prompt, batch.tokens.data() + i * length);
