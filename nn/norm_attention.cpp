@@ -116,6 +116,13 @@ Tensor GroupNorm::forward(const Tensor& input) {
   return group_norm(input, num_groups_, weight, bias, eps_);
 }
 
+Tensor GroupNorm::forward_silu(const Tensor& input) {
+  INK_CHECK(input.defined() && input.dim() >= 2 && input.size(1) == num_channels_,
+            "GroupNorm: expected input of shape [B, {}, *], got {}", num_channels_,
+            shape_or_undefined(input));
+  return group_norm_silu(input, num_groups_, weight, bias, eps_);
+}
+
 std::string GroupNorm::extra_repr() const {
   return fmt::format("{}, {}, eps={}, affine=True", num_groups_, num_channels_,
                      python_float_repr(eps_));

@@ -72,19 +72,59 @@ int64_t live_node_count() {
 
 // ---- SavedTensor ----
 
-SavedTensor::SavedTensor(const Tensor& tensor)
-    : tensor_(tensor.defined() ? tensor.detach() : Tensor()),
-      version_(tensor.defined() ? tensor.version() : 0) {}
+SavedTensor::SavedTensor(const Tensor& tensor) {
+  if (!tensor.defined()) return;
+  version_ = tensor.version();
+  const TensorImpl& impl = *tensor.impl();
+  if (impl.storage->recompute()) {
+    recompute_ = impl.storage->recompute();
+    storage_ = impl.storage;
+    offset_ = impl.offset;
+    shape_ = impl.shape;
+    dtype_ = impl.dtype;
+  } else {
+    tensor_ = tensor.detach();
+  }
+}
 
-const Tensor& SavedTensor::get() const {
-  INK_CHECK(tensor_.defined(), "{}: a tensor needed by backward was not saved (a bug in that op)",
-            t_backward_op ? t_backward_op : "SavedTensor");
-  const uint64_t now = tensor_.version();
-  INK_CHECK(now == version_,
+namespace {
+
+void check_saved_version(uint64_t now, uint64_t saved) {
+  INK_CHECK(now == saved,
             "{}: a tensor saved for backward was modified in place (version {}, saved at version "
             "{}); its gradient would be wrong. Write into a copy (clone()), or run backward first",
-            t_backward_op ? t_backward_op : "SavedTensor", now, version_);
+            t_backward_op ? t_backward_op : "SavedTensor", now, saved);
+}
+
+}  // namespace
+
+const Tensor SavedTensor::get() const {
+  if (recompute_) {
+    std::shared_ptr<Storage> storage = storage_.lock();
+    if (storage) {
+      check_saved_version(storage->version(), version_);
+    } else {
+      INK_CHECK(recompute_->released.load(std::memory_order_acquire),
+                "{}: a recomputable tensor is neither alive nor released (a bug in autograd)",
+                t_backward_op ? t_backward_op : "SavedTensor");
+      check_saved_version(recompute_->final_version.load(std::memory_order_relaxed), version_);
+      const Tensor remade = recompute_->remake();
+      if (remade.shape() == shape_ && offset_ == 0) return remade;
+      storage = remade.impl()->storage;
+    }
+    return Tensor(std::make_shared<TensorImpl>(std::move(storage), offset_, shape_, dtype_));
+  }
+  INK_CHECK(tensor_.defined(), "{}: a tensor needed by backward was not saved (a bug in that op)",
+            t_backward_op ? t_backward_op : "SavedTensor");
+  check_saved_version(tensor_.version(), version_);
   return tensor_;
+}
+
+void make_recomputable(const Tensor& output, std::function<Tensor()> remake) {
+  if (!output.defined() || !output.requires_grad() || !output.grad_fn()) return;
+  auto recompute = std::make_shared<Recompute>();
+  recompute->remake = std::move(remake);
+  output.impl()->storage->set_recompute(std::move(recompute));
 }
 
 // ---- Node ----

@@ -48,18 +48,29 @@ using BackwardFn =
 // when it was saved. get() checks that version: if the data was written since (any non-const
 // data() call, on this tensor or any view of its storage), the gradient would silently be wrong,
 // so get() throws an ink::Error naming the op instead, as PyTorch does.
+//
+// A tensor whose storage carries a Recompute (see tensor.h) is saved by a weak reference only:
+// get() returns the storage while something else keeps it alive, and otherwise remakes it.
 class SavedTensor {
  public:
   SavedTensor() = default;  // nothing saved; defined() is false
   explicit SavedTensor(const Tensor& tensor);
 
-  bool defined() const { return tensor_.defined(); }
-  // The saved tensor; throws when it was modified in place after it was saved.
-  const Tensor& get() const;
+  bool defined() const { return tensor_.defined() || recompute_ != nullptr; }
+  // The saved tensor; throws when it was modified in place after it was saved. Returned as a
+  // const value on purpose: `get().data()` must pick the reading overload, which does not count
+  // as a write (see Tensor::data).
+  const Tensor get() const;  // NOLINT(readability-const-return-type)
 
  private:
   Tensor tensor_;
   uint64_t version_ = 0;
+  // Only for a recomputable storage (tensor_ is then undefined):
+  std::shared_ptr<Recompute> recompute_;
+  std::weak_ptr<Storage> storage_;
+  int64_t offset_ = 0;
+  Shape shape_;
+  DType dtype_ = DType::Float32;
 };
 
 // What this object represents: one recorded op in the graph (or a leaf's gradient accumulator).
@@ -106,6 +117,14 @@ struct Node {
 // needs must be captured as SavedTensor (or plain values such as shapes).
 Tensor record_op(Tensor output, const char* op_name, const std::vector<Tensor>& inputs,
                  BackwardFn backward);
+
+// Marks the output of an op that was just recorded as recomputable (see Recompute in tensor.h):
+// a SavedTensor of it then keeps only a weak reference, and `remake` runs when a backward needs
+// the values after the output is gone. `remake` must return the same bits (the same kernel on
+// inputs it captured as SavedTensor). Does nothing when the op was not recorded, so inference
+// keeps nothing extra alive. Worth it only for ops that are cheap next to their consumers and
+// whose inputs are kept anyway (a norm's input, an upsampling's smaller input).
+void make_recomputable(const Tensor& output, std::function<Tensor()> remake);
 
 // True when ops record the graph (the default). Thread-local, like PyTorch.
 bool is_grad_enabled();

@@ -24,6 +24,11 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 
 // x * sigmoid(x), elementwise.
 Tensor silu(const Tensor& x);
+// silu(group_norm(x, groups, weight, bias, eps)) as one op, the pre-activation of a ResBlock's
+// convolutions. It keeps only x and the group statistics for backward, and its output can be
+// remade from them (see Recompute in tensor.h), so a convolution that saves it costs no memory.
+Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias,
+                       double eps = 1e-5);
 // x * Phi(x) with Phi the standard normal CDF (the exact erf form, torch.nn.GELU()).
 Tensor gelu(const Tensor& x);
 

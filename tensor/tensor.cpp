@@ -212,6 +212,10 @@ std::atomic<int64_t> g_live_tensors{0};
 Storage::Storage(size_t nbytes) : data_(allocate_block(rounded_size(nbytes))), nbytes_(nbytes) {}
 
 Storage::~Storage() {
+  if (recompute_) {
+    recompute_->final_version.store(version(), std::memory_order_relaxed);
+    recompute_->released.store(true, std::memory_order_release);
+  }
   release_block(data_, rounded_size(nbytes_));
 }
 

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +26,8 @@ size_t dtype_size(DType dtype);
 inline bool is_floating(DType dtype) {
   return dtype == DType::Float32 || dtype == DType::Float64;
 }
+
+struct Recompute;
 
 // What this object represents: a block of 64-byte aligned memory. Freed blocks are kept in a
 // cache keyed by size (sized from the peak of live storage; see tensor.cpp), so a training loop
@@ -46,10 +49,16 @@ class Storage {
   uint64_t version() const { return version_.load(std::memory_order_relaxed); }
   void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
 
+  // How to remake this storage's contents once it is freed (activation recomputation; see
+  // Recompute below). Null for ordinary storage.
+  const std::shared_ptr<Recompute>& recompute() const { return recompute_; }
+  void set_recompute(std::shared_ptr<Recompute> recompute) { recompute_ = std::move(recompute); }
+
  private:
   void* data_ = nullptr;
   size_t nbytes_ = 0;
   std::atomic<uint64_t> version_{0};
+  std::shared_ptr<Recompute> recompute_;
 };
 
 // What the storage cache has done since the process started (all threads together).
@@ -182,6 +191,20 @@ struct TensorImpl {
   std::shared_ptr<Node> grad_fn;         // the op that produced this tensor, if recorded
   std::weak_ptr<Node> grad_accumulator;  // a leaf's accumulator, while a graph uses it
   std::string name;
+};
+
+// What this object represents: a recipe that remakes an op's output from the op's inputs, so that
+// the backward of a later op that needs that output does not keep it alive (activation
+// recomputation, as in torch.utils.checkpoint, but per op). An op that is cheap next to its
+// consumers (group_norm_silu before a convolution) attaches one to its output's storage; a
+// SavedTensor of that storage then holds only a weak reference and, when the storage is gone by
+// the time backward runs, calls `remake`. The storage's final version is kept here, so a write
+// in place before the storage was freed is still caught.
+struct Recompute {
+  // Returns a contiguous tensor with the storage's whole contents, bit-identical to the original.
+  std::function<Tensor()> remake;
+  std::atomic<bool> released{false};  // the storage is freed
+  std::atomic<uint64_t> final_version{0};
 };
 
 // ---- factories ----

@@ -187,6 +187,23 @@ TEST(ResampleOps, Gradchecks) {
   EXPECT_GRADCHECK(
       [](const Inputs& v) { return upsample_nearest2d(avg_pool2d(v[0], 2), 2) * v[0]; },
       (Inputs{param({2, 2, 4, 6}, 11)}));
+  // The U-Net's upsampling: a convolution on the upsampled tensor, which it saves only weakly
+  // (the upsampled values are remade from the input in backward).
+  EXPECT_GRADCHECK(
+      [](const Inputs& v) { return conv2d(upsample_nearest2d(v[0], 2), v[1], v[2], 1, 1); },
+      (Inputs{param({2, 2, 3, 3}, 12), param({3, 2, 3, 3}, 13), param({3}, 14)}));
+}
+
+TEST(ResampleOps, AConvolutionDoesNotKeepTheUpsampledTensorAlive) {
+  Tensor x = randn({2, 3, 4, 4}).set_requires_grad(true);
+  Tensor k = randn({2, 3, 3, 3}).set_requires_grad(true);
+  Tensor up = upsample_nearest2d(x, 2);
+  const std::weak_ptr<Storage> storage = up.impl()->storage;
+  Tensor loss = conv2d(up, k, Tensor(), 1, 1).sum();
+  up = Tensor();
+  EXPECT_TRUE(storage.expired()) << "the graph still holds the 4x larger upsampled tensor";
+  loss.backward();
+  EXPECT_TRUE(k.grad().defined());
 }
 
 TEST(ResampleOps, Values) {

@@ -124,6 +124,11 @@ TEST(FusedOpsGradcheck, LayerNormWithAndWithoutAffine) {
   // The input used twice: as the normalised input and as a residual.
   EXPECT_GRADCHECK([](const Inputs& v) { return add(layer_norm(v[0], v[1], v[2]), v[0]); },
                    (Inputs{x, w, b}));
+  // Before a linear layer, which saves the normalised values only weakly (they are remade from
+  // x in backward).
+  EXPECT_GRADCHECK(
+      [](const Inputs& v) { return linear(layer_norm(v[0], v[1], v[2]), v[3], Tensor()); },
+      (Inputs{x, w, b, param({4, 5}, 13)}));
 }
 
 TEST(FusedOpsGradcheck, SiluAndGelu) {
@@ -206,6 +211,84 @@ TEST(FusedOpsGradcheck, GradMaskSkipsInputsThatNeedNoGradient) {
                    (Inputs{param({1, 1, 4, 2}, 64)}));
 }
 
+// ---- group_norm_silu and the recomputation of its output ----
+
+TEST(FusedOpsGradcheck, GroupNormSiluAloneAndBeforeAConvolution) {
+  Tensor x = param({2, 6, 3, 4}, 100, -2.0f, 3.0f);
+  Tensor w = param({6}, 101, 0.5f, 1.5f);
+  Tensor b = param({6}, 102);
+  Tensor k = param({3, 6, 3, 3}, 103);
+  EXPECT_GRADCHECK([](const Inputs& v) { return group_norm_silu(v[0], 3, v[1], v[2]); },
+                   (Inputs{x, w, b}));
+  EXPECT_GRADCHECK([](const Inputs& v) { return group_norm_silu(v[0], 2, Tensor(), Tensor()); },
+                   (Inputs{x}));
+  // The convolution saves the output only weakly; it is freed when the lambda returns, so its
+  // backward runs on the remade output.
+  EXPECT_GRADCHECK(
+      [](const Inputs& v) {
+        return conv2d(group_norm_silu(v[0], 3, v[1], v[2]), v[3], Tensor(), 1, 1);
+      },
+      (Inputs{x, w, b, k}));
+}
+
+// The fused op is the two ops it replaces, bit for bit, forward and backward, also when a
+// convolution's backward works from the remade output (Float32, the fast kernels).
+TEST(FusedOps, GroupNormSiluIsSiluOfGroupNormBitForBit) {
+  const auto run = [](bool fused) {
+    Tensor x = rand_tensor({3, 8, 9, 7}, 110, DType::Float32, -3.0f, 3.0f).set_requires_grad(true);
+    Tensor w = rand_tensor({8}, 111, DType::Float32, 0.5f, 1.5f).set_requires_grad(true);
+    Tensor b = rand_tensor({8}, 112, DType::Float32).set_requires_grad(true);
+    Tensor k = rand_tensor({5, 8, 3, 3}, 113, DType::Float32).set_requires_grad(true);
+    Tensor y = fused ? group_norm_silu(x, 4, w, b) : silu(group_norm(x, 4, w, b));
+    const std::vector<float> values = y.to_vector();
+    Tensor out = conv2d(y, k, Tensor(), 1, 1);
+    y = Tensor();  // the convolution's saved input is now the only trace of it
+    mul(out, out).sum().backward();
+    return std::vector<std::vector<float>>{values, x.grad().to_vector(), w.grad().to_vector(),
+                                           b.grad().to_vector(), k.grad().to_vector()};
+  };
+  const auto fused = run(true), composed = run(false);
+  const char* names[] = {"output", "x.grad", "weight.grad", "bias.grad", "conv weight.grad"};
+  for (size_t i = 0; i < fused.size(); ++i) {
+    EXPECT_EQ(fused[i], composed[i]) << names[i] << " differs";
+  }
+}
+
+TEST(FusedOps, AConvolutionDoesNotKeepTheGroupNormSiluOutputAlive) {
+  Tensor x = rand_tensor({2, 4, 5, 5}, 120, DType::Float32).set_requires_grad(true);
+  Tensor k = rand_tensor({2, 4, 3, 3}, 121, DType::Float32);
+  Tensor y = group_norm_silu(x, 2, Tensor(), Tensor());
+  const std::weak_ptr<Storage> storage = y.impl()->storage;
+  Tensor loss = conv2d(y, k, Tensor(), 1, 1).sum();
+  y = Tensor();
+  EXPECT_TRUE(storage.expired()) << "the graph still holds the output";
+  loss.backward();
+  EXPECT_TRUE(x.grad().defined());
+
+  // Without a graph nothing is attached: the output is ordinary storage.
+  NoGradGuard no_grad;
+  EXPECT_EQ(group_norm_silu(x, 2, Tensor(), Tensor()).impl()->storage->recompute(), nullptr);
+}
+
+TEST(FusedOps, AWriteIntoARecomputableOutputIsCaughtAliveOrFreed) {
+  Tensor x = rand_tensor({2, 4, 5, 5}, 130, DType::Float32).set_requires_grad(true);
+  // The kernel needs a gradient, so the convolution's backward reads its saved input.
+  Tensor k = rand_tensor({2, 4, 3, 3}, 131, DType::Float32).set_requires_grad(true);
+  {  // written while alive, then backward
+    Tensor y = group_norm_silu(x, 2, Tensor(), Tensor());
+    Tensor loss = conv2d(y, k, Tensor(), 1, 1).sum();
+    y.data()[0] = 5.0f;
+    expect_error([&] { loss.backward(); }, "conv2d: a tensor saved for backward was modified");
+  }
+  {  // written, then freed before backward: the remade values would not be the ones used
+    Tensor y = group_norm_silu(x, 2, Tensor(), Tensor());
+    Tensor loss = conv2d(y, k, Tensor(), 1, 1).sum();
+    y.data()[0] = 5.0f;
+    y = Tensor();
+    expect_error([&] { loss.backward(); }, "conv2d: a tensor saved for backward was modified");
+  }
+}
+
 // ---- Float32 (fast kernels) against Float64 (reference kernels) ----
 
 TEST(FusedOps, Float32MatchesFloat64) {
@@ -271,6 +354,10 @@ TEST(FusedOps, ErrorsNameTheOpAndTheShapes) {
                "group_norm: input [2, 6, 3, 3] has 6 channels, which 4 groups do not divide");
   expect_error([&] { group_norm(x, 3, rand_tensor({5}, 91, DType::Float32), Tensor()); },
                "group_norm: weight must have shape [6] for input [2, 6, 3, 3], got [5]");
+  expect_error([&] { group_norm_silu(x, 4, Tensor(), Tensor()); },
+               "group_norm_silu: input [2, 6, 3, 3] has 6 channels, which 4 groups do not divide");
+  expect_error([&] { group_norm_silu(x, 3, Tensor(), rand_tensor({7}, 93, DType::Float32)); },
+               "group_norm_silu: bias must have shape [6] for input [2, 6, 3, 3], got [7]");
   expect_error([&] { layer_norm(x, Tensor(), rand_tensor({4}, 92, DType::Float32)); },
                "layer_norm: bias must have shape [3] for input [2, 6, 3, 3], got [4]");
   expect_error([&] { softmax(x, 4); }, "softmax: dim 4 is out of range for input [2, 6, 3, 3]");

@@ -278,8 +278,8 @@ ResBlock::ResBlock(int64_t in_ch, int64_t out_ch, int64_t temb_dim, int64_t grou
 
 Tensor ResBlock::forward(const Tensor& x, const Tensor& temb) {
   const Tensor t = time_proj->forward(silu(temb));  // [B, Cout]
-  Tensor h = conv1->forward(silu(norm1->forward(x))) + reshape(t, {t.size(0), t.size(1), 1, 1});
-  h = conv2->forward(silu(norm2->forward(h)));
+  Tensor h = conv1->forward(norm1->forward_silu(x)) + reshape(t, {t.size(0), t.size(1), 1, 1});
+  h = conv2->forward(norm2->forward_silu(h));
   return (skip ? skip->forward(x) : x) + h;
 }
 
@@ -412,7 +412,7 @@ Tensor UNet::forward(const Tensor& x, const Tensor& timesteps, const Tensor& con
     if (level->attn) h = level->attn->forward(h, context, key_mask);
     if (level->upsample) h = level->upsample->forward(upsample_nearest2d(h, 2));
   }
-  return conv_out->forward(silu(norm_out->forward(h)));
+  return conv_out->forward(norm_out->forward_silu(h));
 }
 
 std::vector<UNet::CrossAttentionLayer> UNet::cross_attention_layers() const {

@@ -159,27 +159,40 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
 }
 
 // ---- upsample_nearest2d ----
+namespace {
+
+Tensor upsample_nearest2d_values(const Tensor& x, int64_t scale) {
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  Tensor y = empty({B, C, H * scale, W * scale}, x.dtype());
+  dispatch_floating(x.dtype(), "upsample_nearest2d", [&](auto t) {
+    using T = decltype(t);
+    kernels::upsample_nearest2d_forward<T>(B * C, H, W, scale, x.data_ptr<T>(), y.data_ptr<T>());
+  });
+  return y;
+}
+
+}  // namespace
+
 Tensor upsample_nearest2d(const Tensor& x, int64_t scale) {
   check_image(x, "upsample_nearest2d", "input");
   INK_CHECK(scale >= 1, "upsample_nearest2d: scale must be >= 1, got {}", scale);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const DType dtype = x.dtype();
-  Tensor y = empty({B, C, H * scale, W * scale}, dtype);
-  dispatch_floating(dtype, "upsample_nearest2d", [&](auto t) {
-    using T = decltype(t);
-    kernels::upsample_nearest2d_forward<T>(B * C, H, W, scale, x.data_ptr<T>(), y.data_ptr<T>());
-  });
   // dx[h, w] = sum of dy over the scale x scale block copied from x[h, w]
-  return record_op(y, "upsample_nearest2d", {x},
-                   [B, C, H, W, scale, dtype](const Tensor& dy, const GradMask&) {
-                     Tensor dx = empty({B, C, H, W}, dtype);
-                     dispatch_floating(dtype, "upsample_nearest2d", [&](auto t) {
-                       using T = decltype(t);
-                       kernels::upsample_nearest2d_backward<T>(B * C, H, W, scale, dy.data_ptr<T>(),
-                                                               dx.data_ptr<T>());
-                     });
-                     return std::vector<Tensor>{dx};
-                   });
+  Tensor y = record_op(upsample_nearest2d_values(x, scale), "upsample_nearest2d", {x},
+                       [B, C, H, W, scale, dtype](const Tensor& dy, const GradMask&) {
+                         Tensor dx = empty({B, C, H, W}, dtype);
+                         dispatch_floating(dtype, "upsample_nearest2d", [&](auto t) {
+                           using T = decltype(t);
+                           kernels::upsample_nearest2d_backward<T>(
+                               B * C, H, W, scale, dy.data_ptr<T>(), dx.data_ptr<T>());
+                         });
+                         return std::vector<Tensor>{dx};
+                       });
+  // The convolution after it saves the scale^2 times larger output; keep the input instead.
+  make_recomputable(
+      y, [xs = SavedTensor(x), scale]() { return upsample_nearest2d_values(xs.get(), scale); });
+  return y;
 }
 
 // ---- avg_pool2d ----

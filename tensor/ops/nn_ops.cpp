@@ -222,6 +222,20 @@ Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const T
 
 // ---- layer_norm ----
 
+namespace {
+
+// layer_norm's values into a new tensor, with the row statistics written to mean and rstd.
+template <class T>
+Tensor layer_norm_values(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& mean,
+                         Tensor& rstd, int64_t N, int64_t D, double eps) {
+  Tensor out = empty(x.shape(), x.dtype());
+  layer_norm_fwd(read<T>(x), read<T>(weight), read<T>(bias), write<T>(out), write<T>(mean),
+                 write<T>(rstd), N, D, eps);
+  return out;
+}
+
+}  // namespace
+
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
   check_floating(x, "layer_norm", "the input");
   INK_CHECK(x.dim() >= 1 && x.dim() <= 5,
@@ -231,31 +245,41 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   check_param(weight, x, D, "layer_norm", "weight");
   check_param(bias, x, D, "layer_norm", "bias");
   const DType dt = x.dtype();
-  Tensor out = empty(x.shape(), dt);
   Tensor mean = empty({N}, dt), rstd = empty({N}, dt);  // [N] each
-  with_dtype(dt, [&](auto tag) {
-    using T = decltype(tag);
-    layer_norm_fwd(read<T>(x), read<T>(weight), read<T>(bias), write<T>(out), write<T>(mean),
-                   write<T>(rstd), N, D, eps);
+  Tensor out = with_dtype(dt, [&](auto tag) {
+    return layer_norm_values<decltype(tag)>(x, weight, bias, mean, rstd, N, D, eps);
   });
   // dx = rstd * (dxhat - mean_D(dxhat) - xhat * mean_D(dxhat * xhat)), dxhat = g * weight;
   // dweight = sum_N(g * xhat); dbias = sum_N(g)
-  return record_op(out, "layer_norm", {x, weight, bias},
-                   [xs = SavedTensor(x), ws = SavedTensor(weight), ms = SavedTensor(mean),
-                    rs = SavedTensor(rstd), N, D](const Tensor& g, const GradMask& needs) {
-                     const Tensor& xv = xs.get();
-                     const Tensor w = ws.defined() ? ws.get() : Tensor();
-                     Tensor dx = empty_if(needs[0], xv.shape(), xv.dtype());
-                     Tensor dw = empty_if(needs[1], {D}, xv.dtype());
-                     Tensor db = empty_if(needs[2], {D}, xv.dtype());
-                     with_dtype(xv.dtype(), [&](auto tag) {
-                       using T = decltype(tag);
-                       layer_norm_bwd(read<T>(g), read<T>(xv), read<T>(w), read<T>(ms.get()),
-                                      read<T>(rs.get()), write<T>(dx), write<T>(dw), write<T>(db),
-                                      N, D);
-                     });
-                     return std::vector<Tensor>{dx, dw, db};
-                   });
+  const SavedTensor xs(x), ws(weight), bs(bias);
+  Tensor result = record_op(out, "layer_norm", {x, weight, bias},
+                            [xs, ws, ms = SavedTensor(mean), rs = SavedTensor(rstd), N, D](
+                                const Tensor& g, const GradMask& needs) {
+                              const Tensor xv = xs.get();
+                              const Tensor w = ws.defined() ? ws.get() : Tensor();
+                              Tensor dx = empty_if(needs[0], xv.shape(), xv.dtype());
+                              Tensor dw = empty_if(needs[1], {D}, xv.dtype());
+                              Tensor db = empty_if(needs[2], {D}, xv.dtype());
+                              with_dtype(xv.dtype(), [&](auto tag) {
+                                using T = decltype(tag);
+                                layer_norm_bwd(read<T>(g), read<T>(xv), read<T>(w),
+                                               read<T>(ms.get()), read<T>(rs.get()), write<T>(dx),
+                                               write<T>(dw), write<T>(db), N, D);
+                              });
+                              return std::vector<Tensor>{dx, dw, db};
+                            });
+  // The linear layers after a norm save its output; it can be remade from x, which the norm's
+  // own backward keeps anyway.
+  make_recomputable(result, [xs, ws, bs, N, D, eps]() {
+    const Tensor xv = xs.get();
+    const Tensor w = ws.defined() ? ws.get() : Tensor();
+    const Tensor b = bs.defined() ? bs.get() : Tensor();
+    Tensor scratch_mean = empty({N}, xv.dtype()), scratch_rstd = empty({N}, xv.dtype());
+    return with_dtype(xv.dtype(), [&](auto tag) {
+      return layer_norm_values<decltype(tag)>(xv, w, b, scratch_mean, scratch_rstd, N, D, eps);
+    });
+  });
+  return result;
 }
 
 // ---- silu ----
@@ -277,6 +301,86 @@ Tensor silu(const Tensor& x) {
     });
     return std::vector<Tensor>{dx};
   });
+}
+
+// ---- group_norm_silu ----
+
+namespace {
+
+// silu(group_norm(x)) into a new tensor, with the group statistics written to mean and rstd.
+template <class T>
+Tensor group_norm_silu_values(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                              Tensor& mean, Tensor& rstd, int64_t B, int64_t C, int64_t S,
+                              int64_t groups, double eps) {
+  Tensor out = empty(x.shape(), x.dtype());
+  T* y = write<T>(out);
+  group_norm_fwd(read<T>(x), read<T>(weight), read<T>(bias), y, write<T>(mean), write<T>(rstd), B,
+                 C, S, groups, eps);
+  silu_fwd(static_cast<const T*>(y), y, x.numel());  // in place
+  return out;
+}
+
+}  // namespace
+
+Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias,
+                       double eps) {
+  check_floating(x, "group_norm_silu", "the input");
+  INK_CHECK(x.dim() >= 2 && x.dim() <= 5,
+            "group_norm_silu: expected an input [B, C, *] of rank 2 to 5, got {}",
+            shape_str(x.shape()));
+  const int64_t B = x.size(0), C = x.size(1), S = product(x.shape(), 2, x.shape().size());
+  INK_CHECK(groups > 0 && C % groups == 0,
+            "group_norm_silu: input {} has {} channels, which {} groups do not divide",
+            shape_str(x.shape()), C, groups);
+  INK_CHECK(eps > 0.0, "group_norm_silu: eps must be positive, got {}", eps);
+  check_param(weight, x, C, "group_norm_silu", "weight");
+  check_param(bias, x, C, "group_norm_silu", "bias");
+  const DType dt = x.dtype();
+  Tensor mean = empty({B, groups}, dt), rstd = empty({B, groups}, dt);  // [B, G] each
+  Tensor out = with_dtype(dt, [&](auto tag) {
+    return group_norm_silu_values<decltype(tag)>(x, weight, bias, mean, rstd, B, C, S, groups, eps);
+  });
+  // The backward remakes n = group_norm(x) from x (the same kernel, so the same bits), then
+  // dn = g * silu'(n) and the group_norm backward of dn: the normalised values are never kept.
+  const SavedTensor xs(x), ws(weight), bs(bias), ms(mean), rs(rstd);
+  Tensor result =
+      record_op(out, "group_norm_silu", {x, weight, bias},
+                [xs, ws, ms, rs, bs, B, C, S, groups, eps](const Tensor& g, const GradMask& needs) {
+                  const Tensor xv = xs.get();
+                  const Tensor w = ws.defined() ? ws.get() : Tensor();
+                  const Tensor b = bs.defined() ? bs.get() : Tensor();
+                  Tensor dx = empty_if(needs[0], xv.shape(), xv.dtype());
+                  Tensor dw = empty_if(needs[1], {C}, xv.dtype());
+                  Tensor db = empty_if(needs[2], {C}, xv.dtype());
+                  with_dtype(xv.dtype(), [&](auto tag) {
+                    using T = decltype(tag);
+                    Tensor dn = empty(xv.shape(), xv.dtype());
+                    Tensor scratch_mean = empty({B, groups}, xv.dtype());
+                    Tensor scratch_rstd = empty({B, groups}, xv.dtype());
+                    T* n = write<T>(dn);
+                    group_norm_fwd(read<T>(xv), read<T>(w), read<T>(b), n, write<T>(scratch_mean),
+                                   write<T>(scratch_rstd), B, C, S, groups, eps);
+                    silu_bwd(static_cast<const T*>(n), read<T>(g), n, xv.numel());  // dn, in place
+                    group_norm_bwd(static_cast<const T*>(n), read<T>(xv), read<T>(w),
+                                   read<T>(ms.get()), read<T>(rs.get()), write<T>(dx), write<T>(dw),
+                                   write<T>(db), B, C, S, groups);
+                  });
+                  return std::vector<Tensor>{dx, dw, db};
+                });
+  // The output can be remade from x, so the op that consumes it (a convolution saving its
+  // input) need not keep it alive.
+  make_recomputable(result, [xs, ws, bs, B, C, S, groups, eps]() {
+    const Tensor xv = xs.get();
+    const Tensor w = ws.defined() ? ws.get() : Tensor();
+    const Tensor b = bs.defined() ? bs.get() : Tensor();
+    Tensor scratch_mean = empty({B, groups}, xv.dtype());
+    Tensor scratch_rstd = empty({B, groups}, xv.dtype());
+    return with_dtype(xv.dtype(), [&](auto tag) {
+      return group_norm_silu_values<decltype(tag)>(xv, w, b, scratch_mean, scratch_rstd, B, C, S,
+                                                   groups, eps);
+    });
+  });
+  return result;
 }
 
 // ---- gelu ----
