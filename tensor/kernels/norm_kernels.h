@@ -44,6 +44,8 @@ void layer_norm_backward_naive(const T* dy, const T* x, const T* weight, const T
 void group_norm_forward(const float* x, const float* weight, const float* bias, float* y,
                         float* mean, float* rstd, int64_t B, int64_t C, int64_t S, int64_t G,
                         double eps);
+// dx may be dy itself (each element of dy is read before the same element of dx is written),
+// here and in group_norm_backward_naive.
 void group_norm_backward(const float* dy, const float* x, const float* weight, const float* mean,
                          const float* rstd, float* dx, float* dweight, float* dbias, int64_t B,
                          int64_t C, int64_t S, int64_t G);

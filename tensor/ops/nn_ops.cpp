@@ -354,7 +354,9 @@ Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& weight, co
                   Tensor db = empty_if(needs[2], {C}, xv.dtype());
                   with_dtype(xv.dtype(), [&](auto tag) {
                     using T = decltype(tag);
-                    Tensor dn = empty(xv.shape(), xv.dtype());
+                    // dn goes into dx's buffer when there is one (the group_norm backward
+                    // kernels allow dx == dy): one activation-sized buffer less at the peak.
+                    Tensor dn = needs[0] ? dx : empty(xv.shape(), xv.dtype());
                     Tensor scratch_mean = empty({B, groups}, xv.dtype());
                     Tensor scratch_rstd = empty({B, groups}, xv.dtype());
                     T* n = write<T>(dn);
@@ -511,18 +513,28 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                   write<T>(out), write<T>(weights), B, H, Lq, Lk, D);
   });
   // dv = P^T g;  dS = P * (g v^T - rowsum(g v^T * P));  dq = dS k / sqrt(d);  dk = dS^T q / sqrt(d)
+  // P is not kept: backward runs the forward kernel again for it (the same bits), which costs
+  // little next to the convolutions and saves [B, h, Lq, Lk] per attention until backward.
   return record_op(
       out, op, {q, k, v},
-      [qs = SavedTensor(q), ks = SavedTensor(k), vs = SavedTensor(v), ps = SavedTensor(weights), B,
+      [qs = SavedTensor(q), ks = SavedTensor(k), vs = SavedTensor(v), valid = std::move(valid), B,
        H, Lq, Lk, D](const Tensor& g, const GradMask& needs) {
-        const Tensor& qv = qs.get();
-        const Tensor& kv = ks.get();
+        const Tensor qv = qs.get();
+        const Tensor kv = ks.get();
+        const Tensor vv = vs.get();
         Tensor dq = empty_if(needs[0], qv.shape(), qv.dtype());
         Tensor dk = empty_if(needs[1], kv.shape(), kv.dtype());
         Tensor dv = empty_if(needs[2], kv.shape(), kv.dtype());
         with_dtype(qv.dtype(), [&](auto tag) {
           using T = decltype(tag);
-          attention_bwd(read<T>(g), read<T>(qv), read<T>(kv), read<T>(vs.get()), read<T>(ps.get()),
+          Tensor weights = empty({B, H, Lk, Lq}, qv.dtype());
+          {
+            Tensor scratch_out = empty(qv.shape(), qv.dtype());
+            attention_fwd(read<T>(qv), read<T>(kv), read<T>(vv),
+                          valid.empty() ? nullptr : valid.data(), write<T>(scratch_out),
+                          write<T>(weights), B, H, Lq, Lk, D);
+          }
+          attention_bwd(read<T>(g), read<T>(qv), read<T>(kv), read<T>(vv), read<T>(weights),
                         write<T>(dq), write<T>(dk), write<T>(dv), B, H, Lq, Lk, D);
         });
         return std::vector<Tensor>{dq, dk, dv};
