@@ -25,7 +25,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Batches of 128 so that the matmuls are large enough to be split across 2 threads.
-settings=(--epochs 4 --samples-per-prompt 128 --batch-size 128 --seed 7 --quiet)
+settings=(--model mlp --epochs 4 --samples-per-prompt 128 --batch-size 128 --seed 7 --quiet)
 if [[ "${MODEL:-mlp}" == diffusion ]]; then
   # The diffusion recipe (tiny U-Net): noise, timesteps and prompt dropout all come from the
   # seeded streams; no preview grids or eval, which are not part of the checkpoint.

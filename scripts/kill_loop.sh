@@ -29,7 +29,7 @@ run="$work/run"
 reference="$work/reference"
 # Small settings: 180 samples in 6 steps per epoch, so a checkpoint is written every ~50 ms and
 # a random kill often lands inside a write.
-settings=(--samples-per-prompt 20 --batch-size 30 --seed 42 --epochs "$epochs")
+settings=(--model mlp --samples-per-prompt 20 --batch-size 30 --seed 42 --epochs "$epochs")
 # Flags that are not part of a run's settings, so every command (fresh or --resume) repeats them.
 extra=()
 if [[ "${MODEL:-mlp}" == diffusion ]]; then

@@ -479,7 +479,7 @@ class InkgradCli : public ::testing::Test {
   static std::string run_dir() {
     const std::string dir = root_ + "/run";
     if (!fs::exists(dir + "/compare.png")) {
-      const Result result = run({"train", "--epochs", "2", "--samples-per-prompt", "8",
+      const Result result = run({"train", "--model", "mlp", "--epochs", "2", "--samples-per-prompt", "8",
                                  "--batch-size", "16", "--seed", "7", "--out", dir});
       EXPECT_EQ(result.code, 0) << result.err;
     }
@@ -561,7 +561,7 @@ TEST_F(InkgradCli, ResumeGivesTheLossesOfAnUninterruptedRun) {
   const std::vector<std::string> settings = {
       "--samples-per-prompt", "8", "--batch-size", "16", "--seed", "3", "-q"};
   auto train = [&](std::vector<std::string> args) {
-    args.insert(args.begin(), "train");
+    args.insert(args.begin(), {"train", "--model", "mlp"});
     args.insert(args.end(), settings.begin(), settings.end());
     return run(args);
   };
@@ -595,18 +595,18 @@ TEST_F(InkgradCli, ResumeGivesTheLossesOfAnUninterruptedRun) {
                "--epochs 2 is fewer than the 3 epochs");
   expect_error({"train", "--resume", path("nothing-here")}, "is not a folder");
   expect_error({"train", "--resume", ""}, "--resume needs the folder of a run");
-  expect_error({"train", "--out", ""}, "--out needs a folder");
+  expect_error({"train", "--model", "mlp", "--out", ""}, "--out needs a folder");
   fs::create_directories(path("not-a-run"));
   expect_error({"train", "--resume", path("not-a-run")}, "config.json not found");
 }
 
 TEST_F(InkgradCli, TrainRefusesToOverwriteARunWithoutForce) {
-  expect_error({"train", "--epochs", "1", "--out", run_dir()}, "already holds a run");
+  expect_error({"train", "--model", "mlp", "--epochs", "1", "--out", run_dir()}, "already holds a run");
   const std::string dir = path("forced");
   fs::create_directories(dir);
   std::ofstream(dir + "/config.json") << "{}";
   std::ofstream(dir + "/notes.txt") << "mine";
-  const Result result = run({"train", "--epochs", "1", "--samples-per-prompt", "8", "--batch-size",
+  const Result result = run({"train", "--model", "mlp", "--epochs", "1", "--samples-per-prompt", "8", "--batch-size",
                              "16", "--out", dir, "--force", "-q"});
   EXPECT_EQ(result.code, 0) << result.err;
   EXPECT_EQ(read_run_record(dir).status, "complete");
@@ -614,31 +614,31 @@ TEST_F(InkgradCli, TrainRefusesToOverwriteARunWithoutForce) {
 }
 
 TEST_F(InkgradCli, TrainRejectsBadFlags) {
-  expect_error({"train", "--batch-size", "1", "--out", path("x")}, "BatchNorm1d");
-  expect_error({"train", "--epochs", "0", "--out", path("x")},
+  expect_error({"train", "--model", "mlp", "--batch-size", "1", "--out", path("x")}, "BatchNorm1d");
+  expect_error({"train", "--model", "mlp", "--epochs", "0", "--out", path("x")},
                "--epochs must be between 1 and 1000000, got 0");
-  expect_error({"train", "--epochs", "-5", "--out", path("x")}, "--epochs must be between");
-  expect_error({"train", "--samples-per-prompt", "2000000", "--out", path("x")},
+  expect_error({"train", "--model", "mlp", "--epochs", "-5", "--out", path("x")}, "--epochs must be between");
+  expect_error({"train", "--model", "mlp", "--samples-per-prompt", "2000000", "--out", path("x")},
                "--samples-per-prompt must be between 1 and 1000000");
-  expect_error({"train", "--batch-size", "1000000", "--out", path("x")},
+  expect_error({"train", "--model", "mlp", "--batch-size", "1000000", "--out", path("x")},
                "--batch-size must be between 2 and 100000");
-  expect_error({"train", "--lr", "0", "--out", path("x")}, "--lr must be a number in (0, 10]");
-  expect_error({"train", "--lr", "nan", "--out", path("x")}, "--lr");
-  expect_error({"train", "--samples-per-prompt", "8", "--batch-size", "71", "--out", path("x")},
+  expect_error({"train", "--model", "mlp", "--lr", "0", "--out", path("x")}, "--lr must be a number in (0, 10]");
+  expect_error({"train", "--model", "mlp", "--lr", "nan", "--out", path("x")}, "--lr");
+  expect_error({"train", "--model", "mlp", "--samples-per-prompt", "8", "--batch-size", "71", "--out", path("x")},
                "leaves a last batch of 1 sample");
-  expect_error({"train", "--threads", "0", "--out", path("x")}, "--threads must be between 1");
+  expect_error({"train", "--model", "mlp", "--threads", "0", "--out", path("x")}, "--threads must be between 1");
   EXPECT_FALSE(fs::exists(path("x")));  // nothing is created for a refused run
   // Usage errors come from the parser: exit code 2, still one line.
-  expect_error({"train", "--epochs", "many"}, "--epochs", 2);
-  expect_error({"train", "--no-such-flag"}, "--no-such-flag", 2);
-  expect_error({"train", "--epochs"}, "--epochs", 2);
+  expect_error({"train", "--model", "mlp", "--epochs", "many"}, "--epochs", 2);
+  expect_error({"train", "--model", "mlp", "--no-such-flag"}, "--no-such-flag", 2);
+  expect_error({"train", "--model", "mlp", "--epochs"}, "--epochs", 2);
   expect_error({}, "subcommand", 2);
 }
 
 TEST_F(InkgradCli, TrainReportsAnUnwritableOutput) {
   std::ofstream(path("a-file")) << "x";
-  expect_error({"train", "--epochs", "1", "--out", path("a-file")}, "is a file, not a folder");
-  expect_error({"train", "--epochs", "1", "--out", path("a-file/run")},
+  expect_error({"train", "--model", "mlp", "--epochs", "1", "--out", path("a-file")}, "is a file, not a folder");
+  expect_error({"train", "--model", "mlp", "--epochs", "1", "--out", path("a-file/run")},
                "cannot create the output folder");
 }
 
@@ -850,7 +850,7 @@ pid_t spawn_inkgrad(const std::vector<std::string>& args, const std::string& out
 // the program stops cleanly with the expected exit code and leaves a run that resumes.
 void stop_with_signal(const std::string& dir, int signal, int expected_code,
                       const char* signal_name) {
-  const pid_t pid = spawn_inkgrad({"train", "--epochs", "1000", "--samples-per-prompt", "40",
+  const pid_t pid = spawn_inkgrad({"train", "--model", "mlp", "--epochs", "1000", "--samples-per-prompt", "40",
                                    "--batch-size", "16", "--out", dir},
                                   dir + ".out", dir + ".err");
   ASSERT_GT(pid, 0);

@@ -69,7 +69,7 @@ class TrainCli : public ::testing::Test {
             read_text(path(".err"))};
   }
   static std::vector<std::string> tiny(const std::string& out) {
-    return {"train", "--epochs",     "2",  "--samples-per-prompt",
+    return {"train", "--model", "mlp", "--epochs",     "2",  "--samples-per-prompt",
             "8",     "--batch-size", "16", "--seed",
             "7",     "--out",        out,  "-q"};
   }
@@ -77,15 +77,22 @@ class TrainCli : public ::testing::Test {
   fs::path root_;
 };
 
-TEST_F(TrainCli, ModelChoosesTheRecipeAndMlpIsTheDefault) {
-  const Result plain = run(tiny(path("plain")));
+TEST_F(TrainCli, DiffusionIsTheDefaultAndTheMlpIsOneFlagAway) {
+  // No --model: seed 002's diffusion model, with the ten-minute recipe's U-Net and batch.
+  const Result plain = run({"train", "--epochs", "1", "--samples-per-prompt", "2", "--eval-samples",
+                            "0", "--preview-every", "0", "--out", path("plain"), "-q"});
   ASSERT_EQ(plain.code, 0) << plain.err;
-  std::vector<std::string> with_model = tiny(path("mlp"));
-  with_model.insert(with_model.begin() + 1, {"--model", "mlp"});
-  const Result mlp = run(with_model);
+  const RunRecord diffusion = read_run_record(path("plain"));
+  EXPECT_EQ(diffusion.config.model, "diffusion");
+  EXPECT_EQ(diffusion.config.model_config, "tiny");
+  EXPECT_EQ(diffusion.config.batch_size, 16);
+  EXPECT_TRUE(fs::exists(path("plain/samples.png")));
+  // --model mlp: the notebook's recipe, batch 64 unless given.
+  const Result mlp = run({"train", "--model", "mlp", "--epochs", "1", "--samples-per-prompt", "8",
+                          "--out", path("mlp"), "-q"});
   ASSERT_EQ(mlp.code, 0) << mlp.err;
-  EXPECT_EQ(read_text(path("plain/losses.csv")), read_text(path("mlp/losses.csv")));
   EXPECT_EQ(read_run_record(path("mlp")).config.model, "mlp");
+  EXPECT_EQ(read_run_record(path("mlp")).config.batch_size, 64);
   EXPECT_THAT(read_text(path("mlp/config.json")), HasSubstr("\"model\": \"mlp\""));
 
   const Result unknown = run({"train", "--model", "gan", "--out", path("gan")});
@@ -99,7 +106,7 @@ TEST_F(TrainCli, ModelChoosesTheRecipeAndMlpIsTheDefault) {
 
 TEST_F(TrainCli, ANegativeSeedIsAnErrorInEveryCommand) {
   const std::vector<std::vector<std::string>> commands = {
-      {"train", "--out", path("t"), "--seed", "-1"},
+      {"train", "--model", "mlp", "--out", path("t"), "--seed", "-1"},
       {"generate", "-c", path("m.safetensors"), "-p", "circle", "--seed", "-1"},
       {"data", "--prompt", "all", "-o", path("d.png"), "--seed", "-1"},
       {"graph", "-o", path("g.dot"), "--seed", "-1"},
