@@ -180,18 +180,33 @@ Tensor empty_if(bool needed, const Shape& shape, DType dtype) {
 
 // ---- group_norm ----
 
+namespace {
+
+struct GroupNormDims {
+  int64_t B, C, S;  // batch, channels, positions per channel
+};
+
+// The checks group_norm and group_norm_silu share; the messages name `op`.
+GroupNormDims check_group_norm_args(const char* op, const Tensor& x, int64_t groups,
+                                    const Tensor& weight, const Tensor& bias, double eps) {
+  check_floating(x, op, "the input");
+  INK_CHECK(x.dim() >= 2 && x.dim() <= 5, "{}: expected an input [B, C, *] of rank 2 to 5, got {}",
+            op, shape_str(x.shape()));
+  const int64_t C = x.size(1);
+  INK_CHECK(groups > 0 && C % groups == 0,
+            "{}: input {} has {} channels, which {} groups do not divide", op, shape_str(x.shape()),
+            C, groups);
+  INK_CHECK(eps > 0.0, "{}: eps must be positive, got {}", op, eps);
+  check_param(weight, x, C, op, "weight");
+  check_param(bias, x, C, op, "bias");
+  return {x.size(0), C, product(x.shape(), 2, x.shape().size())};
+}
+
+}  // namespace
+
 Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias,
                   double eps) {
-  check_floating(x, "group_norm", "the input");
-  INK_CHECK(x.dim() >= 2 && x.dim() <= 5,
-            "group_norm: expected an input [B, C, *] of rank 2 to 5, got {}", shape_str(x.shape()));
-  const int64_t B = x.size(0), C = x.size(1), S = product(x.shape(), 2, x.shape().size());
-  INK_CHECK(groups > 0 && C % groups == 0,
-            "group_norm: input {} has {} channels, which {} groups do not divide",
-            shape_str(x.shape()), C, groups);
-  INK_CHECK(eps > 0.0, "group_norm: eps must be positive, got {}", eps);
-  check_param(weight, x, C, "group_norm", "weight");
-  check_param(bias, x, C, "group_norm", "bias");
+  const auto [B, C, S] = check_group_norm_args("group_norm", x, groups, weight, bias, eps);
   const DType dt = x.dtype();
   Tensor out = empty(x.shape(), dt);
   Tensor mean = empty({B, groups}, dt), rstd = empty({B, groups}, dt);  // [B, G] each
@@ -324,17 +339,7 @@ Tensor group_norm_silu_values(const Tensor& x, const Tensor& weight, const Tenso
 
 Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias,
                        double eps) {
-  check_floating(x, "group_norm_silu", "the input");
-  INK_CHECK(x.dim() >= 2 && x.dim() <= 5,
-            "group_norm_silu: expected an input [B, C, *] of rank 2 to 5, got {}",
-            shape_str(x.shape()));
-  const int64_t B = x.size(0), C = x.size(1), S = product(x.shape(), 2, x.shape().size());
-  INK_CHECK(groups > 0 && C % groups == 0,
-            "group_norm_silu: input {} has {} channels, which {} groups do not divide",
-            shape_str(x.shape()), C, groups);
-  INK_CHECK(eps > 0.0, "group_norm_silu: eps must be positive, got {}", eps);
-  check_param(weight, x, C, "group_norm_silu", "weight");
-  check_param(bias, x, C, "group_norm_silu", "bias");
+  const auto [B, C, S] = check_group_norm_args("group_norm_silu", x, groups, weight, bias, eps);
   const DType dt = x.dtype();
   Tensor mean = empty({B, groups}, dt), rstd = empty({B, groups}, dt);  // [B, G] each
   Tensor out = with_dtype(dt, [&](auto tag) {
