@@ -532,14 +532,14 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
         Tensor dv = empty_if(needs[2], kv.shape(), kv.dtype());
         with_dtype(qv.dtype(), [&](auto tag) {
           using T = decltype(tag);
-          Tensor weights = empty({B, H, Lk, Lq}, qv.dtype());
+          Tensor probs = empty({B, H, Lk, Lq}, qv.dtype());
           {
             Tensor scratch_out = empty(qv.shape(), qv.dtype());
             attention_fwd(read<T>(qv), read<T>(kv), read<T>(vv),
                           valid.empty() ? nullptr : valid.data(), write<T>(scratch_out),
-                          write<T>(weights), B, H, Lq, Lk, D);
+                          write<T>(probs), B, H, Lq, Lk, D);
           }
-          attention_bwd(read<T>(g), read<T>(qv), read<T>(kv), read<T>(vv), read<T>(weights),
+          attention_bwd(read<T>(g), read<T>(qv), read<T>(kv), read<T>(vv), read<T>(probs),
                         write<T>(dq), write<T>(dk), write<T>(dv), B, H, Lq, Lk, D);
         });
         return std::vector<Tensor>{dq, dk, dv};
