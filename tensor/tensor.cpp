@@ -5,12 +5,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <iterator>
-#include <map>
 #include <mutex>
 #include <unordered_map>
-
-#include <sys/mman.h>
 #include <utility>
 
 #include "tensor/autograd.h"
@@ -39,16 +35,11 @@ size_t dtype_size(DType dtype) {
 //
 // The cache holds freed blocks up to a cap that follows the peak of live storage (never below
 // kCacheFloor), so a training step, whose next step needs about the blocks the last one freed,
-// finds them however large its activations are. A request takes a cached block of its size, or
-// the smallest one up to a quarter larger. Only a miss asks the system for memory, and before it
-// does, cached blocks (the largest first) go back until live plus cached storage is within the
-// peak of live storage: what the process holds stays near what it ever needed at once, instead
-// of growing to twice that as the sizes a step needs shift. Blocks from 1 MiB up are mapped
-// directly, so that giving one back really returns it to the system. Blocks up to
-// kThreadCacheMaxBlock (the small tensors a step makes by the hundred) go to a per-thread cache
-// first, which takes no lock; larger blocks, and small ones beyond a thread's share, go to one
-// shared cache behind a mutex (their allocation and first write cost far more than the lock). A
-// thread's blocks return to the shared cache when it ends.
+// finds them all however large its activations are; the process then holds at most about twice
+// its peak of live tensors. Blocks up to kThreadCacheMaxBlock (the small tensors a step makes by
+// the hundred) go to a per-thread cache first, which takes no lock; larger blocks, and small ones
+// beyond a thread's share, go to one shared cache behind a mutex (their allocation and first
+// write cost far more than the lock). A thread's blocks return to the shared cache when it ends.
 // ---------------------------------------------------------------------------------------------
 namespace {
 
@@ -94,30 +85,15 @@ CacheCounters& counters() {
   return *c;
 }
 
-// Blocks of kMapMinBlock and more come straight from mmap, so that a block the cache lets go of
-// is returned to the system at once (malloc keeps freed memory for itself, which a process
-// would still hold as resident memory).
-constexpr size_t kMapMinBlock = size_t{1} << 20;
-
 void* os_allocate(size_t bytes) {
-  void* p = nullptr;
-  if (bytes >= kMapMinBlock) {
-    p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) p = nullptr;
-  } else {
-    p = std::aligned_alloc(kAlignment, bytes);
-  }
+  void* p = std::aligned_alloc(kAlignment, bytes);
   if (p == nullptr) throw Error(fmt::format("Storage: out of memory allocating {} bytes", bytes));
   counters().os_allocations.fetch_add(1, std::memory_order_relaxed);
   return p;
 }
 
-void os_free(void* p, size_t bytes) {
-  if (bytes >= kMapMinBlock) {
-    munmap(p, bytes);
-  } else {
-    std::free(p);
-  }
+void os_free(void* p) {
+  std::free(p);
   counters().os_frees.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -129,22 +105,11 @@ void* pop(FreeLists& lists, size_t bytes) {
   return p;
 }
 
-// Large blocks by size, ordered, so that a request can take the smallest cached block that fits.
-using SizedFreeLists = std::map<size_t, std::vector<void*>>;
-
 class SharedCache {
  public:
-  // The smallest cached block of `bytes` to `max_bytes` (its size in `size`), or null.
-  void* take(size_t bytes, size_t max_bytes, size_t& size) {
+  void* take(size_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (auto it = free_.lower_bound(bytes); it != free_.end() && it->first <= max_bytes; ++it) {
-      if (it->second.empty()) continue;
-      void* p = it->second.back();
-      it->second.pop_back();
-      size = it->first;
-      return p;
-    }
-    return nullptr;
+    return pop(free_, bytes);
   }
   void put(void* p, size_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -158,29 +123,12 @@ class SharedCache {
     }
     lists.clear();
   }
-  // Frees cached blocks, the largest first, until `need` bytes are freed or none is left;
-  // returns the bytes freed.
-  size_t evict(size_t need) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    size_t freed = 0;
-    while (freed < need && !free_.empty()) {
-      auto largest = std::prev(free_.end());
-      if (largest->second.empty()) {
-        free_.erase(largest);
-        continue;
-      }
-      os_free(largest->second.back(), largest->first);
-      largest->second.pop_back();
-      freed += largest->first;
-    }
-    return freed;
-  }
   // Frees every cached block; returns the bytes freed.
   size_t release_all() {
     std::lock_guard<std::mutex> lock(mutex_);
     size_t freed = 0;
     for (auto& [bytes, blocks] : free_) {
-      for (void* p : blocks) os_free(p, bytes);
+      for (void* p : blocks) os_free(p);
       freed += bytes * blocks.size();
     }
     free_.clear();
@@ -189,7 +137,7 @@ class SharedCache {
 
  private:
   std::mutex mutex_;
-  SizedFreeLists free_;
+  FreeLists free_;
 };
 
 SharedCache& shared_cache() {
@@ -212,39 +160,26 @@ ThreadCache::~ThreadCache() {
   shared_cache().put_all(free);
 }
 
-// A block of at least `bytes` (rounded); its real size goes to `capacity`. From this thread's
-// cache (exact size), else the shared cache (the smallest block of up to twice the size: it is
-// resident already, so reusing it costs no memory), else the system, after giving back enough
-// cached blocks that live plus cached storage stays within the peak of live storage.
-void* allocate_block(size_t bytes, size_t& capacity) {
+void* allocate_block(size_t bytes) {
   CacheCounters& c = counters();
+  const size_t live = c.live_bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  size_t peak = c.peak_live_bytes.load(std::memory_order_relaxed);
+  while (live > peak && !c.peak_live_bytes.compare_exchange_weak(peak, live)) {
+  }
   void* p = nullptr;
-  capacity = bytes;
   if (!kCacheDisabled) {
     if (bytes <= kThreadCacheMaxBlock && !t_cache_gone) {
       p = pop(t_cache.free, bytes);
       if (p != nullptr) t_cache.bytes -= bytes;
     }
-    if (p == nullptr) p = shared_cache().take(bytes, bytes + bytes / 4, capacity);
-  }
-  const size_t live = c.live_bytes.fetch_add(capacity, std::memory_order_relaxed) + capacity;
-  size_t peak = c.peak_live_bytes.load(std::memory_order_relaxed);
-  while (live > peak && !c.peak_live_bytes.compare_exchange_weak(peak, live)) {
+    if (p == nullptr) p = shared_cache().take(bytes);
   }
   if (p != nullptr) {
-    c.cached_bytes.fetch_sub(capacity, std::memory_order_relaxed);
+    c.cached_bytes.fetch_sub(bytes, std::memory_order_relaxed);
     c.hits.fetch_add(1, std::memory_order_relaxed);
     return p;
   }
   c.misses.fetch_add(1, std::memory_order_relaxed);
-  if (!kCacheDisabled) {
-    const size_t held = live + c.cached_bytes.load(std::memory_order_relaxed);
-    const size_t limit = c.peak_live_bytes.load(std::memory_order_relaxed);
-    if (held > limit) {
-      const size_t freed = shared_cache().evict(held - limit);
-      c.cached_bytes.fetch_sub(freed, std::memory_order_relaxed);
-    }
-  }
   try {
     return os_allocate(bytes);
   } catch (...) {
@@ -256,7 +191,7 @@ void* allocate_block(size_t bytes, size_t& capacity) {
 void release_block(void* p, size_t bytes) {
   CacheCounters& c = counters();
   c.live_bytes.fetch_sub(bytes, std::memory_order_relaxed);
-  if (kCacheDisabled || !c.reserve(bytes)) return os_free(p, bytes);
+  if (kCacheDisabled || !c.reserve(bytes)) return os_free(p);
   if (bytes <= kThreadCacheMaxBlock && !t_cache_gone &&
       t_cache.bytes + bytes <= kThreadCacheMaxBytes) {
     t_cache.free[bytes].push_back(p);
@@ -274,16 +209,14 @@ std::atomic<int64_t> g_live_tensors{0};
 
 }  // namespace
 
-Storage::Storage(size_t nbytes) : nbytes_(nbytes) {
-  data_ = allocate_block(rounded_size(nbytes), capacity_);
-}
+Storage::Storage(size_t nbytes) : data_(allocate_block(rounded_size(nbytes))), nbytes_(nbytes) {}
 
 Storage::~Storage() {
   if (recompute_) {
     recompute_->final_version.store(version(), std::memory_order_relaxed);
     recompute_->released.store(true, std::memory_order_release);
   }
-  release_block(data_, capacity_);
+  release_block(data_, rounded_size(nbytes_));
 }
 
 StorageCacheStats storage_cache_stats() {
@@ -305,7 +238,7 @@ void release_cached_storage() {
   size_t freed = 0;
   if (!t_cache_gone) {
     for (auto& [bytes, blocks] : t_cache.free) {
-      for (void* p : blocks) os_free(p, bytes);
+      for (void* p : blocks) os_free(p);
       freed += bytes * blocks.size();
     }
     t_cache.free.clear();

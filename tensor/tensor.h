@@ -57,7 +57,6 @@ class Storage {
  private:
   void* data_ = nullptr;
   size_t nbytes_ = 0;
-  size_t capacity_ = 0;  // the block's real size: nbytes_ rounded up, or a larger cached block
   std::atomic<uint64_t> version_{0};
   std::shared_ptr<Recompute> recompute_;
 };

@@ -501,6 +501,34 @@ TEST(Norms, BackwardSkipsTheGradientsNotAsked) {
   expect_bitwise_equal(dw, dw_all, "group_norm dweight alone");
 }
 
+TEST(Norms, ApplyRemakesTheForwardOutputAndBackwardRunsInPlace) {
+  // group_norm_apply from the forward's statistics gives its y bit for bit; the backward with
+  // dx == dy gives the out-of-place dx.
+  const int64_t B = 3, C = 8, S = 37, G = 4, n = B * C * S;
+  const std::vector<float> x = random_vector(n, 70), dy = random_vector(n, 71);
+  const std::vector<float> w = random_vector(C, 72), b = random_vector(C, 73);
+  std::vector<float> y(n), y2(n), mean(B * G), rstd(B * G), dx(n);
+  k::group_norm_forward(x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), B, C, S,
+                        G, 1e-5);
+  k::group_norm_apply(x.data(), w.data(), b.data(), mean.data(), rstd.data(), y2.data(), B, C, S,
+                      G);
+  expect_bitwise_equal(y2, y, "group_norm_apply");
+  k::group_norm_backward(dy.data(), x.data(), w.data(), mean.data(), rstd.data(), dx.data(),
+                         nullptr, nullptr, B, C, S, G);
+  std::vector<float> in_place = dy;
+  k::group_norm_backward(in_place.data(), x.data(), w.data(), mean.data(), rstd.data(),
+                         in_place.data(), nullptr, nullptr, B, C, S, G);
+  expect_bitwise_equal(in_place, dx, "group_norm_backward in place");
+
+  const std::vector<double> xd(x.begin(), x.end()), wd(w.begin(), w.end()), bd(b.begin(), b.end());
+  std::vector<double> yd(n), yd2(n), meand(B * G), rstdd(B * G);
+  k::group_norm_forward_naive(xd.data(), wd.data(), bd.data(), yd.data(), meand.data(),
+                              rstdd.data(), B, C, S, G, 1e-5);
+  k::group_norm_apply_naive(xd.data(), wd.data(), bd.data(), meand.data(), rstdd.data(), yd2.data(),
+                            B, C, S, G);
+  EXPECT_EQ(yd2, yd) << "group_norm_apply_naive in double";
+}
+
 // ---- the naive backward kernels, in double, against finite differences ----
 
 // Central differences of loss(inputs) = sum(forward(inputs) * r) with respect to one input.

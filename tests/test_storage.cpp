@@ -1,7 +1,6 @@
 // The storage block cache: freed blocks are reused by size (small ones on the same thread
-// without a lock, large ones through the shared cache, up to a quarter larger), blocks far above
-// the old 64 MiB cap are kept, a steady training step allocates nothing from the system after
-// warm-up, blocks no request fits go back before the system is asked for more, and storage made
+// without a lock, large ones through the shared cache), blocks far above the old 64 MiB cap are
+// kept, a steady training step allocates nothing from the system after warm-up, and storage made
 // and freed on several threads at once stays consistent.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -78,38 +77,6 @@ TEST(StorageCache, SteadyTrainingStepAllocatesNothingFromTheSystem) {
   EXPECT_EQ(after.os_allocations, before.os_allocations);
   EXPECT_GT(after.hits - before.hits, 5 * 10);  // each step makes dozens of tensors
   EXPECT_EQ(after.misses, before.misses);
-}
-
-TEST(StorageCache, ALargeRequestTakesACachedBlockUpToAQuarterLarger) {
-  SKIP_WITHOUT_CACHE();
-  release_cached_storage();
-  { Tensor big = empty({1 << 20}); }  // 4 MiB, now cached
-  const StorageCacheStats before = storage_cache_stats();
-  { Tensor smaller = empty({7 << 17}); }  // 3.5 MiB: takes the 4 MiB block
-  const StorageCacheStats after = storage_cache_stats();
-  EXPECT_EQ(after.os_allocations, before.os_allocations);
-  EXPECT_EQ(after.hits - before.hits, 1);
-  { Tensor much_smaller = empty({1 << 19}); }  // 2 MiB: half the block is too much to waste
-  EXPECT_EQ(storage_cache_stats().os_allocations, after.os_allocations + 1);
-}
-
-TEST(StorageCache, WhenTheSizesShiftTheCacheGivesBlocksBackInsteadOfGrowing) {
-  // A step that needs 128 MiB in 16 MiB blocks, then one that needs it in 24 MiB blocks: the
-  // first step's blocks fit no request of the second, so they go back to the system before it
-  // asks for more, and the process holds about the peak of live storage, not twice it.
-  SKIP_WITHOUT_CACHE();
-  release_cached_storage();
-  const auto step = [](int64_t floats) {
-    std::vector<Tensor> live;
-    for (int i = 0; i < 8; ++i) live.push_back(empty({floats}));
-  };
-  step(int64_t{4} << 20);  // 16 MiB each
-  const StorageCacheStats first = storage_cache_stats();
-  EXPECT_GE(first.cached_bytes, size_t{128} << 20);
-  step(int64_t{6} << 20);  // 24 MiB each
-  const StorageCacheStats second = storage_cache_stats();
-  EXPECT_LE(second.cached_bytes + second.live_bytes, second.peak_live_bytes);
-  EXPECT_GE(second.os_frees - first.os_frees, 4);  // 16 MiB blocks given back
 }
 
 TEST(StorageCache, SeveralThreadsMakeAndFreeStorageAtOnce) {

@@ -23,6 +23,24 @@ T bias_or_zero(const T* b, int64_t i) {
 
 // ---- references ----
 
+namespace {
+// One group's y = (x - mu) r w_c + b_c, in double.
+template <class T>
+void normalize_group_naive(const T* x, const T* weight, const T* bias, T* y, int64_t bg, double mu,
+                           double r, int64_t Cg, int64_t S, int64_t G) {
+  const int64_t n = Cg * S;
+  const T* xg = x + bg * n;
+  for (int64_t cg = 0; cg < Cg; ++cg) {
+    const int64_t c = (bg % G) * Cg + cg;
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t i = cg * S + s;
+      y[bg * n + i] =
+          static_cast<T>((xg[i] - mu) * r * weight_or_one(weight, c) + bias_or_zero(bias, c));
+    }
+  }
+}
+}  // namespace
+
 template <class T>
 void group_norm_forward_naive(const T* x, const T* weight, const T* bias, T* y, T* mean, T* rstd,
                               int64_t B, int64_t C, int64_t S, int64_t G, double eps) {
@@ -37,14 +55,16 @@ void group_norm_forward_naive(const T* x, const T* weight, const T* bias, T* y, 
     const double r = 1.0 / std::sqrt(sq / static_cast<double>(n) + eps);
     mean[bg] = static_cast<T>(mu);
     rstd[bg] = static_cast<T>(r);
-    for (int64_t cg = 0; cg < Cg; ++cg) {
-      const int64_t c = (bg % G) * Cg + cg;
-      for (int64_t s = 0; s < S; ++s) {
-        const int64_t i = cg * S + s;
-        y[bg * n + i] =
-            static_cast<T>((xg[i] - mu) * r * weight_or_one(weight, c) + bias_or_zero(bias, c));
-      }
-    }
+    normalize_group_naive(x, weight, bias, y, bg, mu, r, Cg, S, G);
+  }
+}
+
+template <class T>
+void group_norm_apply_naive(const T* x, const T* weight, const T* bias, const T* mean,
+                            const T* rstd, T* y, int64_t B, int64_t C, int64_t S, int64_t G) {
+  for (int64_t bg = 0; bg < B * G; ++bg) {
+    normalize_group_naive(x, weight, bias, y, bg, static_cast<double>(mean[bg]),
+                          static_cast<double>(rstd[bg]), C / G, S, G);
   }
 }
 
@@ -145,6 +165,8 @@ void layer_norm_backward_naive(const T* dy, const T* x, const T* weight, const T
 #define INK_INSTANTIATE(T)                                                                         \
   template void group_norm_forward_naive<T>(const T*, const T*, const T*, T*, T*, T*, int64_t,     \
                                             int64_t, int64_t, int64_t, double);                    \
+  template void group_norm_apply_naive<T>(const T*, const T*, const T*, const T*, const T*, T*,    \
+                                          int64_t, int64_t, int64_t, int64_t);                     \
   template void group_norm_backward_naive<T>(const T*, const T*, const T*, const T*, const T*, T*, \
                                              T*, T*, int64_t, int64_t, int64_t, int64_t);          \
   template void layer_norm_forward_naive<T>(const T*, const T*, const T*, T*, T*, T*, int64_t,     \
@@ -164,6 +186,21 @@ int64_t grain_for(int64_t elements_per_item) {
 }
 }  // namespace
 
+namespace {
+// One group, per channel: y = (x - mean) * a + b with a = rstd * w. Centring first keeps the
+// precision when |mean| * rstd is large (folding it into the shift would cancel).
+void normalize_group(const rows::RowKernels& k, const float* x, const float* weight,
+                     const float* bias, float* y, int64_t bg, float mu, float r, int64_t Cg,
+                     int64_t S, int64_t G) {
+  const int64_t n = Cg * S;
+  for (int64_t cg = 0; cg < Cg; ++cg) {
+    const int64_t c = (bg % G) * Cg + cg;
+    k.scale_shift(x + bg * n + cg * S, y + bg * n + cg * S, S, mu, r * weight_or_one(weight, c),
+                  bias_or_zero(bias, c));
+  }
+}
+}  // namespace
+
 void group_norm_forward(const float* x, const float* weight, const float* bias, float* y,
                         float* mean, float* rstd, int64_t B, int64_t C, int64_t S, int64_t G,
                         double eps) {
@@ -176,13 +213,18 @@ void group_norm_forward(const float* x, const float* weight, const float* bias, 
       const float r = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var) + eps));
       mean[bg] = mu;
       rstd[bg] = r;
-      // Per channel, y = (x - mean) * a + b with a = rstd * w. Centring first keeps the
-      // precision when |mean| * rstd is large (folding it into the shift would cancel).
-      for (int64_t cg = 0; cg < Cg; ++cg) {
-        const int64_t c = (bg % G) * Cg + cg;
-        k.scale_shift(x + bg * n + cg * S, y + bg * n + cg * S, S, mu, r * weight_or_one(weight, c),
-                      bias_or_zero(bias, c));
-      }
+      normalize_group(k, x, weight, bias, y, bg, mu, r, Cg, S, G);
+    }
+  });
+}
+
+void group_norm_apply(const float* x, const float* weight, const float* bias, const float* mean,
+                      const float* rstd, float* y, int64_t B, int64_t C, int64_t S, int64_t G) {
+  const auto& k = rows::best_row_kernels();
+  const int64_t Cg = C / G;
+  parallel_for(0, B * G, grain_for(Cg * S), [&](int64_t g0, int64_t g1) {
+    for (int64_t bg = g0; bg < g1; ++bg) {
+      normalize_group(k, x, weight, bias, y, bg, mean[bg], rstd[bg], Cg, S, G);
     }
   });
 }

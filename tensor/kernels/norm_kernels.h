@@ -25,6 +25,11 @@ namespace ink::kernels {
 template <class T>
 void group_norm_forward_naive(const T* x, const T* weight, const T* bias, T* y, T* mean, T* rstd,
                               int64_t B, int64_t C, int64_t S, int64_t G, double eps);
+// y from the mean and rstd a forward wrote: that forward's y again, bit for bit, without its
+// statistics pass (for an op that remakes its output in backward). Also group_norm_apply.
+template <class T>
+void group_norm_apply_naive(const T* x, const T* weight, const T* bias, const T* mean,
+                            const T* rstd, T* y, int64_t B, int64_t C, int64_t S, int64_t G);
 // dx = rstd * (dxhat - mean_g(dxhat) - xhat * mean_g(dxhat * xhat)), dxhat = dy * weight;
 // dweight = sum_{B,S}(dy * xhat); dbias = sum_{B,S}(dy).
 template <class T>
@@ -44,6 +49,8 @@ void layer_norm_backward_naive(const T* dy, const T* x, const T* weight, const T
 void group_norm_forward(const float* x, const float* weight, const float* bias, float* y,
                         float* mean, float* rstd, int64_t B, int64_t C, int64_t S, int64_t G,
                         double eps);
+void group_norm_apply(const float* x, const float* weight, const float* bias, const float* mean,
+                      const float* rstd, float* y, int64_t B, int64_t C, int64_t S, int64_t G);
 // dx may be dy itself (each element of dy is read before the same element of dx is written),
 // here and in group_norm_backward_naive.
 void group_norm_backward(const float* dy, const float* x, const float* weight, const float* mean,

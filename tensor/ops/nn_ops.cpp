@@ -128,6 +128,14 @@ void group_norm_bwd(const float* g, const float* x, const float* w, const float*
                     int64_t S, int64_t G) {
   kernels::group_norm_backward(g, x, w, mean, rstd, dx, dw, db, B, C, S, G);
 }
+void group_norm_apl(const float* x, const float* w, const float* b, const float* mean,
+                    const float* rstd, float* y, int64_t B, int64_t C, int64_t S, int64_t G) {
+  kernels::group_norm_apply(x, w, b, mean, rstd, y, B, C, S, G);
+}
+void group_norm_apl(const double* x, const double* w, const double* b, const double* mean,
+                    const double* rstd, double* y, int64_t B, int64_t C, int64_t S, int64_t G) {
+  kernels::group_norm_apply_naive(x, w, b, mean, rstd, y, B, C, S, G);
+}
 void group_norm_bwd(const double* g, const double* x, const double* w, const double* mean,
                     const double* rstd, double* dx, double* dw, double* db, int64_t B, int64_t C,
                     int64_t S, int64_t G) {
@@ -335,6 +343,19 @@ Tensor group_norm_silu_values(const Tensor& x, const Tensor& weight, const Tenso
   return out;
 }
 
+// silu(group_norm(x)) again from the statistics the forward wrote (the same bits, one pass less).
+template <class T>
+Tensor group_norm_silu_remade(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                              const Tensor& mean, const Tensor& rstd, int64_t B, int64_t C,
+                              int64_t S, int64_t groups) {
+  Tensor out = empty(x.shape(), x.dtype());
+  T* y = write<T>(out);
+  group_norm_apl(read<T>(x), read<T>(weight), read<T>(bias), read<T>(mean), read<T>(rstd), y, B, C,
+                 S, groups);
+  silu_fwd(static_cast<const T*>(y), y, x.numel());  // in place
+  return out;
+}
+
 }  // namespace
 
 Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias,
@@ -345,12 +366,12 @@ Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& weight, co
   Tensor out = with_dtype(dt, [&](auto tag) {
     return group_norm_silu_values<decltype(tag)>(x, weight, bias, mean, rstd, B, C, S, groups, eps);
   });
-  // The backward remakes n = group_norm(x) from x (the same kernel, so the same bits), then
+  // The backward remakes n = group_norm(x) from x and the statistics (the same bits), then
   // dn = g * silu'(n) and the group_norm backward of dn: the normalised values are never kept.
   const SavedTensor xs(x), ws(weight), bs(bias), ms(mean), rs(rstd);
   Tensor result =
       record_op(out, "group_norm_silu", {x, weight, bias},
-                [xs, ws, ms, rs, bs, B, C, S, groups, eps](const Tensor& g, const GradMask& needs) {
+                [xs, ws, ms, rs, bs, B, C, S, groups](const Tensor& g, const GradMask& needs) {
                   const Tensor xv = xs.get();
                   const Tensor w = ws.defined() ? ws.get() : Tensor();
                   const Tensor b = bs.defined() ? bs.get() : Tensor();
@@ -362,29 +383,25 @@ Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& weight, co
                     // dn goes into dx's buffer when there is one (the group_norm backward
                     // kernels allow dx == dy): one activation-sized buffer less at the peak.
                     Tensor dn = needs[0] ? dx : empty(xv.shape(), xv.dtype());
-                    Tensor scratch_mean = empty({B, groups}, xv.dtype());
-                    Tensor scratch_rstd = empty({B, groups}, xv.dtype());
+                    const Tensor mean_v = ms.get(), rstd_v = rs.get();
                     T* n = write<T>(dn);
-                    group_norm_fwd(read<T>(xv), read<T>(w), read<T>(b), n, write<T>(scratch_mean),
-                                   write<T>(scratch_rstd), B, C, S, groups, eps);
+                    group_norm_apl(read<T>(xv), read<T>(w), read<T>(b), read<T>(mean_v),
+                                   read<T>(rstd_v), n, B, C, S, groups);
                     silu_bwd(static_cast<const T*>(n), read<T>(g), n, xv.numel());  // dn, in place
                     group_norm_bwd(static_cast<const T*>(n), read<T>(xv), read<T>(w),
-                                   read<T>(ms.get()), read<T>(rs.get()), write<T>(dx), write<T>(dw),
+                                   read<T>(mean_v), read<T>(rstd_v), write<T>(dx), write<T>(dw),
                                    write<T>(db), B, C, S, groups);
                   });
                   return std::vector<Tensor>{dx, dw, db};
                 });
   // The output can be remade from x, so the op that consumes it (a convolution saving its
   // input) need not keep it alive.
-  make_recomputable(result, [xs, ws, bs, B, C, S, groups, eps]() {
+  make_recomputable(result, [xs, ws, bs, ms, rs, B, C, S, groups]() {
     const Tensor xv = xs.get();
     const Tensor w = ws.defined() ? ws.get() : Tensor();
     const Tensor b = bs.defined() ? bs.get() : Tensor();
-    Tensor scratch_mean = empty({B, groups}, xv.dtype());
-    Tensor scratch_rstd = empty({B, groups}, xv.dtype());
     return with_dtype(xv.dtype(), [&](auto tag) {
-      return group_norm_silu_values<decltype(tag)>(xv, w, b, scratch_mean, scratch_rstd, B, C, S,
-                                                   groups, eps);
+      return group_norm_silu_remade<decltype(tag)>(xv, w, b, ms.get(), rs.get(), B, C, S, groups);
     });
   });
   return result;
