@@ -296,6 +296,10 @@ int run_train(TrainFlags& flags) {
     config = record.config;
     const bool new_epochs = flags.epochs_option->count() > 0;
     if (new_epochs) config.epochs = flags.config.epochs;
+    // A --minutes run continues with what is left of its budget (--epochs replaces it).
+    if (record.minutes > 0 && !new_epochs) {
+      flags.minutes = std::max(record.minutes - record.train_seconds / 60.0, 1e-6);
+    }
     const std::string config_path = in_dir(dir, kConfigFile);
     config.validate([&](const char* field) {
       return new_epochs && std::string_view(field) == "epochs"
@@ -356,6 +360,7 @@ int run_train(TrainFlags& flags) {
               config.epochs, trainer.epoch(), dir);
   } else {
     record.started_at = utc_now();
+    record.minutes = flags.minutes;
   }
   record.config = config;
   record.threads = get_num_threads();
@@ -394,7 +399,10 @@ int run_train(TrainFlags& flags) {
         config.clip_grad_norm > 0 ? fmt::format(", clip {}", config.clip_grad_norm) : "",
         config.seed, record.threads, record.threads == 1 ? "" : "s",
         flags.detect_anomaly ? ", anomaly detection on" : "");
-    if (flags.minutes > 0) fmt::print("  budget    at most {} minutes\n", flags.minutes);
+    if (flags.minutes > 0) {
+      fmt::print("  budget    at most {:.4g} minutes{}\n", flags.minutes,
+                 resuming ? " (what is left of the run's)" : "");
+    }
   } else {
     fmt::print("  training  {} epochs, Adam lr {}, MSE loss, seed {}, {} thread{}{}\n",
                config.epochs, config.lr, config.seed, record.threads,
@@ -607,10 +615,10 @@ Command add_train_command(CLI::App& app) {
       sub->add_option("--dataset", c.dataset,
                       "diffusion: the data, shapes (the nine prompts) or scenes")
           ->capture_default_str(),
-      flags->config_option = sub->add_option(
-          "--config", c.model_config,
-          fmt::format("diffusion: the U-Net size, tiny, small or base (default {})",
-                      kDefaultDiffusionConfig)),
+      flags->config_option =
+          sub->add_option("--config", c.model_config,
+                          fmt::format("diffusion: the U-Net size, tiny, small or base (default {})",
+                                      kDefaultDiffusionConfig)),
       sub->add_option("--warmup-steps", c.warmup_steps, "diffusion: linear learning-rate warm-up")
           ->capture_default_str(),
       sub->add_option("--weight-decay", c.weight_decay, "diffusion: AdamW's decoupled weight decay")

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
@@ -60,6 +61,7 @@ std::string run_record_json(const RunRecord& r) {
     j["final_loss"] = nullptr;
   }
   j["train_seconds"] = r.train_seconds;
+  if (r.minutes > 0) j["minutes"] = r.minutes;
   return j.dump(2) + "\n";
 }
 
@@ -155,6 +157,13 @@ RunRecord parse_run_record(std::string_view text, const std::string& source) {
   }
   if (j.contains("train_seconds") && j.at("train_seconds").is_number()) {
     r.train_seconds = j.at("train_seconds").get<double>();
+  }
+  if (j.contains("minutes") && j.at("minutes").is_number()) {
+    const double minutes = j.at("minutes").get<double>();
+    INK_CHECK(std::isfinite(minutes) && minutes >= 0,
+              "{}: \"minutes\" must be a non-negative number of minutes, got {}", source,
+              shown(j.at("minutes")));
+    r.minutes = minutes;
   }
   return r;
 }

@@ -39,6 +39,7 @@ struct RunRecord {
   std::optional<double> final_loss;  // loss of the last completed epoch
   std::string status = "running";    // running, complete, interrupted, failed
   double train_seconds = 0.0;        // training time over all sessions
+  double minutes = 0.0;              // diffusion: the --minutes budget over all sessions (0: none)
   int64_t parameters = 0;
 };
 

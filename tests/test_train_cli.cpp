@@ -69,9 +69,13 @@ class TrainCli : public ::testing::Test {
             read_text(path(".err"))};
   }
   static std::vector<std::string> tiny(const std::string& out) {
-    return {"train", "--model", "mlp", "--epochs",     "2",  "--samples-per-prompt",
-            "8",     "--batch-size", "16", "--seed",
-            "7",     "--out",        out,  "-q"};
+    return {"train", "--model",
+            "mlp",   "--epochs",
+            "2",     "--samples-per-prompt",
+            "8",     "--batch-size",
+            "16",    "--seed",
+            "7",     "--out",
+            out,     "-q"};
   }
 
   fs::path root_;
@@ -121,6 +125,34 @@ TEST_F(TrainCli, ANegativeSeedIsAnErrorInEveryCommand) {
   EXPECT_FALSE(fs::exists(path("t")));
   const Result largest = run({"graph", "-o", path("g.dot"), "--seed", "18446744073709551615"});
   EXPECT_EQ(largest.code, 0) << largest.err;
+}
+
+TEST_F(TrainCli, AResumedMinutesRunKeepsWhatIsLeftOfItsBudget) {
+  // A --minutes run records its budget; stopped early (here: config.json as an interrupted run
+  // leaves it, with no time used yet), a resume trains on until the rest of the budget is spent
+  // instead of for the placeholder million epochs.
+  const std::string dir = path("budget");
+  const std::vector<std::string> quick = {"--eval-samples", "0", "--preview-every", "0", "-q"};
+  std::vector<std::string> args = {
+      "train", "--samples-per-prompt", "2", "--minutes", "0.0001", "--out", dir};
+  args.insert(args.end(), quick.begin(), quick.end());
+  const Result first = run(args);
+  ASSERT_EQ(first.code, 0) << first.err;
+  RunRecord record = read_run_record(dir);
+  EXPECT_DOUBLE_EQ(record.minutes, 0.0001);
+  EXPECT_EQ(record.config.epochs, 1);
+  record.config.epochs = TrainConfig::kMaxEpochs;
+  record.status = "interrupted";
+  record.train_seconds = 0.0;
+  write_run_record(dir, record);
+  std::vector<std::string> resume = {"train", "--resume", dir};
+  resume.insert(resume.end(), quick.begin(), quick.end());
+  const Result resumed = run(resume);
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  const RunRecord after = read_run_record(dir);
+  EXPECT_EQ(after.config.epochs, 2);
+  EXPECT_EQ(after.epochs_completed, 2);
+  EXPECT_EQ(after.status, "complete");
 }
 
 TEST_F(TrainCli, ResumeRefusesAConfigJsonThatDisagreesWithTheSavedState) {
