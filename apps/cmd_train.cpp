@@ -66,6 +66,7 @@ struct TrainFlags {
   int64_t images = 0;    // diffusion: a budget in training images (0: use --epochs)
   double minutes = 0.0;  // diffusion: stop at the first epoch end after this long (0: no limit)
   int64_t preview_every = 2;  // diffusion: a preview grid every this many epochs (0: none)
+  int64_t sample_steps = 0;   // diffusion: sampler steps of samples.png and compare.png (0: 50)
   // The eval at the end (samples per prompt; 0: none). The MLP's samples are cheap; a diffusion
   // model's cost a sampler run each, so it gets fewer, at kRunEvalSteps steps.
   int64_t eval_samples = -1;  // -1: 128 for the mlp, 64 for diffusion
@@ -196,8 +197,16 @@ std::vector<std::string> prepare_new_run_folder(const std::string& dir, bool for
 }
 
 // samples.png and compare.png from the recipe's inference model, for every prompt of its data.
-void write_pictures(const std::string& dir, Trainer& trainer) {
+// A diffusion model samples with `steps` sampler steps (0: generate's default).
+void write_pictures(const std::string& dir, Trainer& trainer, int64_t steps) {
   ImageModel& model = trainer.recipe().inference_model();
+  auto* diffusion_model = dynamic_cast<diffusion::TextToImageDiffusion*>(&model);
+  diffusion::GenerateOptions options;
+  if (steps > 0) options.steps = steps;
+  const auto generate = [&](const std::string& prompt, int64_t n, Generator& gen) {
+    return diffusion_model ? diffusion_model->generate(prompt, n, gen, options)
+                           : model.generate(prompt, n, gen);
+  };
   const Dataset& data = trainer.dataset();
   const TrainConfig& config = trainer.config();
   const std::string after =
@@ -208,7 +217,7 @@ void write_pictures(const std::string& dir, Trainer& trainer) {
   Generator sample_generator(config.seed ^ kSamplesStream);
   std::vector<GridRow> samples;
   for (const std::string& prompt : prompts) {
-    const Tensor images = model.generate(prompt, kSamplesPerRow, sample_generator);
+    const Tensor images = generate(prompt, kSamplesPerRow, sample_generator);
     GridRow row{prompt, {}};
     for (int64_t i = 0; i < kSamplesPerRow; ++i) row.pictures.push_back(picture_values(images, i));
     samples.push_back(std::move(row));
@@ -225,7 +234,7 @@ void write_pictures(const std::string& dir, Trainer& trainer) {
     for (int64_t i = 0; i < kCompareColumns; ++i) {
       row.pictures.push_back(data.example(static_cast<int64_t>(p), data_generator));
     }
-    const Tensor images = model.generate(prompts[p], kCompareColumns, sample_generator);
+    const Tensor images = generate(prompts[p], kCompareColumns, sample_generator);
     for (int64_t i = 0; i < kCompareColumns; ++i) row.pictures.push_back(picture_values(images, i));
     compare.push_back(std::move(row));
   }
@@ -552,7 +561,7 @@ int run_train(TrainFlags& flags) {
     // The checkpoint of the last epoch was saved inside the loop: nothing changed since.
     trainer.wait_for_checkpoint();
     write_loss_files(dir, trainer);
-    write_pictures(dir, trainer);
+    write_pictures(dir, trainer, flags.sample_steps);
     save_record("complete");
   } catch (const std::exception& error) {
     write_failed(error);
@@ -654,6 +663,10 @@ Command add_train_command(CLI::App& app) {
   sub->add_flag("--detect-anomaly", flags->detect_anomaly,
                 "Check every op for NaN/Inf and name the first that makes one (slow)");
   sub->add_flag("--quiet,-q", flags->quiet, "No per-epoch progress, only the header and summary");
+  sub->add_option("--sample-steps", flags->sample_steps,
+                  "diffusion: DDIM steps for the final samples.png and compare.png (default: "
+                  "generate's 50)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000}));
   sub->add_option("--preview-every", flags->preview_every,
                   "diffusion: write samples_NNNNNN.png every this many epochs (0: never)")
       ->capture_default_str();

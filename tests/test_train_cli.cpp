@@ -83,8 +83,9 @@ class TrainCli : public ::testing::Test {
 
 TEST_F(TrainCli, DiffusionIsTheDefaultAndTheMlpIsOneFlagAway) {
   // No --model: seed 002's diffusion model, with the ten-minute recipe's U-Net and batch.
-  const Result plain = run({"train", "--epochs", "1", "--samples-per-prompt", "2", "--eval-samples",
-                            "0", "--preview-every", "0", "--out", path("plain"), "-q"});
+  const Result plain =
+      run({"train", "--epochs", "1", "--samples-per-prompt", "2", "--eval-samples", "0",
+           "--preview-every", "0", "--sample-steps", "2", "--out", path("plain"), "-q"});
   ASSERT_EQ(plain.code, 0) << plain.err;
   const RunRecord diffusion = read_run_record(path("plain"));
   EXPECT_EQ(diffusion.config.model, "diffusion");
@@ -132,7 +133,8 @@ TEST_F(TrainCli, AResumedMinutesRunKeepsWhatIsLeftOfItsBudget) {
   // leaves it, with no time used yet), a resume trains on until the rest of the budget is spent
   // instead of for the placeholder million epochs.
   const std::string dir = path("budget");
-  const std::vector<std::string> quick = {"--eval-samples", "0", "--preview-every", "0", "-q"};
+  const std::vector<std::string> quick = {
+      "--eval-samples", "0", "--preview-every", "0", "--sample-steps", "2", "-q"};
   std::vector<std::string> args = {
       "train", "--samples-per-prompt", "2", "--minutes", "0.0001", "--out", dir};
   args.insert(args.end(), quick.begin(), quick.end());
