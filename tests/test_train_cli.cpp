@@ -150,7 +150,7 @@ TEST_F(TrainCli, AResumedMinutesRunKeepsWhatIsLeftOfItsBudget) {
   std::vector<std::string> resume = {"train", "--resume", dir};
   resume.insert(resume.end(), quick.begin(), quick.end());
   const Result resumed = run(resume);
-  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  ASSERT_EQ(resumed.code, 0) << resumed.err << resumed.out;
   const RunRecord after = read_run_record(dir);
   EXPECT_EQ(after.config.epochs, 2);
   EXPECT_EQ(after.epochs_completed, 2);
