@@ -479,8 +479,8 @@ class InkgradCli : public ::testing::Test {
   static std::string run_dir() {
     const std::string dir = root_ + "/run";
     if (!fs::exists(dir + "/compare.png")) {
-      const Result result = run({"train", "--model", "mlp", "--epochs", "2", "--samples-per-prompt", "8",
-                                 "--batch-size", "16", "--seed", "7", "--out", dir});
+      const Result result = run({"train", "--model", "mlp", "--epochs", "2", "--samples-per-prompt",
+                                 "8", "--batch-size", "16", "--seed", "7", "--out", dir});
       EXPECT_EQ(result.code, 0) << result.err;
     }
     return dir;
@@ -601,13 +601,14 @@ TEST_F(InkgradCli, ResumeGivesTheLossesOfAnUninterruptedRun) {
 }
 
 TEST_F(InkgradCli, TrainRefusesToOverwriteARunWithoutForce) {
-  expect_error({"train", "--model", "mlp", "--epochs", "1", "--out", run_dir()}, "already holds a run");
+  expect_error({"train", "--model", "mlp", "--epochs", "1", "--out", run_dir()},
+               "already holds a run");
   const std::string dir = path("forced");
   fs::create_directories(dir);
   std::ofstream(dir + "/config.json") << "{}";
   std::ofstream(dir + "/notes.txt") << "mine";
-  const Result result = run({"train", "--model", "mlp", "--epochs", "1", "--samples-per-prompt", "8", "--batch-size",
-                             "16", "--out", dir, "--force", "-q"});
+  const Result result = run({"train", "--model", "mlp", "--epochs", "1", "--samples-per-prompt",
+                             "8", "--batch-size", "16", "--out", dir, "--force", "-q"});
   EXPECT_EQ(result.code, 0) << result.err;
   EXPECT_EQ(read_run_record(dir).status, "complete");
   EXPECT_EQ(read_text(dir + "/notes.txt"), "mine");  // --force removes only run files
@@ -617,16 +618,20 @@ TEST_F(InkgradCli, TrainRejectsBadFlags) {
   expect_error({"train", "--model", "mlp", "--batch-size", "1", "--out", path("x")}, "BatchNorm1d");
   expect_error({"train", "--model", "mlp", "--epochs", "0", "--out", path("x")},
                "--epochs must be between 1 and 1000000, got 0");
-  expect_error({"train", "--model", "mlp", "--epochs", "-5", "--out", path("x")}, "--epochs must be between");
+  expect_error({"train", "--model", "mlp", "--epochs", "-5", "--out", path("x")},
+               "--epochs must be between");
   expect_error({"train", "--model", "mlp", "--samples-per-prompt", "2000000", "--out", path("x")},
                "--samples-per-prompt must be between 1 and 1000000");
   expect_error({"train", "--model", "mlp", "--batch-size", "1000000", "--out", path("x")},
                "--batch-size must be between 2 and 100000");
-  expect_error({"train", "--model", "mlp", "--lr", "0", "--out", path("x")}, "--lr must be a number in (0, 10]");
+  expect_error({"train", "--model", "mlp", "--lr", "0", "--out", path("x")},
+               "--lr must be a number in (0, 10]");
   expect_error({"train", "--model", "mlp", "--lr", "nan", "--out", path("x")}, "--lr");
-  expect_error({"train", "--model", "mlp", "--samples-per-prompt", "8", "--batch-size", "71", "--out", path("x")},
+  expect_error({"train", "--model", "mlp", "--samples-per-prompt", "8", "--batch-size", "71",
+                "--out", path("x")},
                "leaves a last batch of 1 sample");
-  expect_error({"train", "--model", "mlp", "--threads", "0", "--out", path("x")}, "--threads must be between 1");
+  expect_error({"train", "--model", "mlp", "--threads", "0", "--out", path("x")},
+               "--threads must be between 1");
   EXPECT_FALSE(fs::exists(path("x")));  // nothing is created for a refused run
   // Usage errors come from the parser: exit code 2, still one line.
   expect_error({"train", "--model", "mlp", "--epochs", "many"}, "--epochs", 2);
@@ -637,7 +642,8 @@ TEST_F(InkgradCli, TrainRejectsBadFlags) {
 
 TEST_F(InkgradCli, TrainReportsAnUnwritableOutput) {
   std::ofstream(path("a-file")) << "x";
-  expect_error({"train", "--model", "mlp", "--epochs", "1", "--out", path("a-file")}, "is a file, not a folder");
+  expect_error({"train", "--model", "mlp", "--epochs", "1", "--out", path("a-file")},
+               "is a file, not a folder");
   expect_error({"train", "--model", "mlp", "--epochs", "1", "--out", path("a-file/run")},
                "cannot create the output folder");
 }
@@ -850,9 +856,10 @@ pid_t spawn_inkgrad(const std::vector<std::string>& args, const std::string& out
 // the program stops cleanly with the expected exit code and leaves a run that resumes.
 void stop_with_signal(const std::string& dir, int signal, int expected_code,
                       const char* signal_name) {
-  const pid_t pid = spawn_inkgrad({"train", "--model", "mlp", "--epochs", "1000", "--samples-per-prompt", "40",
-                                   "--batch-size", "16", "--out", dir},
-                                  dir + ".out", dir + ".err");
+  const pid_t pid =
+      spawn_inkgrad({"train", "--model", "mlp", "--epochs", "1000", "--samples-per-prompt", "40",
+                     "--batch-size", "16", "--out", dir},
+                    dir + ".out", dir + ".err");
   ASSERT_GT(pid, 0);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (!fs::exists(dir + "/optimizer.safetensors") &&

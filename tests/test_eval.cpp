@@ -651,8 +651,8 @@ class EvalCli : public ::testing::Test {
       const std::string d =
           ::testing::TempDir() + "/inkgrad_eval_run_" + std::to_string(::getpid());
       std::filesystem::remove_all(d);
-      const CliRun r = inkgrad({"train", "--model", "mlp", "--epochs", "1", "--samples-per-prompt", "8",
-                                "--batch-size", "16", "--seed", "5", "-q", "--out", d});
+      const CliRun r = inkgrad({"train", "--model", "mlp", "--epochs", "1", "--samples-per-prompt",
+                                "8", "--batch-size", "16", "--seed", "5", "-q", "--out", d});
       EXPECT_EQ(r.code, 0) << r.err;
       EXPECT_THAT(r.out, ::testing::HasSubstr("eval.json (mlp, 128 samples per prompt"));
       return d;
