@@ -408,9 +408,7 @@ Tensor UNet::forward(const Tensor& x, const Tensor& timesteps, const Tensor& con
   h = mid_res2->forward(mid_attn->forward(mid_res1->forward(h, temb), context, key_mask), temb);
   for (size_t k = up_levels_.size(); k-- > 0;) {
     const auto& level = up_levels_[k];
-    const Tensor joined = cat({h, skips[k]}, 1);
-    h = Tensor();  // only `joined` needs it now: freed during the ResBlock, not after
-    h = level->res->forward(joined, temb);
+    h = level->res->forward(cat({h, skips[k]}, 1), temb);
     if (level->attn) h = level->attn->forward(h, context, key_mask);
     if (level->upsample) h = level->upsample->forward(upsample_nearest2d(h, 2));
   }
