@@ -357,7 +357,7 @@ int run_train(TrainFlags& flags) {
             "the settings it was trained with)",
             message, in_dir(dir, kConfigFile));
       }
-    } else {
+    } else if (!is_unfinished_first_checkpoint(dir)) {
       INK_CHECK(!fs::exists(in_dir(dir, kModelFile), ec),
                 "{} has {} but no {}, so the run cannot continue exactly; start a new run with "
                 "--out",

@@ -114,6 +114,8 @@ void write_checkpoint_files(const CheckpointFiles& files) {
   // new as the training state, so a folder that can be resumed always has a model to load.
   // (The other order left a resumable state without a model when a fresh run was killed between
   // them; found by MODEL=diffusion scripts/kill_loop.sh, whose larger files widen that window.)
+  // The price: a kill between the writes of the first checkpoint leaves the epoch-1 model with
+  // no training state; is_unfinished_first_checkpoint() recognises that folder.
   write_file_atomic(in_dir(files.dir, kModelFileName), files.model);
   write_file_atomic(in_dir(files.dir, kTrainingStateFileName), files.state);
 }
@@ -142,10 +144,28 @@ CheckpointFiles snapshot(const std::string& dir, Recipe& recipe, int64_t epoch,
   state.metadata[kModelKindKey] = recipe.model().kind();
   state.metadata[kModelConfigKey] = recipe.model().config_json();
   const ImageModel& inference = recipe.inference_model();
+  std::map<std::string, std::string> model_metadata = inference.checkpoint_metadata();
+  model_metadata[std::string(kModelEpochKey)] = std::to_string(epoch);
   return {dir, serialize_safetensors(state.tensors, state.metadata),
-          serialize_safetensors(inference.state_dict(), inference.checkpoint_metadata())};
+          serialize_safetensors(inference.state_dict(), model_metadata)};
 }
 }  // namespace
+
+bool is_unfinished_first_checkpoint(const std::string& dir) {
+  std::error_code ec;
+  const std::string model = in_dir(dir, kModelFileName);
+  if (std::filesystem::exists(in_dir(dir, kTrainingStateFileName), ec) ||
+      !std::filesystem::is_regular_file(model, ec)) {
+    return false;
+  }
+  try {
+    const SafetensorsReader reader(model);  // the header only
+    const auto epoch = reader.metadata().find(std::string(kModelEpochKey));
+    return epoch != reader.metadata().end() && epoch->second == "1";
+  } catch (const Error&) {
+    return false;  // not a checkpoint this trainer wrote
+  }
+}
 
 Trainer::~Trainer() {
   if (writer_.joinable()) writer_.join();

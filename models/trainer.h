@@ -24,6 +24,14 @@ namespace ink {
 // PyTorch with strict=True) and the training state (optimizer, weights, progress, streams).
 inline constexpr std::string_view kModelFileName = "model.safetensors";
 inline constexpr std::string_view kTrainingStateFileName = "optimizer.safetensors";
+// The metadata key of model.safetensors that names the epoch the weights are from.
+inline constexpr std::string_view kModelEpochKey = "trainer.epoch";
+
+// True when `dir` holds the model of epoch 1 and no training state: a run stopped between the
+// two writes of its first checkpoint. No epoch's training state exists, so such a run continues
+// exactly by starting over from epoch 1 (which writes the same model again). A model of a later
+// epoch without its training state (a deleted file, say) is not this case.
+bool is_unfinished_first_checkpoint(const std::string& dir);
 
 // What this object represents: one training run of a recipe, epoch by epoch. Per step it reads
 // a batch from the recipe's dataset, takes the recipe's loss, stops on a non-finite loss before

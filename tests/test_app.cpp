@@ -600,6 +600,36 @@ TEST_F(InkgradCli, ResumeGivesTheLossesOfAnUninterruptedRun) {
   expect_error({"train", "--resume", path("not-a-run")}, "config.json not found");
 }
 
+// A kill between the two writes of the first checkpoint leaves the epoch-1 model without a
+// training state (found by scripts/kill_loop.sh): that run starts over and ends as if never
+// stopped. A later model without its state cannot continue exactly and is refused.
+TEST_F(InkgradCli, ResumeWithOnlyTheFirstModelStartsOverAndLaterOnesAreRefused) {
+  const std::vector<std::string> settings = {
+      "--model", "mlp", "--samples-per-prompt", "8", "--batch-size", "16", "--seed", "5", "-q"};
+  auto train = [&](const std::string& epochs, const std::string& out) {
+    std::vector<std::string> args = {"train", "--epochs", epochs, "--out", out};
+    args.insert(args.end(), settings.begin(), settings.end());
+    return run(args);
+  };
+  ASSERT_EQ(train("2", path("first_straight")).code, 0);
+  ASSERT_EQ(train("1", path("first_cut")).code, 0);
+  fs::remove(path("first_cut/optimizer.safetensors"));
+  const Result resumed = run({"train", "--resume", path("first_cut"), "--epochs", "2", "-q"});
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_THAT(resumed.out, HasSubstr("no checkpoint yet, so starting from epoch 1"));
+  EXPECT_EQ(read_text(path("first_cut/losses.csv")), read_text(path("first_straight/losses.csv")));
+  EXPECT_EQ(read_bytes(path("first_cut/model.safetensors")),
+            read_bytes(path("first_straight/model.safetensors")));
+
+  // The model of epoch 2 without its state: refused, and the model is left as it was.
+  fs::remove(path("first_straight/optimizer.safetensors"));
+  const std::vector<uint8_t> model = read_bytes(path("first_straight/model.safetensors"));
+  expect_error({"train", "--resume", path("first_straight"), "--epochs", "3"},
+               "has model.safetensors but no optimizer.safetensors, so the run cannot continue "
+               "exactly");
+  EXPECT_EQ(read_bytes(path("first_straight/model.safetensors")), model);
+}
+
 TEST_F(InkgradCli, TrainRefusesToOverwriteARunWithoutForce) {
   expect_error({"train", "--model", "mlp", "--epochs", "1", "--out", run_dir()},
                "already holds a run");
