@@ -398,7 +398,7 @@ int run_train(TrainFlags& flags) {
   if (config.model == "diffusion") {
     fmt::print(
         "  training  {}, config {}, AdamW lr {} (warm-up {} steps, weight "
-        "decay {}), EMA {}, CFG dropout {}{}, seed {}, {} thread{}{}\n",
+        "decay {}), EMA {}, CFG dropout {}{}{}, seed {}, {} thread{}{}\n",
         config.epochs == TrainConfig::kMaxEpochs
             ? std::string("until the time budget")
             : fmt::format("{} epochs ({} images)", config.epochs,
@@ -406,7 +406,8 @@ int run_train(TrainFlags& flags) {
         config.model_config, config.lr, config.warmup_steps, config.weight_decay, config.ema_decay,
         config.cond_dropout,
         config.clip_grad_norm > 0 ? fmt::format(", clip {}", config.clip_grad_norm) : "",
-        config.seed, record.threads, record.threads == 1 ? "" : "s",
+        config.snr_gamma > 0 ? fmt::format(", Min-SNR {}", config.snr_gamma) : "", config.seed,
+        record.threads, record.threads == 1 ? "" : "s",
         flags.detect_anomaly ? ", anomaly detection on" : "");
     if (flags.minutes > 0) {
       fmt::print("  budget    at most {:.4g} minutes{}\n", flags.minutes,
@@ -639,6 +640,10 @@ Command add_train_command(CLI::App& app) {
           ->capture_default_str(),
       sub->add_option("--clip-grad-norm", c.clip_grad_norm,
                       "diffusion: clip the gradients' global norm (0: off)")
+          ->capture_default_str(),
+      sub->add_option("--snr-gamma", c.snr_gamma,
+                      "diffusion: Min-SNR loss weighting min(SNR, gamma) / SNR per sample (0: off, "
+                      "plain eps-MSE)")
           ->capture_default_str(),
       flags->images_option = sub->add_option(
           "--images", flags->images,

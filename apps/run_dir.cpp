@@ -42,6 +42,7 @@ std::string run_record_json(const RunRecord& r) {
     j["ema_decay"] = r.config.ema_decay;
     j["cond_dropout"] = r.config.cond_dropout;
     j["clip_grad_norm"] = r.config.clip_grad_norm;
+    j["snr_gamma"] = r.config.snr_gamma;
     j["optimizer"] = "AdamW";
     j["loss"] = "eps-MSE";
   } else {
@@ -133,6 +134,8 @@ RunRecord parse_run_record(std::string_view text, const std::string& source) {
     r.config.ema_decay = number("ema_decay");
     r.config.cond_dropout = number("cond_dropout");
     r.config.clip_grad_norm = number("clip_grad_norm");
+    // Absent from the runs written before the weighting existed, which trained without it.
+    r.config.snr_gamma = j.contains("snr_gamma") ? number("snr_gamma") : 0.0;
   }
   // The rest is informational: tolerate its absence.
   if (j.contains("threads") && j.at("threads").is_number_integer())

@@ -63,6 +63,7 @@ PromptScores score(const std::string& prompt, int64_t prompt_index, const Pictur
   std::vector<int64_t> votes(kNumShapePrompts, 0);
   for (int64_t answer : samples.judgement.predicted) ++votes[answer];
   s.judged_as = kShapePrompts[std::max_element(votes.begin(), votes.end()) - votes.begin()];
+  s.votes = votes;
   s.diversity = diversity(samples.pixel_rows(), reference.pixel_rows());
   s.frechet_distance = frechet_distance(reference.feature_rows(), samples.feature_rows());
   const PrecisionRecall pr = precision_recall(reference.feature_rows(), samples.feature_rows(), k);
@@ -111,6 +112,17 @@ nlohmann::ordered_json scores_json(const PromptScores& s) {
   j["precision"] = s.precision;
   j["recall"] = s.recall;
   if (!s.judged_as.empty()) j["judged_as"] = s.judged_as;
+  if (!s.votes.empty()) {  // what the samples were taken for, most often first
+    std::vector<size_t> order(s.votes.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return s.votes[a] > s.votes[b]; });
+    nlohmann::ordered_json judged = nlohmann::ordered_json::object();
+    for (size_t i : order) {
+      if (s.votes[i] > 0) judged[std::string(kShapePrompts[i])] = s.votes[i];
+    }
+    j["judged"] = judged;
+  }
   return j;
 }
 

@@ -28,6 +28,7 @@ struct PromptScores {
   double precision = 0.0;         // share of samples on the ground truth's feature manifold
   double recall = 0.0;            // share of ground truth on the samples' feature manifold
   std::string judged_as;          // the judge's most frequent answer for the samples
+  std::vector<int64_t> votes;     // per kShapePrompts entry, how many samples were judged it
 };
 
 // The nine prompt rows in kShapePrompts order, then the overall row: fidelity and diversity

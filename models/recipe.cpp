@@ -97,6 +97,9 @@ void TrainConfig::validate(const FieldName& field_name) const {
   INK_CHECK(std::isfinite(clip_grad_norm) && clip_grad_norm >= 0.0,
             "{}{} must be >= 0 (0 turns clipping off), got {}", prefix, name("clip_grad_norm"),
             clip_grad_norm);
+  INK_CHECK(std::isfinite(snr_gamma) && snr_gamma >= 0.0,
+            "{}{} must be >= 0 (0 turns the weighting off), got {}", prefix, name("snr_gamma"),
+            snr_gamma);
   const int64_t total = samples_per_prompt * kNumShapePrompts;
   INK_CHECK(!recipe->batch_norm || total % batch_size != 1,
             "{}{} {} with {} {} leaves a last batch of 1 sample ({} = {} x {} + 1), and {}; "

@@ -45,6 +45,11 @@ struct TrainConfig {
   double ema_decay = 0.999;            // the EMA of the weights that draws the pictures
   double cond_dropout = 0.1;           // share of prompts replaced by the empty one (for CFG)
   double clip_grad_norm = 0.0;         // clip the gradients' global norm to this (0: off)
+  // Min-SNR-gamma loss weighting (Hang et al. 2023): sample b's squared error is weighted by
+  // min(SNR_t, gamma) / SNR_t, SNR_t = abar_t / (1 - abar_t), so the nearly clean timesteps,
+  // whose noise is easy to predict and says little about the shape, pull less (0: off, plain
+  // eps-MSE).
+  double snr_gamma = 0.0;
 
   // How a message names a field: "epochs" -> "--epochs" on the command line, or "\"epochs\" in
   // config.json". Without one, fields are named as they are ("epochs").

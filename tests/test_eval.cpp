@@ -669,6 +669,20 @@ TEST_F(EvalCli, TrainWritesEvalJson) {
   // The model's kind has its own key; "model" holds the model's scores.
   EXPECT_EQ(j.at("model_kind"), "mlp");
   EXPECT_EQ(j.at("model").at("prompts").size(), 9u);
+  // Each row counts what the judge took its samples for: all 128 of them, most often first,
+  // the prompt's own count being its fidelity.
+  for (const auto& row : j.at("model").at("prompts")) {
+    int64_t total = 0, previous = INT64_MAX, own = 0;
+    for (const auto& [answer, count] : row.at("judged").items()) {
+      EXPECT_LE(count.get<int64_t>(), previous) << row;
+      previous = count.get<int64_t>();
+      total += previous;
+      if (answer == row.at("prompt")) own = previous;
+    }
+    EXPECT_EQ(total, 128) << row;
+    EXPECT_DOUBLE_EQ(static_cast<double>(own) / 128.0, row.at("fidelity").get<double>()) << row;
+    EXPECT_EQ(row.at("judged").begin().key(), row.at("judged_as")) << row;
+  }
 }
 
 TEST_F(EvalCli, EvalPrintsTheTableAndWritesItsFiles) {

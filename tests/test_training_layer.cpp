@@ -129,6 +129,36 @@ TEST(TrainingLayer, OneStepOfTheLoopIsTheRecipesLossAndAdamStep) {
   EXPECT_EQ(loss.item(), step_losses[0]);
 }
 
+// Min-SNR-gamma: each sample's squared error is weighted by min(SNR_t, gamma) / SNR_t.
+TEST(TrainingLayer, MinSnrWeightingScalesEachSamplesError) {
+  TrainConfig c;
+  c.model = "diffusion";
+  c.model_config = "tiny";
+  c.samples_per_prompt = 2;
+  c.batch_size = 6;
+  const auto loss_with = [&](double gamma) {
+    c.snr_gamma = gamma;
+    TrainingStreams streams(c.seed);
+    const std::unique_ptr<Recipe> recipe = make_recipe(c, streams);
+    recipe->model().train();
+    recipe->dataset().start_epoch();
+    DataBatch batch;
+    recipe->dataset().fill_batch(0, batch);
+    Generator noise(5);  // the same timesteps, noise and dropped prompts for every gamma
+    return recipe->loss(batch, noise).item();
+  };
+  const float plain = loss_with(0.0);
+  // A gamma above every SNR (at most about 1e4, at t = 0) weights every sample by 1.
+  EXPECT_EQ(loss_with(1e9), plain);
+  // A gamma below every SNR (at least about 4e-5, at t = T - 1) weights sample b by
+  // gamma / SNR_b: the loss is then linear in gamma, and below the plain one.
+  const float small = loss_with(1e-6);
+  EXPECT_NEAR(loss_with(2e-6) / small, 2.0, 1e-4);
+  EXPECT_LT(small, plain);
+  c.snr_gamma = -1.0;
+  EXPECT_THAT(error_of([&] { c.validate(); }), HasSubstr("snr_gamma must be >= 0"));
+}
+
 TEST(TrainConfigRules, OneImplementationWithTheCommandLinesNames) {
   TrainConfig c;
   c.batch_size = 1;

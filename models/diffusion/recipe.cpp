@@ -113,7 +113,17 @@ Tensor DiffusionRecipe::loss(const DataBatch& batch, Generator& noise) {
     NoGradGuard no_grad;
     x_t = schedule.add_noise(x0, eps, t);
   }
-  return nn::functional::mse_loss(model_->forward(x_t, t_float, tokens), eps);
+  const Tensor eps_pred = model_->forward(x_t, t_float, tokens);
+  if (config_.snr_gamma <= 0.0) return nn::functional::mse_loss(eps_pred, eps);
+  // Min-SNR: mean_b w_b * mean((eps_pred_b - eps_b)^2), as the MSE of both sides scaled by
+  // sqrt(w_b) (broadcast over C, H, W).
+  Tensor scale = empty({b, 1, 1, 1});
+  for (int64_t i = 0; i < b; ++i) {
+    const double abar = schedule.alpha_bar(t.data_i64()[i]);
+    const double snr = abar / (1.0 - abar);
+    scale.data()[i] = static_cast<float>(std::sqrt(std::min(snr, config_.snr_gamma) / snr));
+  }
+  return nn::functional::mse_loss(eps_pred * scale, eps * scale);
 }
 
 void DiffusionRecipe::before_step(int64_t step) {
@@ -147,6 +157,9 @@ std::map<std::string, std::string> DiffusionRecipe::resume_settings() {
   settings["diffusion.cond_dropout"] = fmt::format("{}", config_.cond_dropout);
   settings["diffusion.warmup_steps"] = std::to_string(config_.warmup_steps);
   settings["diffusion.clip_grad_norm"] = fmt::format("{}", config_.clip_grad_norm);
+  // Recorded only when on, so that the states written before the option existed still resume.
+  if (config_.snr_gamma > 0)
+    settings["diffusion.snr_gamma"] = fmt::format("{}", config_.snr_gamma);
   settings["diffusion.config"] = model_->config_json();
   return settings;
 }
@@ -162,6 +175,8 @@ void DiffusionRecipe::save_extra_state(SafetensorsFile& state) const {
   state.metadata["diffusion.cond_dropout"] = fmt::format("{}", config_.cond_dropout);
   state.metadata["diffusion.warmup_steps"] = std::to_string(config_.warmup_steps);
   state.metadata["diffusion.clip_grad_norm"] = fmt::format("{}", config_.clip_grad_norm);
+  if (config_.snr_gamma > 0)
+    state.metadata["diffusion.snr_gamma"] = fmt::format("{}", config_.snr_gamma);
   state.metadata["diffusion.config"] = model_->config_json();
 }
 
