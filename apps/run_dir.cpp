@@ -44,7 +44,7 @@ std::string run_record_json(const RunRecord& r) {
     j["clip_grad_norm"] = r.config.clip_grad_norm;
     j["snr_gamma"] = r.config.snr_gamma;
     j["optimizer"] = "AdamW";
-    j["loss"] = "eps-MSE";
+    j["loss"] = r.config.snr_gamma > 0 ? "eps-MSE, Min-SNR weighted" : "eps-MSE";
   } else {
     j["optimizer"] = "Adam";
     j["loss"] = "MSE";

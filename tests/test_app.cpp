@@ -402,6 +402,20 @@ TEST(AppRunDir, RecordRoundTripsAndRejectsBadFiles) {
       },
       ::testing::ThrowsMessage<Error>(HasSubstr("\"epochs\" must be an integer")));
   EXPECT_EQ(losses_csv(std::vector<float>{0.5f, 0.25f}), "epoch,loss\n1,0.5\n2,0.25\n");
+
+  // A diffusion record keeps its Min-SNR gamma; one written before the weighting existed has no
+  // "snr_gamma" and trained without it, so it reads as 0 (not as today's default).
+  RunRecord diffusion;
+  diffusion.config.model = "diffusion";
+  diffusion.config.snr_gamma = 2.5;
+  const std::string text = run_record_json(diffusion);
+  EXPECT_EQ(parse_run_record(text, "c.json").config.snr_gamma, 2.5);
+  std::string older = text;
+  const size_t key = older.find("\"snr_gamma\"");
+  ASSERT_NE(key, std::string::npos) << text;
+  older.erase(key, older.find('\n', key) + 1 - key);  // the whole line, comma included
+  EXPECT_EQ(parse_run_record(older, "c.json").config.snr_gamma, 0.0);
+  EXPECT_EQ(TrainConfig{}.snr_gamma, 5.0);
 }
 
 TEST(AppRunDir, OneLineMessages) {
