@@ -158,8 +158,7 @@ std::map<std::string, std::string> DiffusionRecipe::resume_settings() {
   settings["diffusion.warmup_steps"] = std::to_string(config_.warmup_steps);
   settings["diffusion.clip_grad_norm"] = fmt::format("{}", config_.clip_grad_norm);
   // Recorded only when on, so that the states written before the option existed still resume.
-  if (config_.snr_gamma > 0)
-    settings["diffusion.snr_gamma"] = fmt::format("{}", config_.snr_gamma);
+  if (config_.snr_gamma > 0) settings["diffusion.snr_gamma"] = fmt::format("{}", config_.snr_gamma);
   settings["diffusion.config"] = model_->config_json();
   return settings;
 }
