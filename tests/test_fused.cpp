@@ -448,7 +448,8 @@ TEST(GroupNorm, FastMatchesNaiveAndIsIdenticalAtOneAndTwoThreads) {
 TEST(LayerNorm, FastMatchesNaiveAndIsIdenticalAtOneAndTwoThreads) {
   const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 1},    {3, 7},   {5, 16}, {4, 17},
                                                            {64, 128}, {33, 65}, {7, 300}};
-  for (const auto& [N, D] : shapes) {
+  for (const auto& shape : shapes) {
+    const int64_t N = shape.first, D = shape.second;  // not bindings: a lambda captures them
     for (bool affine : {true, false}) {
       const std::string what = "N=" + std::to_string(N) + " D=" + std::to_string(D);
       const int64_t n = N * D;

@@ -214,7 +214,10 @@ GroupNormDims check_group_norm_args(const char* op, const Tensor& x, int64_t gro
 
 Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias,
                   double eps) {
-  const auto [B, C, S] = check_group_norm_args("group_norm", x, groups, weight, bias, eps);
+  // Plain variables, not a structured binding: lambdas capture them below, which clang 14
+  // (Debian 12, the fuzz and ASan builds) refuses for bindings.
+  const GroupNormDims dims = check_group_norm_args("group_norm", x, groups, weight, bias, eps);
+  const int64_t B = dims.B, C = dims.C, S = dims.S;
   const DType dt = x.dtype();
   Tensor out = empty(x.shape(), dt);
   Tensor mean = empty({B, groups}, dt), rstd = empty({B, groups}, dt);  // [B, G] each
@@ -360,7 +363,8 @@ Tensor group_norm_silu_remade(const Tensor& x, const Tensor& weight, const Tenso
 
 Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias,
                        double eps) {
-  const auto [B, C, S] = check_group_norm_args("group_norm_silu", x, groups, weight, bias, eps);
+  const GroupNormDims dims = check_group_norm_args("group_norm_silu", x, groups, weight, bias, eps);
+  const int64_t B = dims.B, C = dims.C, S = dims.S;
   const DType dt = x.dtype();
   Tensor mean = empty({B, groups}, dt), rstd = empty({B, groups}, dt);  // [B, G] each
   Tensor out = with_dtype(dt, [&](auto tag) {
