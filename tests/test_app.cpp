@@ -848,9 +848,10 @@ TEST_F(InkgradCli, GenerateRemovesStaleTemporariesAndClosedStdoutIsHarmless) {
   EXPECT_TRUE(fs::exists(other));  // not a file generate writes
 
   const std::string dir = path("closed_stdout");
-  const std::string command = shell_quote(INKGRAD_BINARY) +
-                              " train --epochs 1 --samples-per-prompt 8 --batch-size 16 --out " +
-                              shell_quote(dir) + " >&- 2>" + shell_quote(path("closed.err"));
+  const std::string command =
+      shell_quote(INKGRAD_BINARY) +
+      " train --model mlp --epochs 1 --samples-per-prompt 8 --batch-size 16 --out " +
+      shell_quote(dir) + " >&- 2>" + shell_quote(path("closed.err"));
   ASSERT_EQ(std::system(command.c_str()), 0) << read_text(path("closed.err"));
   EXPECT_EQ(read_text(fs::path(dir) / ".inkgrad.lock"), "");
   EXPECT_EQ(read_run_record(dir).status, "complete");
