@@ -160,9 +160,9 @@ std::vector<Case> norm_cases() {
          },
          [=] { k::group_norm_backward(dy, x, w, mean, rstd, dx, dw, db, s.B, s.C, s.S, s.G); }});
   }
-  for (const auto& [rows, width] :
+  for (const auto& shape :
        {std::pair<int64_t, int64_t>{64 * 784, 32}, {64 * 196, 64}, {64 * 49, 128}}) {
-    const int64_t N = rows, D = width;  // not bindings: the lambdas below capture them (clang 14)
+    const int64_t N = shape.first, D = shape.second;  // not bindings: lambdas capture them
     const int64_t n = N * D;
     float* x = keep(random_vector(n, 9)).data();
     float* dy = keep(random_vector(n, 10)).data();

@@ -215,7 +215,7 @@ GroupNormDims check_group_norm_args(const char* op, const Tensor& x, int64_t gro
 Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias,
                   double eps) {
   // Plain variables, not a structured binding: lambdas capture them below, which clang 14
-  // (Debian 12, the fuzz and ASan builds) refuses for bindings.
+  // (Debian 12's, which CI's fuzz build uses) refuses for bindings.
   const GroupNormDims dims = check_group_norm_args("group_norm", x, groups, weight, bias, eps);
   const int64_t B = dims.B, C = dims.C, S = dims.S;
   const DType dt = x.dtype();
