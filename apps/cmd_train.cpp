@@ -305,6 +305,10 @@ int run_train(TrainFlags& flags) {
     config = record.config;
     const bool new_epochs = flags.epochs_option->count() > 0;
     if (new_epochs) config.epochs = flags.config.epochs;
+    INK_CHECK(config.lr_decay != "cosine" || config.epochs == record.config.epochs,
+              "--epochs {}: the run in {} decays its learning rate (cosine) to 0 over its {} "
+              "epochs, so it cannot train for a different number; start a new run for {} epochs",
+              config.epochs, dir, record.config.epochs, config.epochs);
     // A --minutes run continues with what is left of its budget (--epochs replaces it).
     if (record.minutes > 0 && !new_epochs) {
       flags.minutes = std::max(record.minutes - record.train_seconds / 60.0, 1e-6);
@@ -331,6 +335,9 @@ int run_train(TrainFlags& flags) {
         config.epochs = std::max<int64_t>(1, (flags.images + per_epoch - 1) / per_epoch);
         if (flags.minutes > 0 && !images_given) config.epochs = TrainConfig::kMaxEpochs;
       }
+      INK_CHECK(config.lr_decay != "cosine" || config.epochs != TrainConfig::kMaxEpochs,
+                "--lr-decay cosine falls to 0 at the run's last step, and a run with only a "
+                "--minutes budget has no last step known in advance; give --images or --epochs");
     } else {
       INK_CHECK(flags.images_option->count() == 0 && flags.minutes <= 0,
                 "--images and --minutes are budgets of the diffusion recipe; the mlp trains for "
@@ -397,14 +404,15 @@ int run_train(TrainFlags& flags) {
   }
   if (config.model == "diffusion") {
     fmt::print(
-        "  training  {}, config {}, AdamW lr {} (warm-up {} steps, weight "
+        "  training  {}, config {}, AdamW lr {} (warm-up {} steps{}, weight "
         "decay {}), EMA {}, CFG dropout {}{}{}, seed {}, {} thread{}{}\n",
         config.epochs == TrainConfig::kMaxEpochs
             ? std::string("until the time budget")
             : fmt::format("{} epochs ({} images)", config.epochs,
                           with_commas(config.epochs * trainer.dataset().size())),
-        config.model_config, config.lr, config.warmup_steps, config.weight_decay, config.ema_decay,
-        config.cond_dropout,
+        config.model_config, config.lr, config.warmup_steps,
+        config.lr_decay == "constant" ? "" : ", then " + config.lr_decay + " decay to 0",
+        config.weight_decay, config.ema_decay, config.cond_dropout,
         config.clip_grad_norm > 0 ? fmt::format(", clip {}", config.clip_grad_norm) : "",
         config.snr_gamma > 0 ? fmt::format(", Min-SNR {}", config.snr_gamma) : "", config.seed,
         record.threads, record.threads == 1 ? "" : "s",
@@ -644,6 +652,10 @@ Command add_train_command(CLI::App& app) {
       sub->add_option("--snr-gamma", c.snr_gamma,
                       "diffusion: Min-SNR loss weighting min(SNR, gamma) / SNR per sample (0: off, "
                       "plain eps-MSE)")
+          ->capture_default_str(),
+      sub->add_option("--lr-decay", c.lr_decay,
+                      "diffusion: the learning rate after the warm-up, constant or cosine (to 0 "
+                      "at the run's last step; needs --images or --epochs, not only --minutes)")
           ->capture_default_str(),
       flags->images_option = sub->add_option(
           "--images", flags->images,

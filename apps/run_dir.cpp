@@ -43,6 +43,7 @@ std::string run_record_json(const RunRecord& r) {
     j["cond_dropout"] = r.config.cond_dropout;
     j["clip_grad_norm"] = r.config.clip_grad_norm;
     j["snr_gamma"] = r.config.snr_gamma;
+    j["lr_decay"] = r.config.lr_decay;
     j["optimizer"] = "AdamW";
     j["loss"] = r.config.snr_gamma > 0 ? "eps-MSE, Min-SNR weighted" : "eps-MSE";
   } else {
@@ -136,6 +137,8 @@ RunRecord parse_run_record(std::string_view text, const std::string& source) {
     r.config.clip_grad_norm = number("clip_grad_norm");
     // Absent from the runs written before the weighting existed, which trained without it.
     r.config.snr_gamma = j.contains("snr_gamma") ? number("snr_gamma") : 0.0;
+    // Likewise: those runs kept the learning rate constant after the warm-up.
+    r.config.lr_decay = j.contains("lr_decay") ? string_field("lr_decay") : "constant";
   }
   // The rest is informational: tolerate its absence.
   if (j.contains("threads") && j.at("threads").is_number_integer())

@@ -100,6 +100,9 @@ void TrainConfig::validate(const FieldName& field_name) const {
   INK_CHECK(std::isfinite(snr_gamma) && snr_gamma >= 0.0,
             "{}{} must be >= 0 (0 turns the weighting off), got {}", prefix, name("snr_gamma"),
             snr_gamma);
+  INK_CHECK(lr_decay == "constant" || lr_decay == "cosine",
+            "{}{} must be constant or cosine, got {}", prefix, name("lr_decay"),
+            quoted_text(lr_decay));
   const int64_t total = samples_per_prompt * kNumShapePrompts;
   INK_CHECK(!recipe->batch_norm || total % batch_size != 1,
             "{}{} {} with {} {} leaves a last batch of 1 sample ({} = {} x {} + 1), and {}; "

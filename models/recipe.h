@@ -51,6 +51,10 @@ struct TrainConfig {
   // eps-MSE). The default 5 is the paper's; on the default recipe it lowered FD to 0.4-0.76x of
   // plain eps-MSE's at w = 1-3 with the same fidelity (README).
   double snr_gamma = 5.0;
+  // The learning rate after the warm-up: "constant", or "cosine", which falls from lr to 0 along
+  // half a cosine over the rest of the run (so it needs a length in epochs or images, not a
+  // budget in minutes; nn::LRSchedule has the formula).
+  std::string lr_decay = "constant";
 
   // How a message names a field: "epochs" -> "--epochs" on the command line, or "\"epochs\" in
   // config.json". Without one, fields are named as they are ("epochs").

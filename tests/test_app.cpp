@@ -416,6 +416,16 @@ TEST(AppRunDir, RecordRoundTripsAndRejectsBadFiles) {
   older.erase(key, older.find('\n', key) + 1 - key);  // the whole line, comma included
   EXPECT_EQ(parse_run_record(older, "c.json").config.snr_gamma, 0.0);
   EXPECT_EQ(TrainConfig{}.snr_gamma, 5.0);
+
+  // The same for the learning-rate decay: kept, and "constant" when the record predates it.
+  diffusion.config.lr_decay = "cosine";
+  const std::string decayed = run_record_json(diffusion);
+  EXPECT_EQ(parse_run_record(decayed, "c.json").config.lr_decay, "cosine");
+  std::string before = decayed;
+  const size_t decay_key = before.find("\"lr_decay\"");
+  ASSERT_NE(decay_key, std::string::npos) << decayed;
+  before.erase(decay_key, before.find('\n', decay_key) + 1 - decay_key);
+  EXPECT_EQ(parse_run_record(before, "c.json").config.lr_decay, "constant");
 }
 
 TEST(AppRunDir, OneLineMessages) {

@@ -157,6 +157,30 @@ TEST_F(TrainCli, AResumedMinutesRunKeepsWhatIsLeftOfItsBudget) {
   EXPECT_EQ(after.status, "complete");
 }
 
+TEST_F(TrainCli, ACosineDecayNeedsAKnownLengthAndKeepsIt) {
+  const std::string dir = path("cosine");
+  const std::vector<std::string> quick = {
+      "--eval-samples", "0",      "--preview-every", "0", "--sample-steps", "2", "-q",
+      "--lr-decay",     "cosine", "--warmup-steps",  "1", "--out",          dir};
+  std::vector<std::string> minutes = {"train", "--samples-per-prompt", "2", "--minutes", "0.0001"};
+  minutes.insert(minutes.end(), quick.begin(), quick.end());
+  const Result refused = run(minutes);
+  EXPECT_NE(refused.code, 0);
+  EXPECT_THAT(refused.err, HasSubstr("--lr-decay cosine falls to 0 at the run's last step"));
+  EXPECT_FALSE(fs::exists(dir + "/config.json"));
+
+  std::vector<std::string> args = {"train", "--samples-per-prompt", "2", "--images", "18"};
+  args.insert(args.end(), quick.begin(), quick.end());
+  const Result first = run(args);
+  ASSERT_EQ(first.code, 0) << first.err;
+  EXPECT_EQ(read_run_record(dir).config.lr_decay, "cosine");
+  // Training on past the end would change the decay of the updates already made.
+  const Result longer = run({"train", "--resume", dir, "--epochs", "2", "-q"});
+  EXPECT_EQ(longer.code, 1);
+  EXPECT_THAT(longer.err, HasSubstr("--epochs 2: the run in " + dir +
+                                    " decays its learning rate (cosine) to 0 over its 1 epochs"));
+}
+
 TEST_F(TrainCli, ResumeRefusesAConfigJsonThatDisagreesWithTheSavedState) {
   const std::string dir = path("edited");
   ASSERT_EQ(run(tiny(dir)).code, 0);

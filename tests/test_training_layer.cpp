@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <thread>
 
@@ -157,6 +158,40 @@ TEST(TrainingLayer, MinSnrWeightingScalesEachSamplesError) {
   EXPECT_LT(small, plain);
   c.snr_gamma = -1.0;
   EXPECT_THAT(error_of([&] { c.validate(); }), HasSubstr("snr_gamma must be >= 0"));
+}
+
+// --lr-decay cosine: after the warm-up the rate follows half a cosine to 0 at the run's last
+// update, and the resume check names the length it decays over.
+TEST(TrainingLayer, CosineDecayEndsTheRunAtZero) {
+  TrainConfig c;
+  c.model = "diffusion";
+  c.model_config = "tiny";
+  c.samples_per_prompt = 2;  // 18 pictures: 3 batches of 6 per epoch
+  c.batch_size = 6;
+  c.epochs = 2;
+  c.warmup_steps = 1;
+  c.lr_decay = "cosine";
+  Trainer trainer(c);
+  std::vector<double> rates;  // the rate each update used (set by before_step)
+  for (int e = 0; e < 2; ++e)
+    trainer.train_epoch(
+        [&](const StepInfo&) { rates.push_back(trainer.recipe().optimizer().lr()); });
+  ASSERT_EQ(rates.size(), 6u);
+  // Update s >= 1 uses lr * (1 + cos(pi * (s - 1) / 5)) / 2.
+  for (size_t s = 1; s < rates.size(); ++s) {
+    const double expected = c.lr * (1.0 + std::cos(M_PI * static_cast<double>(s - 1) / 5.0)) / 2.0;
+    EXPECT_NEAR(rates[s], expected, 1e-12) << "update " << s;
+  }
+  EXPECT_EQ(trainer.recipe().resume_settings().at("diffusion.lr_decay"), "cosine over 6 updates");
+  c.lr_decay = "constant";
+  EXPECT_EQ(Trainer(c).recipe().resume_settings().count("diffusion.lr_decay"), 0u);
+  c.lr_decay = "linear";
+  EXPECT_THAT(error_of([&] { c.validate(); }),
+              HasSubstr("lr_decay must be constant or cosine, got \"linear\""));
+  c.lr_decay = "cosine";
+  c.warmup_steps = 6;
+  EXPECT_THAT(error_of([&] { Trainer t(c); }),
+              HasSubstr("cosine learning-rate decay needs more updates than the warm-up"));
 }
 
 TEST(TrainConfigRules, OneImplementationWithTheCommandLinesNames) {

@@ -79,9 +79,18 @@ DiffusionRecipe::DiffusionRecipe(const TrainConfig& config, TrainingStreams& str
   nn::LRSchedule::Options lr_options;
   lr_options.base_lr = config.lr;
   lr_options.warmup_steps = config.warmup_steps;
-  schedule_ = std::make_unique<nn::LRSchedule>(lr_options);
   ema_ = std::make_unique<nn::EMA>(*model_, config.ema_decay);
   dataset_ = make_dataset(config, model_->tokenizer(), streams.data);
+  if (config.lr_decay == "cosine") {
+    // Down to 0 at the run's last update (config.epochs whole epochs).
+    lr_options.decay = nn::LRSchedule::Decay::Cosine;
+    lr_options.total_steps = config.epochs * dataset_->num_batches();
+    INK_CHECK(lr_options.total_steps > config.warmup_steps,
+              "diffusion: a cosine learning-rate decay needs more updates than the warm-up, but "
+              "the run has {} updates and warmup_steps is {}",
+              lr_options.total_steps, config.warmup_steps);
+  }
+  schedule_ = std::make_unique<nn::LRSchedule>(lr_options);
 }
 
 Tensor DiffusionRecipe::loss(const DataBatch& batch, Generator& noise) {
@@ -159,6 +168,9 @@ std::map<std::string, std::string> DiffusionRecipe::resume_settings() {
   settings["diffusion.clip_grad_norm"] = fmt::format("{}", config_.clip_grad_norm);
   // Recorded only when on, so that the states written before the option existed still resume.
   if (config_.snr_gamma > 0) settings["diffusion.snr_gamma"] = fmt::format("{}", config_.snr_gamma);
+  // Recorded only when on, for the same reason; it names the length, so that a resume which
+  // changes the run's length (and so the decay) is refused.
+  if (config_.lr_decay != "constant") settings["diffusion.lr_decay"] = lr_decay_text();
   settings["diffusion.config"] = model_->config_json();
   return settings;
 }
@@ -176,7 +188,12 @@ void DiffusionRecipe::save_extra_state(SafetensorsFile& state) const {
   state.metadata["diffusion.clip_grad_norm"] = fmt::format("{}", config_.clip_grad_norm);
   if (config_.snr_gamma > 0)
     state.metadata["diffusion.snr_gamma"] = fmt::format("{}", config_.snr_gamma);
+  if (config_.lr_decay != "constant") state.metadata["diffusion.lr_decay"] = lr_decay_text();
   state.metadata["diffusion.config"] = model_->config_json();
+}
+
+std::string DiffusionRecipe::lr_decay_text() const {
+  return fmt::format("{} over {} updates", config_.lr_decay, schedule_->options().total_steps);
 }
 
 void DiffusionRecipe::load_extra_state(const SafetensorsFile& state) {

@@ -36,6 +36,9 @@ class DiffusionRecipe final : public Recipe {
   void load_extra_state(const SafetensorsFile& state) override;
 
  private:
+  // How the resume check and the state file name the decay: "cosine over 9560 updates".
+  std::string lr_decay_text() const;
+
   TrainConfig config_;
   std::unique_ptr<TextToImageDiffusion> model_;
   std::unique_ptr<TextToImageDiffusion> ema_model_;  // the EMA's values, for sampling and saving
