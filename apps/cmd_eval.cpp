@@ -185,6 +185,8 @@ std::unique_ptr<ImageModel> load_eval_model(const std::string& path) {
 // MLP ignores them). Defaults are generate's defaults, so that eval scores what users get.
 struct SamplerFlags {
   double guidance = diffusion::GenerateOptions{}.guidance;
+  std::string guidance_interval =
+      guidance_interval_text(diffusion::GenerateOptions{}.guidance_interval);
   int64_t steps = diffusion::GenerateOptions{}.steps;
   std::string sampler = diffusion::GenerateOptions{}.sampler;
 };
@@ -198,6 +200,8 @@ PromptSampler text_to_image_sampler(ImageModel& model, const SamplerFlags& flags
   }
   diffusion::GenerateOptions options;
   options.guidance = flags.guidance;
+  options.guidance_interval =
+      parse_guidance_interval(flags.guidance_interval, "--guidance-interval");
   options.steps = flags.steps;
   options.sampler = flags.sampler;
   options.validate();
@@ -206,11 +210,12 @@ PromptSampler text_to_image_sampler(ImageModel& model, const SamplerFlags& flags
   };
 }
 
-// "diffusion (ddim, 50 steps, guidance 3)" or "mlp": what produced the samples.
+// "diffusion (ddim, 50 steps, guidance 3 at sigma in (0.28,5.42])" or "mlp": what produced the
+// samples.
 std::string sampled_by(const ImageModel& model, const SamplerFlags& flags) {
   if (dynamic_cast<const diffusion::TextToImageDiffusion*>(&model) == nullptr) return model.kind();
-  return fmt::format("{} ({}, {} steps, guidance {:g})", model.kind(), flags.sampler, flags.steps,
-                     flags.guidance);
+  return fmt::format("{} ({}, {} steps, guidance {:g} at sigma in ({}])", model.kind(),
+                     flags.sampler, flags.steps, flags.guidance, flags.guidance_interval);
 }
 
 // ---- the figure ----
@@ -366,7 +371,7 @@ struct EvalFlags {
   std::string out;
   std::string judge;
   SamplerFlags sampling;
-  bool sampling_given = false;  // any of --guidance, --steps, --sampler on the command line
+  bool sampling_given = false;  // any of --guidance(-interval), --steps, --sampler given
   CLI::Option* samples_option = nullptr;
 };
 
@@ -422,7 +427,11 @@ scenes::PictureSource scenes_model_source(ImageModel& model, const SamplerFlags&
   options.guidance = flags.guidance;
   options.steps = flags.steps;
   options.sampler = flags.sampler;
-  if (diffusion_model) options.validate();
+  if (diffusion_model) {
+    options.guidance_interval =
+        parse_guidance_interval(flags.guidance_interval, "--guidance-interval");
+    options.validate();
+  }
   return [&model, diffusion_model, options, &generator](const std::string& prompt, int64_t n,
                                                         std::vector<float>& images) {
     const Tensor pictures = diffusion_model
@@ -688,13 +697,19 @@ Command add_eval_command(CLI::App& app) {
   CLI::Option* guidance = sub->add_option("--guidance", flags->sampling.guidance,
                                           "diffusion: classifier-free guidance scale w (1 = none)")
                               ->capture_default_str();
+  CLI::Option* interval =
+      sub->add_option(
+             "--guidance-interval", flags->sampling.guidance_interval,
+             "diffusion: guide only at noise levels sigma in (LOW, HIGH] (0,inf: every step)")
+          ->capture_default_str();
   CLI::Option* steps = sub->add_option("--steps", flags->sampling.steps, "diffusion: sampler steps")
                            ->capture_default_str();
   CLI::Option* sampler = sub->add_option("--sampler", flags->sampling.sampler,
                                          "diffusion: ddim, ddpm, euler or dpmpp2m")
                              ->capture_default_str();
-  return [flags, guidance, steps, sampler] {
-    flags->sampling_given = guidance->count() + steps->count() + sampler->count() > 0;
+  return [flags, guidance, interval, steps, sampler] {
+    flags->sampling_given =
+        guidance->count() + interval->count() + steps->count() + sampler->count() > 0;
     return run_eval(*flags);
   };
 }

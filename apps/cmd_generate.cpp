@@ -32,6 +32,8 @@ struct GenerateFlags {
   std::string prompt;
   std::string negative_prompt;
   double guidance = 3.0;
+  std::string guidance_interval =
+      guidance_interval_text(diffusion::GenerateOptions{}.guidance_interval);
   int64_t steps = 50;
   std::string sampler = "ddim";
   int64_t count = 8;
@@ -136,6 +138,8 @@ int run_generate(const GenerateFlags& flags) {
   settings.prompt = flags.prompt;
   settings.negative_prompt = flags.negative_prompt;
   settings.guidance = flags.guidance;
+  settings.guidance_interval =
+      parse_guidance_interval(flags.guidance_interval, "--guidance-interval");
   settings.steps = flags.steps;
   settings.sampler = flags.sampler;
   settings.count = flags.count;
@@ -305,6 +309,10 @@ Command add_generate_command(CLI::App& app) {
   flags->diffusion_options = {
       sub->get_option("--negative-prompt"),
       sub->get_option("--guidance"),
+      sub->add_option("--guidance-interval", flags->guidance_interval,
+                      "Diffusion: guide only at noise levels sigma in (LOW, HIGH]; the other steps "
+                      "use the prompt alone, at half the cost (0,inf: every step)")
+          ->capture_default_str(),
       sub->get_option("--steps"),
       sub->get_option("--sampler"),
       sub->add_option("--film", flags->film,

@@ -45,12 +45,15 @@ constexpr std::chrono::seconds kExtrasInterval{3};
 // `inkgrad train` with no flags trains the diffusion model with the recipe that learned the most
 // in ten minutes on the 2-core development machine (README, "The diffusion model"): the tiny
 // U-Net in batches of 16, for 150,000 pictures when neither --epochs nor --images nor --minutes
-// is given. Seed 002's settings are `--config small --batch-size 64`; the notebook's MLP recipe
-// is `--model mlp` (batch 64, 100 epochs).
+// is given, with a cosine decay of the learning rate over the run and logit-normal timesteps. Seed
+// 002's settings are `--config small --batch-size 64`; the notebook's MLP recipe is `--model mlp`
+// (batch 64, 100 epochs).
 constexpr const char* kDefaultModel = "diffusion";
 constexpr const char* kDefaultDiffusionConfig = "tiny";
 constexpr int64_t kDefaultDiffusionBatch = 16;
 constexpr int64_t kDefaultDiffusionImages = 150'000;
+constexpr const char* kDefaultDiffusionLrDecay = "cosine";
+constexpr const char* kDefaultDiffusionTimesteps = "logit-normal";
 // Preview grids (samples_NNNNNN.png, N = images trained on) during a diffusion run: a few
 // prompts, a few pictures each, fewer sampler steps than the final pictures.
 constexpr int64_t kPreviewPrompts = 9;
@@ -73,6 +76,8 @@ struct TrainFlags {
   CLI::Option* images_option = nullptr;
   CLI::Option* batch_option = nullptr;
   CLI::Option* config_option = nullptr;
+  CLI::Option* lr_decay_option = nullptr;
+  CLI::Option* timesteps_option = nullptr;
   int threads = 0;
   std::string out = "runs/latest";
   std::string resume;
@@ -323,6 +328,7 @@ int run_train(TrainFlags& flags) {
     if (config.model == "diffusion") {
       if (flags.batch_option->count() == 0) config.batch_size = kDefaultDiffusionBatch;
       if (flags.config_option->count() == 0) config.model_config = kDefaultDiffusionConfig;
+      if (flags.timesteps_option->count() == 0) config.timesteps = kDefaultDiffusionTimesteps;
       INK_CHECK(flags.images_option->count() == 0 || flags.epochs_option->count() == 0,
                 "--images and --epochs both set the length of the run; give one of them");
       const bool images_given = flags.images_option->count() > 0;
@@ -334,6 +340,11 @@ int run_train(TrainFlags& flags) {
         const int64_t per_epoch = config.samples_per_prompt * kNumShapePrompts;
         config.epochs = std::max<int64_t>(1, (flags.images + per_epoch - 1) / per_epoch);
         if (flags.minutes > 0 && !images_given) config.epochs = TrainConfig::kMaxEpochs;
+      }
+      // Cosine when the run's length is known (the default recipe: README), else constant.
+      if (flags.lr_decay_option->count() == 0) {
+        config.lr_decay =
+            config.epochs == TrainConfig::kMaxEpochs ? "constant" : kDefaultDiffusionLrDecay;
       }
       INK_CHECK(config.lr_decay != "cosine" || config.epochs != TrainConfig::kMaxEpochs,
                 "--lr-decay cosine falls to 0 at the run's last step, and a run with only a "
@@ -405,7 +416,7 @@ int run_train(TrainFlags& flags) {
   if (config.model == "diffusion") {
     fmt::print(
         "  training  {}, config {}, AdamW lr {} (warm-up {} steps{}, weight "
-        "decay {}), EMA {}, CFG dropout {}{}{}, seed {}, {} thread{}{}\n",
+        "decay {}), EMA {}, CFG dropout {}{}{}{}, seed {}, {} thread{}{}\n",
         config.epochs == TrainConfig::kMaxEpochs
             ? std::string("until the time budget")
             : fmt::format("{} epochs ({} images)", config.epochs,
@@ -414,7 +425,8 @@ int run_train(TrainFlags& flags) {
         config.lr_decay == "constant" ? "" : ", then " + config.lr_decay + " decay to 0",
         config.weight_decay, config.ema_decay, config.cond_dropout,
         config.clip_grad_norm > 0 ? fmt::format(", clip {}", config.clip_grad_norm) : "",
-        config.snr_gamma > 0 ? fmt::format(", Min-SNR {}", config.snr_gamma) : "", config.seed,
+        config.snr_gamma > 0 ? fmt::format(", Min-SNR {}", config.snr_gamma) : "",
+        config.timesteps == "uniform" ? "" : ", " + config.timesteps + " timesteps", config.seed,
         record.threads, record.threads == 1 ? "" : "s",
         flags.detect_anomaly ? ", anomaly detection on" : "");
     if (flags.minutes > 0) {
@@ -653,10 +665,17 @@ Command add_train_command(CLI::App& app) {
                       "diffusion: Min-SNR loss weighting min(SNR, gamma) / SNR per sample (0: off, "
                       "plain eps-MSE)")
           ->capture_default_str(),
-      sub->add_option("--lr-decay", c.lr_decay,
-                      "diffusion: the learning rate after the warm-up, constant or cosine (to 0 "
-                      "at the run's last step; needs --images or --epochs, not only --minutes)")
-          ->capture_default_str(),
+      flags->lr_decay_option = sub->add_option(
+          "--lr-decay", c.lr_decay,
+          fmt::format("diffusion: the learning rate after the warm-up, constant or cosine (to 0 at "
+                      "the run's last step; needs --images or --epochs). Default {}, or constant "
+                      "for a run with only a --minutes budget",
+                      kDefaultDiffusionLrDecay)),
+      flags->timesteps_option = sub->add_option(
+          "--timesteps", c.timesteps,
+          fmt::format("diffusion: how training timesteps are drawn, uniform or logit-normal (90% "
+                      "on the middle noise levels, 10% uniform). Default {}",
+                      kDefaultDiffusionTimesteps)),
       flags->images_option = sub->add_option(
           "--images", flags->images,
           fmt::format("diffusion: train on this many images (rounded up to whole epochs; default "

@@ -4,15 +4,52 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #include <nlohmann/json.hpp>
 
 #include "apps/figures.h"
 #include "models/diffusion/model.h"
 #include "tensor/error.h"
+#include "tensor/quote.h"
 
 namespace ink::app {
+
+diffusion::GuidanceInterval parse_guidance_interval(std::string_view text, std::string_view flag) {
+  const auto fail = [&]() -> diffusion::GuidanceInterval {
+    INK_FAIL(
+        "{}: expected LOW,HIGH, two noise levels sigma with 0 <= LOW < HIGH (HIGH may be "
+        "inf; 0,inf guides every step), got {}",
+        flag, quoted_text(text, 40));
+  };
+  const size_t comma = text.find(',');
+  if (comma == std::string_view::npos) return fail();
+  const auto number = [&](std::string_view part, double& value) {
+    if (part == "inf") {
+      value = std::numeric_limits<double>::infinity();
+      return true;
+    }
+    const std::string copy(part);
+    char* end = nullptr;
+    value = std::strtod(copy.c_str(), &end);
+    return !copy.empty() && end == copy.c_str() + copy.size() && std::isfinite(value);
+  };
+  diffusion::GuidanceInterval interval;
+  if (!number(text.substr(0, comma), interval.sigma_low) ||
+      !number(text.substr(comma + 1), interval.sigma_high) || !std::isfinite(interval.sigma_low) ||
+      interval.sigma_low < 0.0 || !(interval.sigma_high > interval.sigma_low)) {
+    return fail();
+  }
+  return interval;
+}
+
+std::string guidance_interval_text(const diffusion::GuidanceInterval& interval) {
+  return fmt::format("{:g},{}", interval.sigma_low,
+                     std::isfinite(interval.sigma_high) ? fmt::format("{:g}", interval.sigma_high)
+                                                        : std::string("inf"));
+}
 
 bool has_sampler(const ImageModel& model) {
   return dynamic_cast<const diffusion::TextToImageDiffusion*>(&model) != nullptr;
@@ -27,6 +64,7 @@ Tensor generate_pictures(ImageModel& model, const GenerationSettings& settings,
     options.sampler = settings.sampler;
     options.steps = settings.steps;
     options.guidance = settings.guidance;
+    options.guidance_interval = settings.guidance_interval;
     options.negative_prompt = settings.negative_prompt;
     options.callback = callback;
     options.attention = attention;
@@ -158,6 +196,7 @@ std::string settings_json(const GenerationSettings& settings, const ImageModel& 
   if (has_sampler(model)) {
     out["steps"] = settings.steps;
     out["guidance"] = settings.guidance;
+    out["guidance_interval"] = guidance_interval_text(settings.guidance_interval);
     out["sampler"] = settings.sampler;
   }
   out["count"] = settings.count;

@@ -27,11 +27,19 @@ struct GenerationSettings {
   std::string prompt;
   std::string negative_prompt;
   double guidance = 3.0;
+  // The noise levels that are guided (diffusion::GuidanceInterval; the model's default).
+  diffusion::GuidanceInterval guidance_interval = diffusion::GenerateOptions{}.guidance_interval;
   int64_t steps = 50;
   std::string sampler = "ddim";
   uint64_t seed = 0;
   int64_t count = 1;
 };
+
+// A guidance interval as the command line writes it: "LOW,HIGH", two noise levels sigma, HIGH
+// may be "inf" ("0,inf" guides every step). Throws ink::Error naming `flag` and the text.
+diffusion::GuidanceInterval parse_guidance_interval(std::string_view text, std::string_view flag);
+// The same text back: "0.28,5.42", "0,inf".
+std::string guidance_interval_text(const diffusion::GuidanceInterval& interval);
 
 // Whether `model` takes steps, guidance, a sampler and a negative prompt (the diffusion model).
 bool has_sampler(const ImageModel& model);
@@ -80,7 +88,8 @@ std::vector<float> heat_overlay(std::span<const float> picture, const ImageForma
 
 // The settings as a JSON object with the model's kind, in ASCII (non-ASCII prompt characters are
 // \u escapes), for the PNG text chunk and the API: {"prompt", "negative_prompt", "seed",
-// "steps", "guidance", "sampler", "count", "model"} (the sampler fields only for a sampler model).
+// "steps", "guidance", "guidance_interval", "sampler", "count", "model"} (the sampler fields only
+// for a sampler model).
 std::string settings_json(const GenerationSettings& settings, const ImageModel& model);
 
 // The tEXt keyword under which inkgrad stores settings_json in its PNGs.

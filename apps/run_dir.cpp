@@ -44,6 +44,7 @@ std::string run_record_json(const RunRecord& r) {
     j["clip_grad_norm"] = r.config.clip_grad_norm;
     j["snr_gamma"] = r.config.snr_gamma;
     j["lr_decay"] = r.config.lr_decay;
+    j["timesteps"] = r.config.timesteps;
     j["optimizer"] = "AdamW";
     j["loss"] = r.config.snr_gamma > 0 ? "eps-MSE, Min-SNR weighted" : "eps-MSE";
   } else {
@@ -139,6 +140,7 @@ RunRecord parse_run_record(std::string_view text, const std::string& source) {
     r.config.snr_gamma = j.contains("snr_gamma") ? number("snr_gamma") : 0.0;
     // Likewise: those runs kept the learning rate constant after the warm-up.
     r.config.lr_decay = j.contains("lr_decay") ? string_field("lr_decay") : "constant";
+    r.config.timesteps = j.contains("timesteps") ? string_field("timesteps") : "uniform";
   }
   // The rest is informational: tolerate its absence.
   if (j.contains("threads") && j.at("threads").is_number_integer())

@@ -103,6 +103,9 @@ void TrainConfig::validate(const FieldName& field_name) const {
   INK_CHECK(lr_decay == "constant" || lr_decay == "cosine",
             "{}{} must be constant or cosine, got {}", prefix, name("lr_decay"),
             quoted_text(lr_decay));
+  INK_CHECK(timesteps == "uniform" || timesteps == "logit-normal",
+            "{}{} must be uniform or logit-normal, got {}", prefix, name("timesteps"),
+            quoted_text(timesteps));
   const int64_t total = samples_per_prompt * kNumShapePrompts;
   INK_CHECK(!recipe->batch_norm || total % batch_size != 1,
             "{}{} {} with {} {} leaves a last batch of 1 sample ({} = {} x {} + 1), and {}; "

@@ -55,6 +55,9 @@ struct TrainConfig {
   // half a cosine over the rest of the run (so it needs a length in epochs or images, not a
   // budget in minutes; nn::LRSchedule has the formula).
   std::string lr_decay = "constant";
+  // How a training sample's timestep is drawn: "uniform" over [0, T), or "logit-normal" (90%
+  // T sigmoid(z) with z ~ N(0, 1), 10% uniform: models/diffusion/recipe.cpp).
+  std::string timesteps = "uniform";
 
   // How a message names a field: "epochs" -> "--epochs" on the command line, or "\"epochs\" in
   // config.json". Without one, fields are named as they are ("epochs").

@@ -791,7 +791,7 @@ TEST_F(ScenesCli, EvalOnAnUntrainedScenesModelReportsEverySplitAndAttribute) {
   EXPECT_EQ(j.at("model_kind"), "diffusion");
   EXPECT_EQ(j.at("pictures_per_prompt"), 3);
   EXPECT_EQ(j.at("seed"), 6);
-  EXPECT_EQ(j.at("sampling"), "diffusion (ddim, 2 steps, guidance 3)");
+  EXPECT_EQ(j.at("sampling"), "diffusion (ddim, 2 steps, guidance 3 at sigma in (0.28,5.42])");
   EXPECT_THAT(j.at("judge").get<std::string>(), ::testing::EndsWith("scenes_judge.safetensors"));
   const json& model = j.at("model");
   const json& ceiling = j.at("ceiling");

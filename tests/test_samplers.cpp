@@ -364,6 +364,80 @@ TEST(ClassifierFreeGuidance, OneBatchedCallCombinesTheHalves) {
                "classifier_free_guidance: timesteps [1] for x_t [2, 2]");
 }
 
+// A guidance interval: rows whose noise level sigma_t lies outside it get eps_c; a call with
+// no row inside runs only the conditional denoiser when there is one.
+TEST(ClassifierFreeGuidance, OnlyInsideItsIntervalOfNoiseLevels) {
+  // eps_c = x + 1 for the first half of the rows, eps_u = x - 1 for the second (as above).
+  int doubled_calls = 0, conditional_calls = 0;
+  const Denoiser model = [&](const Tensor& x_t, const Tensor&, const std::any&) {
+    ++doubled_calls;
+    const int64_t half = x_t.size(0) / 2, row = x_t.numel() / x_t.size(0);
+    std::vector<float> v = x_t.to_vector();
+    for (int64_t i = 0; i < x_t.numel(); ++i) v[i] += i / row < half ? 1.0f : -1.0f;
+    return from_vector(v, x_t.shape());
+  };
+  const Denoiser conditional = [&](const Tensor& x_t, const Tensor&, const std::any& cond) {
+    ++conditional_calls;
+    EXPECT_EQ(std::any_cast<int>(cond), 42);
+    return add(x_t, 1.0f);
+  };
+  const NoiseSchedule schedule = NoiseSchedule::linear();
+  // sigma_t = sqrt((1 - abar_t) / abar_t): pick an interval holding t = 500 but not t = 50 or 900.
+  const auto sigma = [&](int64_t t) {
+    return std::sqrt((1.0 - schedule.alpha_bar(t)) / schedule.alpha_bar(t));
+  };
+  const GuidanceInterval interval{sigma(400), sigma(600)};
+  EXPECT_TRUE(interval.contains(sigma(500)));
+  EXPECT_FALSE(interval.contains(sigma(400)));  // (low, high]
+  EXPECT_TRUE(interval.contains(sigma(600)));
+  const Denoiser guided = classifier_free_guidance(model, 3.0, schedule, interval, conditional);
+  const Tensor x = from_vector({0.5f, -2, 1, 0, 3, 4}, {3, 2});
+  const std::vector<float> xv = x.to_vector();
+
+  // Mixed rows: one doubled call; the row at t = 500 is guided, the others are eps_c.
+  const std::vector<float> mixed = guided(x, from_vector_i64({50, 500, 900}, {3}), 42).to_vector();
+  EXPECT_EQ(doubled_calls, 1);
+  EXPECT_EQ(conditional_calls, 0);
+  for (int i = 0; i < 6; ++i) EXPECT_FLOAT_EQ(mixed[i], xv[i] + (i / 2 == 1 ? 5.0f : 1.0f)) << i;
+
+  // No row inside: the conditional denoiser alone.
+  const std::vector<float> outside = guided(x, from_vector_i64({50, 50, 900}, {3}), 42).to_vector();
+  EXPECT_EQ(doubled_calls, 1);
+  EXPECT_EQ(conditional_calls, 1);
+  for (int i = 0; i < 6; ++i) EXPECT_FLOAT_EQ(outside[i], xv[i] + 1.0f) << i;
+  // ... and without one, eps_c of a doubled call.
+  const std::vector<float> no_conditional =
+      classifier_free_guidance(model, 3.0, schedule, interval)(
+          x, from_vector_i64({50, 50, 900}, {3}), 42)
+          .to_vector();
+  EXPECT_EQ(doubled_calls, 2);
+  EXPECT_EQ(no_conditional, outside);
+
+  expect_error(
+      [&] {
+        classifier_free_guidance(model, 3.0, schedule, {2.0, 1.0});
+      },
+      "guidance interval: needs 0 <= low < high (noise levels sigma), got (2, 1]");
+  expect_error(
+      [&] {
+        classifier_free_guidance(model, 3.0, schedule, {-1.0, 1.0});
+      },
+      "guidance interval: needs 0 <= low < high");
+  expect_error(
+      [&] {
+        guided(x, from_vector_i64({50, 50, 1000}, {3}), 42);
+      },
+      "classifier_free_guidance: timestep 1000 is outside [0, 1000)");
+  expect_error(
+      [&] {
+        classifier_free_guidance(model, 3.0, schedule, interval,
+                                 [](const Tensor&, const Tensor&, const std::any&) {
+                                   return zeros({1, 2});
+                                 })(x, from_vector_i64({50, 50, 50}, {3}), 42);
+      },
+      "classifier_free_guidance: the conditional model returned [1, 2] for x_t [3, 2]");
+}
+
 // Guidance wraps the denoiser: a sampler runs it like any other, one model call per step.
 TEST(ClassifierFreeGuidance, DrivesASamplerWithOneCallPerStep) {
   const NoiseSchedule schedule = NoiseSchedule::linear();

@@ -445,6 +445,7 @@ void GenerateOptions::validate() const {
   INK_CHECK(std::isfinite(eta) && eta >= 0.0 && eta <= 1.0,
             "generate: eta must be in [0, 1], got {}", eta);
   INK_CHECK(batch >= 1 && batch <= 4096, "generate: batch must be in [1, 4096], got {}", batch);
+  guidance_interval.validate();
 }
 
 TextToImageDiffusion::TextToImageDiffusion(const DiffusionConfig& config, Generator* gen)
@@ -518,9 +519,10 @@ struct Resize {
 
 // What this object represents: the running sums behind AttentionMaps for one chunk of b
 // pictures. It watches the U-Net's cross-attention layers and asks each for the conditional
-// rows 0..b-1 of its 2b-row batch; each call adds the head-averaged weight of every kept
-// context position on the layer's own grid. Resizing is linear, so each layer's sum is resized
-// to the picture once, at the end, rather than at every step.
+// rows 0..b-1 of its 2b-row batch (or of its b-row batch, outside the guidance interval); each call
+// adds the head-averaged weight of every kept context position on the layer's own grid. Resizing is
+// linear, so each layer's sum is resized to the picture once, at the end, rather than at every
+// step.
 class CrossAttentionSum final : public nn::AttentionObserver {
  public:
   CrossAttentionSum(const std::vector<UNet::CrossAttentionLayer>& layers, int64_t rows,
@@ -535,8 +537,9 @@ class CrossAttentionSum final : public nn::AttentionObserver {
 
   int64_t rows_wanted(const nn::Attention& layer, int64_t batch) const override {
     if (find(layer) == nullptr) return 0;
-    INK_CHECK(batch == 2 * rows_, "attention maps: a cross-attention batch of {} for {} pictures",
-              batch, rows_);
+    // 2b rows for a guided step, b for a step outside the guidance interval (conditional only).
+    INK_CHECK(batch == 2 * rows_ || batch == rows_,
+              "attention maps: a cross-attention batch of {} for {} pictures", batch, rows_);
     return rows_;
   }
 
@@ -637,7 +640,17 @@ Tensor TextToImageDiffusion::generate(const std::string& prompt, int64_t n, Gene
     for (int64_t i = 0; i < t.size(0); ++i) tf[i] = static_cast<float>(ti[i]);
     return unet->forward(x, t_float, text.context, text.key_mask);
   };
-  const Denoiser guided = classifier_free_guidance(model, options.guidance);
+  // Outside the guidance interval only the conditional half runs: the first rows of the
+  // 2b-row context.
+  const Denoiser conditional = [this](const Tensor& x, const Tensor& t, const std::any& cond) {
+    const auto& text = std::any_cast<const TextCondition&>(cond);
+    const int64_t b = x.size(0);
+    Tensor t_float = empty({b});
+    for (int64_t i = 0; i < b; ++i) t_float.data()[i] = static_cast<float>(t.data_i64()[i]);
+    return unet->forward(x, t_float, narrow(text.context, 0, 0, b), narrow(text.key_mask, 0, 0, b));
+  };
+  const Denoiser guided = classifier_free_guidance(model, options.guidance, schedule_,
+                                                   options.guidance_interval, conditional);
   // The attention maps keep the null token and the prompt's non-padding tokens.
   std::vector<int64_t> kept_positions;
   if (options.attention != nullptr) {

@@ -173,7 +173,11 @@ struct GenerateOptions {
   std::string sampler = "ddim";  // ddim, ddpm, euler, dpmpp2m
   int64_t steps = 50;
   double guidance = 3.0;  // w in eps = eps_u + w (eps_c - eps_u); 1 = no guidance
-  double eta = 0.0;       // DDIM's noise (0 = deterministic)
+  // The noise levels that are guided (see samplers.h); the others use eps_c alone, at half the
+  // cost. Default: Kynkaenniemi et al.'s (0.28, 5.42] (on the default schedule with 50 trailing
+  // DDIM steps: 24 of the 50 steps, t = 99 ... 559); {0, inf} guides every step.
+  GuidanceInterval guidance_interval{0.28, 5.42};
+  double eta = 0.0;  // DDIM's noise (0 = deterministic)
   std::string negative_prompt;
   int64_t batch = 64;  // pictures per U-Net batch (the CFG batch is twice this)
   // Called after each sampler step with the step, x_t and x0_hat (both in [-1, 1] space) of the

@@ -13,6 +13,9 @@ namespace ink::diffusion {
 
 namespace {
 
+// The share of a logit-normal run's timesteps drawn uniformly (see loss()).
+constexpr float kUniformShare = 0.1f;
+
 // The model's architecture for a run: the preset the run names, sized for its dataset.
 DiffusionConfig config_for(const TrainConfig& config) {
   DiffusionConfig c = DiffusionConfig::preset(config.model_config);
@@ -82,13 +85,11 @@ DiffusionRecipe::DiffusionRecipe(const TrainConfig& config, TrainingStreams& str
   ema_ = std::make_unique<nn::EMA>(*model_, config.ema_decay);
   dataset_ = make_dataset(config, model_->tokenizer(), streams.data);
   if (config.lr_decay == "cosine") {
-    // Down to 0 at the run's last update (config.epochs whole epochs).
-    lr_options.decay = nn::LRSchedule::Decay::Cosine;
+    // Down to 0 at the run's last update (config.epochs whole epochs). A run that ends inside
+    // its warm-up has nothing to decay.
     lr_options.total_steps = config.epochs * dataset_->num_batches();
-    INK_CHECK(lr_options.total_steps > config.warmup_steps,
-              "diffusion: a cosine learning-rate decay needs more updates than the warm-up, but "
-              "the run has {} updates and warmup_steps is {}",
-              lr_options.total_steps, config.warmup_steps);
+    if (lr_options.total_steps > config.warmup_steps)
+      lr_options.decay = nn::LRSchedule::Decay::Cosine;
   }
   schedule_ = std::make_unique<nn::LRSchedule>(lr_options);
 }
@@ -104,7 +105,16 @@ Tensor DiffusionRecipe::loss(const DataBatch& batch, Generator& noise) {
   Tensor t = empty({b}, DType::Int64);
   Tensor t_float = empty({b});
   for (int64_t i = 0; i < b; ++i) {
-    t.data_i64()[i] = noise.randint(0, schedule.num_timesteps());
+    // logit-normal: with probability 0.9, t = floor(T sigmoid(z)), z ~ N(0, 1) (Esser et al.
+    // 2024), which puts the updates on the middle noise levels where the shape is decided; else
+    // uniform, so that the nearly clean steps (which clean the background) are still learned.
+    if (config_.timesteps == "logit-normal" && noise.uniform() >= kUniformShare) {
+      const double u = 1.0 / (1.0 + std::exp(-static_cast<double>(noise.normal())));
+      t.data_i64()[i] = std::min<int64_t>(schedule.num_timesteps() - 1,
+                                          static_cast<int64_t>(u * schedule.num_timesteps()));
+    } else {
+      t.data_i64()[i] = noise.randint(0, schedule.num_timesteps());
+    }
     t_float.data()[i] = static_cast<float>(t.data_i64()[i]);
   }
   const Tensor eps = randn(x0.shape(), &noise);
@@ -171,6 +181,7 @@ std::map<std::string, std::string> DiffusionRecipe::resume_settings() {
   // Recorded only when on, for the same reason; it names the length, so that a resume which
   // changes the run's length (and so the decay) is refused.
   if (config_.lr_decay != "constant") settings["diffusion.lr_decay"] = lr_decay_text();
+  if (config_.timesteps != "uniform") settings["diffusion.timesteps"] = config_.timesteps;
   settings["diffusion.config"] = model_->config_json();
   return settings;
 }
@@ -189,6 +200,7 @@ void DiffusionRecipe::save_extra_state(SafetensorsFile& state) const {
   if (config_.snr_gamma > 0)
     state.metadata["diffusion.snr_gamma"] = fmt::format("{}", config_.snr_gamma);
   if (config_.lr_decay != "constant") state.metadata["diffusion.lr_decay"] = lr_decay_text();
+  if (config_.timesteps != "uniform") state.metadata["diffusion.timesteps"] = config_.timesteps;
   state.metadata["diffusion.config"] = model_->config_json();
 }
 

@@ -228,16 +228,57 @@ SampleResult sample(Sampler sampler, const Denoiser& denoiser, const Tensor& x_T
   INK_FAIL("sample: unknown sampler {}", static_cast<int>(sampler));
 }
 
+void GuidanceInterval::validate() const {
+  INK_CHECK(std::isfinite(sigma_low) && sigma_low >= 0.0 && !std::isnan(sigma_high) &&
+                sigma_high > sigma_low,
+            "guidance interval: needs 0 <= low < high (noise levels sigma), got ({}, {}]",
+            sigma_low, sigma_high);
+}
+
 Denoiser classifier_free_guidance(Denoiser model, double scale) {
+  // Every timestep is guided, so the schedule is never consulted.
+  return classifier_free_guidance(std::move(model), scale, NoiseSchedule::linear(1),
+                                  GuidanceInterval{});
+}
+
+Denoiser classifier_free_guidance(Denoiser model, double scale, const NoiseSchedule& schedule,
+                                  GuidanceInterval interval, Denoiser conditional) {
   INK_CHECK(static_cast<bool>(model), "classifier_free_guidance: the model is empty");
-  return [model = std::move(model), scale](const Tensor& x_t, const Tensor& timesteps,
-                                           const std::any& cond) {
+  interval.validate();
+  // Which timesteps are guided, looked up once (an empty table: every one).
+  std::vector<char> guided;
+  if (interval.sigma_low > 0.0 || std::isfinite(interval.sigma_high)) {
+    guided.resize(static_cast<size_t>(schedule.num_timesteps()));
+    for (int64_t t = 0; t < schedule.num_timesteps(); ++t) {
+      const double abar = schedule.alpha_bar(t);
+      guided[static_cast<size_t>(t)] = interval.contains(std::sqrt((1.0 - abar) / abar));
+    }
+  }
+  return [model = std::move(model), conditional = std::move(conditional), scale,
+          guided = std::move(guided)](const Tensor& x_t, const Tensor& timesteps,
+                                      const std::any& cond) {
     const int64_t batch = x_t.size(0);
     INK_CHECK(timesteps.dtype() == DType::Int64 && timesteps.numel() == batch,
               "classifier_free_guidance: timesteps {} for x_t {}", shape_str(timesteps.shape()),
               shape_str(x_t.shape()));
+    const int64_t* ts = timesteps.data_i64();
+    const auto is_guided = [&](int64_t b) {
+      if (guided.empty()) return true;
+      INK_CHECK(ts[b] >= 0 && ts[b] < static_cast<int64_t>(guided.size()),
+                "classifier_free_guidance: timestep {} is outside [0, {})", ts[b], guided.size());
+      return guided[static_cast<size_t>(ts[b])] != 0;
+    };
+    int64_t guided_rows = 0;
+    for (int64_t b = 0; b < batch; ++b) guided_rows += is_guided(b) ? 1 : 0;
+    if (guided_rows == 0 && conditional) {
+      Tensor eps = conditional(x_t, timesteps, cond);
+      INK_CHECK(eps.defined() && eps.dtype() == DType::Float32 && eps.shape() == x_t.shape(),
+                "classifier_free_guidance: the conditional model returned {} for x_t {}",
+                eps.defined() ? shape_str(eps.shape()) : "(undefined)", shape_str(x_t.shape()));
+      return eps;
+    }
     Tensor t2 = empty({2 * batch}, DType::Int64);
-    for (int64_t b = 0; b < 2 * batch; ++b) t2.data_i64()[b] = timesteps.data_i64()[b % batch];
+    for (int64_t b = 0; b < 2 * batch; ++b) t2.data_i64()[b] = ts[b % batch];
     const Tensor eps = model(cat({x_t, x_t}, 0), t2, cond);
     Shape doubled = x_t.shape();
     doubled[0] *= 2;
@@ -245,7 +286,16 @@ Denoiser classifier_free_guidance(Denoiser model, double scale) {
               "classifier_free_guidance: the model returned {} for the doubled batch {}",
               eps.defined() ? shape_str(eps.shape()) : "(undefined)", shape_str(doubled));
     const Tensor eps_c = rows(eps, 0, batch), eps_u = rows(eps, batch, batch);
-    return add(eps_u, mul(sub(eps_c, eps_u), static_cast<float>(scale)));
+    if (guided_rows == 0) return eps_c;
+    Tensor out = add(eps_u, mul(sub(eps_c, eps_u), static_cast<float>(scale)));
+    if (guided_rows < batch) {  // rows outside the interval take eps_c
+      const int64_t row = x_t.numel() / batch;
+      for (int64_t b = 0; b < batch; ++b) {
+        if (!is_guided(b))
+          std::memcpy(out.data() + b * row, eps_c.data() + b * row, sizeof(float) * row);
+      }
+    }
+    return out;
   };
 }
 

@@ -13,6 +13,7 @@
 #include <any>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <string_view>
 #include <vector>
 
@@ -92,12 +93,30 @@ SampleResult sample(Sampler sampler, const Denoiser& denoiser, const Tensor& x_T
                     const std::vector<int64_t>& timesteps, Generator& generator,
                     const SampleOptions& options = {});
 
+// Where guidance applies, as a range of noise levels sigma_t = sqrt((1 - abar_t) / abar_t)
+// (k-diffusion's sigma, so the same interval means the same noise on any schedule). Guidance at
+// high noise is what collapses the samples of a prompt onto a few modes, and at low noise it does
+// little, so Kynkaenniemi et al. 2024 ("Applying guidance in a limited interval improves sample
+// and distribution quality") guide only in sigma in (0.28, 5.42]; outside it eps = eps_c.
+struct GuidanceInterval {
+  double sigma_low = 0.0;  // guide where sigma_low < sigma_t <= sigma_high
+  double sigma_high = std::numeric_limits<double>::infinity();
+  bool contains(double sigma) const { return sigma > sigma_low && sigma <= sigma_high; }
+  // Throws ink::Error unless 0 <= sigma_low < sigma_high (sigma_high may be infinite).
+  void validate() const;
+};
+
 // Classifier-free guidance around `model`: the returned denoiser, called with x_t [B, ...] and
 // timesteps [B], calls `model` once on the doubled batch cat(x_t, x_t), cat(t, t) with the
 // same `cond` handle, which must therefore describe 2B rows: rows 0..B-1 conditional, rows
 // B..2B-1 unconditional (the empty or negative prompt). It returns
-//   eps = eps_u + scale (eps_c - eps_u).
-// The samplers do not know about guidance.
+//   eps = eps_u + scale (eps_c - eps_u)
+// for the rows whose timestep lies in `interval` (by schedule's sigma) and eps = eps_c for the
+// others. When no row of a call is in the interval and `conditional` is given, that call is
+// conditional(x_t, timesteps, cond) alone (half the work): it gets the same 2B-row handle and
+// must return eps for the conditional rows 0..B-1. The samplers do not know about guidance.
 Denoiser classifier_free_guidance(Denoiser model, double scale);
+Denoiser classifier_free_guidance(Denoiser model, double scale, const NoiseSchedule& schedule,
+                                  GuidanceInterval interval, Denoiser conditional = nullptr);
 
 }  // namespace ink::diffusion
