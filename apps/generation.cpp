@@ -38,8 +38,7 @@ diffusion::GuidanceInterval parse_guidance_interval(std::string_view text, std::
   };
   diffusion::GuidanceInterval interval;
   if (!number(text.substr(0, comma), interval.sigma_low) ||
-      !number(text.substr(comma + 1), interval.sigma_high) || !std::isfinite(interval.sigma_low) ||
-      interval.sigma_low < 0.0 || !(interval.sigma_high > interval.sigma_low)) {
+      !number(text.substr(comma + 1), interval.sigma_high) || !interval.valid()) {
     return fail();
   }
   return interval;

@@ -632,23 +632,18 @@ Tensor TextToImageDiffusion::generate(const std::string& prompt, int64_t n, Gene
       trailing_timesteps(schedule_.num_timesteps(), options.steps);
   const ImageFormat format = image_format();
   Tensor out = empty({n, format.channels, format.height, format.width});
-  const Denoiser model = [this](const Tensor& x, const Tensor& t, const std::any& cond) {
+  // The U-Net on x [rows, ...] with the first `rows` rows of the 2b-row context: all of them for
+  // a guided step, the conditional half outside the guidance interval.
+  const auto unet_eps = [this](const Tensor& x, const Tensor& t, const std::any& cond) {
     const auto& text = std::any_cast<const TextCondition&>(cond);
-    Tensor t_float = empty({t.size(0)});
-    const int64_t* ti = t.data_i64();
-    float* tf = t_float.data();
-    for (int64_t i = 0; i < t.size(0); ++i) tf[i] = static_cast<float>(ti[i]);
-    return unet->forward(x, t_float, text.context, text.key_mask);
+    const int64_t rows = x.size(0);
+    Tensor t_float = empty({rows});
+    for (int64_t i = 0; i < rows; ++i) t_float.data()[i] = static_cast<float>(t.data_i64()[i]);
+    if (rows == text.context.size(0)) return unet->forward(x, t_float, text.context, text.key_mask);
+    return unet->forward(x, t_float, narrow(text.context, 0, 0, rows),
+                         narrow(text.key_mask, 0, 0, rows));
   };
-  // Outside the guidance interval only the conditional half runs: the first rows of the
-  // 2b-row context.
-  const Denoiser conditional = [this](const Tensor& x, const Tensor& t, const std::any& cond) {
-    const auto& text = std::any_cast<const TextCondition&>(cond);
-    const int64_t b = x.size(0);
-    Tensor t_float = empty({b});
-    for (int64_t i = 0; i < b; ++i) t_float.data()[i] = static_cast<float>(t.data_i64()[i]);
-    return unet->forward(x, t_float, narrow(text.context, 0, 0, b), narrow(text.key_mask, 0, 0, b));
-  };
+  const Denoiser model = unet_eps, conditional = unet_eps;
   const Denoiser guided = classifier_free_guidance(model, options.guidance, schedule_,
                                                    options.guidance_interval, conditional);
   // The attention maps keep the null token and the prompt's non-padding tokens.

@@ -228,10 +228,13 @@ SampleResult sample(Sampler sampler, const Denoiser& denoiser, const Tensor& x_T
   INK_FAIL("sample: unknown sampler {}", static_cast<int>(sampler));
 }
 
+bool GuidanceInterval::valid() const {
+  return std::isfinite(sigma_low) && sigma_low >= 0.0 && !std::isnan(sigma_high) &&
+         sigma_high > sigma_low;
+}
+
 void GuidanceInterval::validate() const {
-  INK_CHECK(std::isfinite(sigma_low) && sigma_low >= 0.0 && !std::isnan(sigma_high) &&
-                sigma_high > sigma_low,
-            "guidance interval: needs 0 <= low < high (noise levels sigma), got ({}, {}]",
+  INK_CHECK(valid(), "guidance interval: needs 0 <= low < high (noise levels sigma), got ({}, {}]",
             sigma_low, sigma_high);
 }
 

@@ -102,7 +102,9 @@ struct GuidanceInterval {
   double sigma_low = 0.0;  // guide where sigma_low < sigma_t <= sigma_high
   double sigma_high = std::numeric_limits<double>::infinity();
   bool contains(double sigma) const { return sigma > sigma_low && sigma <= sigma_high; }
-  // Throws ink::Error unless 0 <= sigma_low < sigma_high (sigma_high may be infinite).
+  // 0 <= sigma_low < sigma_high, sigma_low finite (sigma_high may be infinite).
+  bool valid() const;
+  // Throws ink::Error unless valid().
   void validate() const;
 };
 
