@@ -203,14 +203,14 @@ GenerateRequest parse_generate_request(std::string_view body, const ImageModel& 
     bad_request(
         fmt::format("the request body must be a JSON object, got a {}", type_name(request)));
   }
-  static const std::vector<std::string> kFields = {"prompt", "negative_prompt", "guidance",
-                                                   "steps",  "sampler",         "seed",
-                                                   "count",  "stream",          "attention"};
+  static const std::vector<std::string> kFields = {
+      "prompt", "negative_prompt", "guidance", "guidance_interval", "steps", "sampler",
+      "seed",   "count",           "stream",   "attention"};
   for (const auto& [key, value] : request.items()) {
     if (std::find(kFields.begin(), kFields.end(), key) == kFields.end()) {
       bad_request(
-          fmt::format("unknown field {}; the fields are prompt, negative_prompt, "
-                      "guidance, steps, sampler, seed, count, stream and attention",
+          fmt::format("unknown field {}; the fields are prompt, negative_prompt, guidance, "
+                      "guidance_interval, steps, sampler, seed, count, stream and attention",
                       quoted_text(key, 30)));
     }
   }
@@ -239,6 +239,20 @@ GenerateRequest parse_generate_request(std::string_view body, const ImageModel& 
     if (!std::isfinite(s.guidance) || s.guidance < 0.0 || s.guidance > limits.max_guidance) {
       bad_request(
           fmt::format("guidance must be in [0, {}], got {}", limits.max_guidance, g.dump()));
+    }
+  }
+  if (request.contains("guidance_interval")) {
+    // The command line's form, "LOW,HIGH" (e.g. "0.28,5.42"; "0,inf" guides every step).
+    const json& interval = request["guidance_interval"];
+    if (!interval.is_string()) {
+      bad_request(fmt::format("guidance_interval must be a string \"LOW,HIGH\", got a {}",
+                              type_name(interval)));
+    }
+    try {
+      s.guidance_interval =
+          parse_guidance_interval(interval.get<std::string>(), "guidance_interval");
+    } catch (const Error& error) {
+      bad_request(one_line(error.what()));
     }
   }
   if (request.contains("steps")) {
@@ -313,6 +327,7 @@ std::string info_json(const ImageModel& model, const ServerLimits& limits) {
   info["samplers"] = sampler ? sampler_names() : std::vector<std::string>{};
   const GenerationSettings defaults;
   info["defaults"] = {{"guidance", defaults.guidance},
+                      {"guidance_interval", guidance_interval_text(defaults.guidance_interval)},
                       {"steps", std::min(defaults.steps, limits.max_steps)},
                       {"sampler", defaults.sampler},
                       {"count", std::min<int64_t>(4, limits.max_count)}};

@@ -4,7 +4,7 @@ diffusion checkpoint at several guidance scales (same seed, sampler and steps) a
 Markdown table, one row per scale, with the ground-truth ceiling beneath.
 
   scripts/guidance_sweep.py CHECKPOINT [--guidance 1 2 3 5 7.5] [--steps 50] [--sampler ddim]
-      [-n 64] [--seed 0] [--out runs/sweep] [--inkgrad build/apps/inkgrad]
+      [--guidance-interval LOW,HIGH] [-n 64] [--seed 0] [--out runs/sweep] [--inkgrad build/apps/inkgrad]
 
 Columns: fidelity (share of samples the judge reads as their prompt: mean over the nine prompts,
 and the lowest prompt), diversity (mean pairwise distance over the real data's: the range over
@@ -25,6 +25,7 @@ def main():
     parser.add_argument("--guidance", type=float, nargs="+", default=[1, 2, 3, 5, 7.5])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--sampler", default="ddim")
+    parser.add_argument("--guidance-interval", help="LOW,HIGH (default: inkgrad eval's)")
     parser.add_argument("-n", type=int, default=64, help="samples per prompt")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/sweep")
@@ -38,6 +39,8 @@ def main():
         command = [args.inkgrad, "eval", "-c", args.checkpoint, "-n", str(args.n), "--seed",
                    str(args.seed), "--steps", str(args.steps), "--sampler", args.sampler,
                    "--guidance", f"{w:g}", "--out", str(out)]
+        if args.guidance_interval:
+            command += ["--guidance-interval", args.guidance_interval]
         start = time.time()
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
@@ -52,8 +55,9 @@ def main():
         ceiling = data["ceiling"]["overall"]
         print(f"w = {w:g}: fidelity {overall['fidelity']:.3f}, {seconds:.0f} s", file=sys.stderr)
 
-    print(f"{args.checkpoint}: {args.sampler}, {args.steps} steps, {args.n} samples per prompt, "
-          f"seed {args.seed}\n")
+    interval = f", guidance interval {args.guidance_interval}" if args.guidance_interval else ""
+    print(f"{args.checkpoint}: {args.sampler}, {args.steps} steps{interval}, {args.n} samples "
+          f"per prompt, seed {args.seed}\n")
     print("| guidance w | fidelity (mean) | lowest prompt | diversity (range over prompts) | "
           "FD | precision | recall |")
     print("|---|---|---|---|---|---|---|")

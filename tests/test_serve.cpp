@@ -250,6 +250,7 @@ TEST_F(ServeTest, ParseFillsDefaultsAndKeepsExactSeeds) {
   EXPECT_EQ(defaults.settings.steps, 50);
   EXPECT_EQ(defaults.settings.sampler, "ddim");
   EXPECT_EQ(defaults.settings.count, 4);
+  EXPECT_EQ(guidance_interval_text(defaults.settings.guidance_interval), "0.28,5.42");
   EXPECT_FALSE(defaults.stream);
   const GenerateRequest exact = parse_generate_request(
       R"({"seed": "18446744073709551615", "steps": 20.0, "stream": true, "sampler": "euler"})",
@@ -257,6 +258,12 @@ TEST_F(ServeTest, ParseFillsDefaultsAndKeepsExactSeeds) {
   EXPECT_EQ(exact.settings.seed, 18446744073709551615u);
   EXPECT_EQ(exact.settings.steps, 20);
   EXPECT_TRUE(exact.stream);
+  // The interval reaches the settings generate_pictures samples with (the untrained model's
+  // cross-attention outputs start at zero, so no picture of it could show guidance at all).
+  const GenerateRequest interval =
+      parse_generate_request(R"({"guidance_interval": "0.5,20"})", *model_, limits, 0);
+  EXPECT_EQ(interval.settings.guidance_interval.sigma_low, 0.5);
+  EXPECT_EQ(interval.settings.guidance_interval.sigma_high, 20.0);
   EXPECT_EQ(
       parse_generate_request(R"({"seed": 18446744073709551615})", *model_, limits, 0).settings.seed,
       18446744073709551615u);
@@ -278,12 +285,13 @@ TEST_F(ServeTest, InfoNamesTheModelPromptsSamplersAndLimits) {
   EXPECT_EQ(info["limits"]["count"], json({1, 16}));
   EXPECT_EQ(info["image"]["width"], 28);
   EXPECT_EQ(info["attention"], true);
+  EXPECT_EQ(info["defaults"]["guidance_interval"], "0.28,5.42");
 }
 
 TEST_F(ServeTest, GenerateAnswersPngsWithTheirSettings) {
   const auto result = post(
       R"({"prompt": "circle", "negative_prompt": "square", "guidance": 2.5, "steps": 4,
-          "sampler": "euler", "seed": 7, "count": 3})");
+          "guidance_interval": "0.5,inf", "sampler": "euler", "seed": 7, "count": 3})");
   ASSERT_TRUE(result);
   ASSERT_EQ(result->status, 200) << result->body;
   EXPECT_EQ(result->get_header_value("Content-Type"), "application/json");
@@ -301,6 +309,7 @@ TEST_F(ServeTest, GenerateAnswersPngsWithTheirSettings) {
     EXPECT_EQ(settings["seed"], 7);
     EXPECT_EQ(settings["steps"], 4);
     EXPECT_EQ(settings["guidance"], 2.5);
+    EXPECT_EQ(settings["guidance_interval"], "0.5,inf");
     EXPECT_EQ(settings["sampler"], "euler");
     EXPECT_EQ(settings["model"], "diffusion");
   }
@@ -336,6 +345,11 @@ TEST_F(ServeTest, BadRequestsAre400WithAClearError) {
       {R"({"count": 17})", "count must be in [1, 16], got 17"},
       {R"({"guidance": -1})", "guidance must be in [0, 20], got -1"},
       {R"({"guidance": 21})", "guidance must be in [0, 20], got 21"},
+      {R"({"guidance_interval": [0, 1]})",
+       "guidance_interval must be a string \"LOW,HIGH\", got a array"},
+      {R"({"guidance_interval": "5,1"})", "guidance_interval: expected LOW,HIGH"},
+      {R"({"guidance_interval": "-1,inf"})", "guidance_interval: expected LOW,HIGH"},
+      {R"({"guidance_interval": "0.3"})", "guidance_interval: expected LOW,HIGH"},
       {R"({"seed": -1})", "seed must be an integer in [0, 18446744073709551615], got -1"},
       {R"({"seed": "12a"})", "seed must be an integer"},
       {R"({"seed": 1e300})", "seed must be an integer"},
@@ -385,12 +399,13 @@ TEST_F(ServeTest, SameSeedGivesTheSamePixelsAsInkgradGenerate) {
   const std::string command =
       std::string(INKGRAD_BINARY) + " generate -c " + checkpoint() +
       " -p 'two vertical lines' --negative-prompt circle --guidance 2 --steps 6 --sampler dpmpp2m"
-      " --seed 77 -n 2 --scale 1 --each " +
+      " --guidance-interval 0.5,20 --seed 77 -n 2 --scale 1 --each " +
       each + " -o " + *dir_ + "/grid.png >/dev/null 2>&1";
   ASSERT_EQ(std::system(command.c_str()), 0) << command;
   const auto result = post(
       R"({"prompt": "two vertical lines", "negative_prompt": "circle", "guidance": 2,
-          "steps": 6, "sampler": "dpmpp2m", "seed": 77, "count": 2})");
+          "guidance_interval": "0.5,20", "steps": 6, "sampler": "dpmpp2m", "seed": 77,
+          "count": 2})");
   ASSERT_TRUE(result);
   ASSERT_EQ(result->status, 200) << result->body;
   const json answer = json::parse(result->body);
@@ -415,6 +430,7 @@ TEST_F(ServeTest, SameSeedGivesTheSamePixelsAsInkgradGenerate) {
   const json grid_settings = json::parse(settings_of(read_file(*dir_ + "/grid.png")));
   EXPECT_EQ(grid_settings["seed"], 77);
   EXPECT_EQ(grid_settings["sampler"], "dpmpp2m");
+  EXPECT_EQ(grid_settings["guidance_interval"], "0.5,20");
 }
 
 TEST_F(ServeTest, StreamSendsPreviewsBeforeTheImages) {
