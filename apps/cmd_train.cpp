@@ -416,7 +416,7 @@ int run_train(TrainFlags& flags) {
   if (config.model == "diffusion") {
     fmt::print(
         "  training  {}, config {}, AdamW lr {} (warm-up {} steps{}, weight "
-        "decay {}), EMA {}, CFG dropout {}{}{}{}, seed {}, {} thread{}{}\n",
+        "decay {}), EMA {}, CFG dropout {}{}{}{}{}, seed {}, {} thread{}{}\n",
         config.epochs == TrainConfig::kMaxEpochs
             ? std::string("until the time budget")
             : fmt::format("{} epochs ({} images)", config.epochs,
@@ -426,8 +426,9 @@ int run_train(TrainFlags& flags) {
         config.weight_decay, config.ema_decay, config.cond_dropout,
         config.clip_grad_norm > 0 ? fmt::format(", clip {}", config.clip_grad_norm) : "",
         config.snr_gamma > 0 ? fmt::format(", Min-SNR {}", config.snr_gamma) : "",
-        config.timesteps == "uniform" ? "" : ", " + config.timesteps + " timesteps", config.seed,
-        record.threads, record.threads == 1 ? "" : "s",
+        config.timesteps == "uniform" ? "" : ", " + config.timesteps + " timesteps",
+        config.noise_schedule == "linear" ? "" : ", " + config.noise_schedule + " noise schedule",
+        config.seed, record.threads, record.threads == 1 ? "" : "s",
         flags.detect_anomaly ? ", anomaly detection on" : "");
     if (flags.minutes > 0) {
       fmt::print("  budget    at most {:.4g} minutes{}\n", flags.minutes,
@@ -676,6 +677,10 @@ Command add_train_command(CLI::App& app) {
           fmt::format("diffusion: how training timesteps are drawn, uniform or logit-normal (90% "
                       "on the middle noise levels, 10% uniform). Default {}",
                       kDefaultDiffusionTimesteps)),
+      sub->add_option("--noise-schedule", c.noise_schedule,
+                      "diffusion: the betas of the noise, linear (1e-4 to 0.02) or cosine (Nichol "
+                      "& Dhariwal 2021); the checkpoint records it for sampling")
+          ->capture_default_str(),
       flags->images_option = sub->add_option(
           "--images", flags->images,
           fmt::format("diffusion: train on this many images (rounded up to whole epochs; default "

@@ -45,6 +45,7 @@ std::string run_record_json(const RunRecord& r) {
     j["snr_gamma"] = r.config.snr_gamma;
     j["lr_decay"] = r.config.lr_decay;
     j["timesteps"] = r.config.timesteps;
+    j["noise_schedule"] = r.config.noise_schedule;
     j["optimizer"] = "AdamW";
     j["loss"] = r.config.snr_gamma > 0 ? "eps-MSE, Min-SNR weighted" : "eps-MSE";
   } else {
@@ -141,6 +142,8 @@ RunRecord parse_run_record(std::string_view text, const std::string& source) {
     // Likewise: those runs kept the learning rate constant after the warm-up.
     r.config.lr_decay = j.contains("lr_decay") ? string_field("lr_decay") : "constant";
     r.config.timesteps = j.contains("timesteps") ? string_field("timesteps") : "uniform";
+    r.config.noise_schedule =
+        j.contains("noise_schedule") ? string_field("noise_schedule") : "linear";
   }
   // The rest is informational: tolerate its absence.
   if (j.contains("threads") && j.at("threads").is_number_integer())

@@ -106,6 +106,9 @@ void TrainConfig::validate(const FieldName& field_name) const {
   INK_CHECK(timesteps == "uniform" || timesteps == "logit-normal",
             "{}{} must be uniform or logit-normal, got {}", prefix, name("timesteps"),
             quoted_text(timesteps));
+  INK_CHECK(noise_schedule == "linear" || noise_schedule == "cosine",
+            "{}{} must be linear or cosine, got {}", prefix, name("noise_schedule"),
+            quoted_text(noise_schedule));
   const int64_t total = samples_per_prompt * kNumShapePrompts;
   INK_CHECK(!recipe->batch_norm || total % batch_size != 1,
             "{}{} {} with {} {} leaves a last batch of 1 sample ({} = {} x {} + 1), and {}; "

@@ -58,6 +58,9 @@ struct TrainConfig {
   // How a training sample's timestep is drawn: "uniform" over [0, T), or "logit-normal" (90%
   // T sigmoid(z) with z ~ N(0, 1), 10% uniform: models/diffusion/recipe.cpp).
   std::string timesteps = "uniform";
+  // The noise schedule the model is trained and sampled with (DiffusionConfig::schedule, so the
+  // checkpoint records it): "linear" (betas 1e-4 to 0.02) or "cosine" (Nichol & Dhariwal 2021).
+  std::string noise_schedule = "linear";
 
   // How a message names a field: "epochs" -> "--epochs" on the command line, or "\"epochs\" in
   // config.json". Without one, fields are named as they are ("epochs").

@@ -426,6 +426,17 @@ TEST(AppRunDir, RecordRoundTripsAndRejectsBadFiles) {
   ASSERT_NE(decay_key, std::string::npos) << decayed;
   before.erase(decay_key, before.find('\n', decay_key) + 1 - decay_key);
   EXPECT_EQ(parse_run_record(before, "c.json").config.lr_decay, "constant");
+
+  // And the noise schedule: kept, and "linear" (the only one there was) when the record predates
+  // it.
+  diffusion.config.noise_schedule = "cosine";
+  const std::string cosine = run_record_json(diffusion);
+  EXPECT_EQ(parse_run_record(cosine, "c.json").config.noise_schedule, "cosine");
+  std::string linear = cosine;
+  const size_t schedule_key = linear.find("\"noise_schedule\"");
+  ASSERT_NE(schedule_key, std::string::npos) << cosine;
+  linear.erase(schedule_key, linear.find('\n', schedule_key) + 1 - schedule_key);
+  EXPECT_EQ(parse_run_record(linear, "c.json").config.noise_schedule, "linear");
 }
 
 TEST(AppRunDir, OneLineMessages) {

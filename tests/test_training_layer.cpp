@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "models/diffusion/model.h"
 #include "models/mlp_recipe.h"
 #include "models/registry.h"
 #include "models/shapes.h"
@@ -196,6 +197,33 @@ TEST(TrainingLayer, CosineDecayEndsTheRunAtZero) {
   short_run.train_epoch(
       [&](const StepInfo&) { rates.push_back(short_run.recipe().optimizer().lr()); });
   EXPECT_EQ(rates, (std::vector<double>{c.lr / 8, 2 * c.lr / 8, 3 * c.lr / 8}));
+}
+
+// --noise-schedule: the model the recipe trains (and its checkpoint, through its config) uses the
+// schedule named, so the samplers run on the same betas it was trained on.
+TEST(TrainingLayer, NoiseScheduleReachesTheModelAndItsConfig) {
+  TrainConfig c;
+  c.model = "diffusion";
+  c.model_config = "tiny";
+  c.samples_per_prompt = 2;
+  c.batch_size = 6;
+  const auto schedule_of = [&](const std::string& name) {
+    c.noise_schedule = name;
+    TrainingStreams streams(c.seed);
+    const std::unique_ptr<Recipe> recipe = make_recipe(c, streams);
+    const auto& model = dynamic_cast<const diffusion::TextToImageDiffusion&>(recipe->model());
+    EXPECT_EQ(model.config().schedule, name);
+    EXPECT_THAT(recipe->resume_settings().at("diffusion.config"),
+                HasSubstr("\"schedule\":\"" + name + "\""));
+    return model.schedule().alpha_bar(500);
+  };
+  EXPECT_EQ(schedule_of("linear"), diffusion::NoiseSchedule::linear().alpha_bar(500));
+  EXPECT_EQ(schedule_of("cosine"), diffusion::NoiseSchedule::cosine().alpha_bar(500));
+  EXPECT_NE(diffusion::NoiseSchedule::linear().alpha_bar(500),
+            diffusion::NoiseSchedule::cosine().alpha_bar(500));
+  c.noise_schedule = "sigmoid";
+  EXPECT_THAT(error_of([&] { c.validate(); }),
+              HasSubstr("noise_schedule must be linear or cosine, got \"sigmoid\""));
 }
 
 TEST(TrainConfigRules, OneImplementationWithTheCommandLinesNames) {

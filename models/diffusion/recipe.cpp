@@ -19,6 +19,7 @@ constexpr float kUniformShare = 0.1f;
 // The model's architecture for a run: the preset the run names, sized for its dataset.
 DiffusionConfig config_for(const TrainConfig& config) {
   DiffusionConfig c = DiffusionConfig::preset(config.model_config);
+  c.schedule = config.noise_schedule;
   if (config.dataset == "scenes") {
     c.in_channels = scenes::kChannels;
     c.image_size = scenes::kSide;
