@@ -416,7 +416,7 @@ int run_train(TrainFlags& flags) {
   if (config.model == "diffusion") {
     fmt::print(
         "  training  {}, config {}, AdamW lr {} (warm-up {} steps{}, weight "
-        "decay {}), EMA {}, CFG dropout {}{}{}{}{}, seed {}, {} thread{}{}\n",
+        "decay {}), EMA {}, CFG dropout {}{}{}{}{}{}, seed {}, {} thread{}{}\n",
         config.epochs == TrainConfig::kMaxEpochs
             ? std::string("until the time budget")
             : fmt::format("{} epochs ({} images)", config.epochs,
@@ -428,7 +428,8 @@ int run_train(TrainFlags& flags) {
         config.snr_gamma > 0 ? fmt::format(", Min-SNR {}", config.snr_gamma) : "",
         config.timesteps == "uniform" ? "" : ", " + config.timesteps + " timesteps",
         config.noise_schedule == "linear" ? "" : ", " + config.noise_schedule + " noise schedule",
-        config.seed, record.threads, record.threads == 1 ? "" : "s",
+        config.prediction == "eps" ? "" : ", " + config.prediction + "-prediction", config.seed,
+        record.threads, record.threads == 1 ? "" : "s",
         flags.detect_anomaly ? ", anomaly detection on" : "");
     if (flags.minutes > 0) {
       fmt::print("  budget    at most {:.4g} minutes{}\n", flags.minutes,
@@ -680,6 +681,10 @@ Command add_train_command(CLI::App& app) {
       sub->add_option("--noise-schedule", c.noise_schedule,
                       "diffusion: the betas of the noise, linear (1e-4 to 0.02) or cosine (Nichol "
                       "& Dhariwal 2021); the checkpoint records it for sampling")
+          ->capture_default_str(),
+      sub->add_option("--prediction", c.prediction,
+                      "diffusion: what the U-Net predicts, eps (the noise) or v = sqrt(abar) eps - "
+                      "sqrt(1 - abar) x0 (Salimans & Ho 2022); the checkpoint records it")
           ->capture_default_str(),
       flags->images_option = sub->add_option(
           "--images", flags->images,

@@ -46,8 +46,9 @@ std::string run_record_json(const RunRecord& r) {
     j["lr_decay"] = r.config.lr_decay;
     j["timesteps"] = r.config.timesteps;
     j["noise_schedule"] = r.config.noise_schedule;
+    j["prediction"] = r.config.prediction;
     j["optimizer"] = "AdamW";
-    j["loss"] = r.config.snr_gamma > 0 ? "eps-MSE, Min-SNR weighted" : "eps-MSE";
+    j["loss"] = r.config.prediction + (r.config.snr_gamma > 0 ? "-MSE, Min-SNR weighted" : "-MSE");
   } else {
     j["optimizer"] = "Adam";
     j["loss"] = "MSE";
@@ -144,6 +145,7 @@ RunRecord parse_run_record(std::string_view text, const std::string& source) {
     r.config.timesteps = j.contains("timesteps") ? string_field("timesteps") : "uniform";
     r.config.noise_schedule =
         j.contains("noise_schedule") ? string_field("noise_schedule") : "linear";
+    r.config.prediction = j.contains("prediction") ? string_field("prediction") : "eps";
   }
   // The rest is informational: tolerate its absence.
   if (j.contains("threads") && j.at("threads").is_number_integer())

@@ -109,6 +109,8 @@ void TrainConfig::validate(const FieldName& field_name) const {
   INK_CHECK(noise_schedule == "linear" || noise_schedule == "cosine",
             "{}{} must be linear or cosine, got {}", prefix, name("noise_schedule"),
             quoted_text(noise_schedule));
+  INK_CHECK(prediction == "eps" || prediction == "v", "{}{} must be eps or v, got {}", prefix,
+            name("prediction"), quoted_text(prediction));
   const int64_t total = samples_per_prompt * kNumShapePrompts;
   INK_CHECK(!recipe->batch_norm || total % batch_size != 1,
             "{}{} {} with {} {} leaves a last batch of 1 sample ({} = {} x {} + 1), and {}; "

@@ -61,6 +61,9 @@ struct TrainConfig {
   // The noise schedule the model is trained and sampled with (DiffusionConfig::schedule, so the
   // checkpoint records it): "linear" (betas 1e-4 to 0.02) or "cosine" (Nichol & Dhariwal 2021).
   std::string noise_schedule = "linear";
+  // What the U-Net predicts (DiffusionConfig::prediction, recorded in the checkpoint): "eps" or
+  // "v" = sqrt(abar) eps - sqrt(1 - abar) x0.
+  std::string prediction = "eps";
 
   // How a message names a field: "epochs" -> "--epochs" on the command line, or "\"epochs\" in
   // config.json". Without one, fields are named as they are ("epochs").

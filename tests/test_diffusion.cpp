@@ -229,12 +229,42 @@ TEST(DiffusionModel, ConfigJsonRoundTripsAndBadConfigsAreRefused) {
   expect_error([] { DiffusionConfig::from_json("[1]"); }, "expected a JSON object");
   expect_error([] { DiffusionConfig::from_json("{\"tokenizer\": \"bpe\"}"); },
                "tokenizer must be \"char\" or \"word\"");
+  // The prediction: written only for v (the eps configs stay as the twin writes them).
+  EXPECT_EQ(c.to_json().find("prediction"), std::string::npos);
+  c.prediction = "v";
+  EXPECT_EQ(DiffusionConfig::from_json(c.to_json()).prediction, "v");
+  expect_error([] { DiffusionConfig::from_json("{\"prediction\": \"x0\"}"); },
+               "prediction must be \"eps\" or \"v\", got \"x0\"");
   TextToImageDiffusion model(DiffusionConfig::preset("tiny"));
   expect_error(
       [&] {
         model.unet->forward(zeros({1, 1, 32, 32}), zeros({1}), Tensor(), Tensor());
       },
       "unet: expected x [B, 1, 28, 28], got [1, 1, 32, 32]");
+}
+
+// The same weights read as a v-prediction sample through eps_from_v: other pixels, still in [0, 1].
+TEST(DiffusionModel, AVPredictionIsConvertedToEpsForTheSampler) {
+  DiffusionConfig config = DiffusionConfig::preset("tiny");
+  Generator init_eps(3), init_v(3);
+  TextToImageDiffusion eps_model(config, &init_eps);
+  config.prediction = "v";
+  TextToImageDiffusion v_model(config, &init_v);
+  for (auto* model : {&eps_model, &v_model}) {
+    // The zero-initialised output branches would make every prediction 0 (and so the same).
+    for (auto& [name, p] : model->named_parameters()) {
+      Generator gen(11);
+      const Tensor noise = randn(p.shape(), &gen);
+      for (int64_t i = 0; i < p.numel(); ++i) p.data()[i] += 0.05f * noise.data()[i];
+    }
+  }
+  GenerateOptions options;
+  options.steps = 3;
+  Generator g1(5), g2(5);
+  const std::vector<float> a = eps_model.generate("circle", 2, g1, options).to_vector();
+  const std::vector<float> b = v_model.generate("circle", 2, g2, options).to_vector();
+  EXPECT_NE(a, b);
+  for (const float x : b) EXPECT_TRUE(x >= 0.0f && x <= 1.0f) << x;
 }
 
 TEST(DiffusionModel, GenerateIsDeterministicAtAnyThreadCountAndFromSeveralThreads) {

@@ -128,6 +128,25 @@ TEST(NoiseSchedule, AddNoiseMixesPerRow) {
   for (int i = 0; i < 4; ++i) EXPECT_NEAR(got[i], expected[i], 1e-6) << i;
 }
 
+// v = add_noise(eps, -x0) is the training target of a v-prediction; eps_from_v gives eps back.
+TEST(NoiseSchedule, EpsFromVInvertsTheVTarget) {
+  const NoiseSchedule schedule = NoiseSchedule::cosine();
+  const Tensor x0 = from_vector({1, 2, -1, 0.5f, 0.25f, -0.75f}, {3, 2});
+  const Tensor eps = from_vector({0.5f, -1, 2, 1, -0.3f, 0.8f}, {3, 2});
+  const Tensor t = from_vector_i64({0, 500, 999}, {3});
+  const Tensor x_t = schedule.add_noise(x0, eps, t);
+  const Tensor v = schedule.add_noise(eps, neg(x0), t);
+  const double a = schedule.alpha_bar(500);
+  EXPECT_NEAR(v.to_vector()[2], std::sqrt(a) * 2 - std::sqrt(1 - a) * -1, 1e-6);
+  const std::vector<float> back = eps_from_v(schedule, v, x_t, t).to_vector();
+  for (int i = 0; i < 6; ++i) EXPECT_NEAR(back[i], eps.to_vector()[i], 1e-5) << i;
+  expect_error(
+      [&] {
+        eps_from_v(schedule, v, x_t, from_vector_i64({0, 1}, {2}));
+      },
+      "add_noise: timesteps [2] (Int64) must be Int64 [B]");
+}
+
 TEST(TrailingTimesteps, MatchTheTwin) {
   for (const auto& [steps, expected] : golden()["trailing_timesteps"].items()) {
     EXPECT_EQ(trailing_timesteps(1000, std::stoll(steps)), expected.get<std::vector<int64_t>>())

@@ -157,6 +157,16 @@ TEST(TrainingLayer, MinSnrWeightingScalesEachSamplesError) {
   const float small = loss_with(1e-6);
   EXPECT_NEAR(loss_with(2e-6) / small, 2.0, 1e-4);
   EXPECT_LT(small, plain);
+  // v-prediction: the target is v, and the Min-SNR weight min(SNR, gamma) / (SNR + 1) is below 1
+  // even for a gamma above every SNR.
+  c.prediction = "v";
+  const float v_plain = loss_with(0.0);
+  EXPECT_TRUE(std::isfinite(v_plain));
+  EXPECT_NE(v_plain, plain);
+  EXPECT_LT(loss_with(1e9), v_plain);
+  c.prediction = "x0";
+  EXPECT_THAT(error_of([&] { c.validate(); }), HasSubstr("prediction must be eps or v"));
+  c.prediction = "eps";
   c.snr_gamma = -1.0;
   EXPECT_THAT(error_of([&] { c.validate(); }), HasSubstr("snr_gamma must be >= 0"));
 }

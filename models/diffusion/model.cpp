@@ -119,6 +119,8 @@ void DiffusionConfig::validate() const {
             "diffusion config: tokenizer must be \"char\" or \"word\", got \"{}\"", tokenizer);
   INK_CHECK(schedule == "linear" || schedule == "cosine",
             "diffusion config: schedule must be \"linear\" or \"cosine\", got \"{}\"", schedule);
+  INK_CHECK(prediction == "eps" || prediction == "v",
+            "diffusion config: prediction must be \"eps\" or \"v\", got \"{}\"", prediction);
   INK_CHECK(timesteps >= 2 && timesteps <= 100000,
             "diffusion config: timesteps must be in [2, 100000], got {}", timesteps);
   int64_t side = image_size;
@@ -144,6 +146,9 @@ std::string DiffusionConfig::to_json() const {
   j["in_channels"] = in_channels;
   j["max_length"] = max_length;
   j["name"] = name;
+  // Written only for v: the eps checkpoints (and the PyTorch twin, which predicts eps) keep
+  // the config they always had.
+  if (prediction != "eps") j["prediction"] = prediction;
   j["schedule"] = schedule;
   j["text_layers"] = text_layers;
   j["timesteps"] = timesteps;
@@ -201,6 +206,7 @@ DiffusionConfig DiffusionConfig::from_json(const std::string& text) {
   };
   get_string("tokenizer", c.tokenizer);
   get_string("schedule", c.schedule);
+  get_string("prediction", c.prediction);
   c.validate();
   return c;
 }
@@ -639,9 +645,11 @@ Tensor TextToImageDiffusion::generate(const std::string& prompt, int64_t n, Gene
     const int64_t rows = x.size(0);
     Tensor t_float = empty({rows});
     for (int64_t i = 0; i < rows; ++i) t_float.data()[i] = static_cast<float>(t.data_i64()[i]);
-    if (rows == text.context.size(0)) return unet->forward(x, t_float, text.context, text.key_mask);
-    return unet->forward(x, t_float, narrow(text.context, 0, 0, rows),
-                         narrow(text.key_mask, 0, 0, rows));
+    const Tensor out = rows == text.context.size(0)
+                           ? unet->forward(x, t_float, text.context, text.key_mask)
+                           : unet->forward(x, t_float, narrow(text.context, 0, 0, rows),
+                                           narrow(text.key_mask, 0, 0, rows));
+    return config_.prediction == "v" ? eps_from_v(schedule_, out, x, t) : out;
   };
   const Denoiser model = unet_eps, conditional = unet_eps;
   const Denoiser guided = classifier_free_guidance(model, options.guidance, schedule_,

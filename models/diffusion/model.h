@@ -40,6 +40,10 @@ struct DiffusionConfig {
   int64_t vocab_size = 28;          // the tokenizer's
   int64_t max_length = 32;          // T
   std::string schedule = "linear";  // the noise schedule's betas: "linear" or "cosine"
+  // What the U-Net predicts: "eps" (the noise) or "v" = sqrt(abar) eps - sqrt(1 - abar) x0
+  // (Salimans & Ho 2022), which stays well conditioned at high noise, where eps says almost
+  // nothing about x0. The samplers always see eps (converted in generate).
+  std::string prediction = "eps";
   int64_t timesteps = 1000;
 
   // "tiny" (ch 16), "small" (ch 32), "base" (ch 64); throws ink::Error naming the known ones.
@@ -194,7 +198,8 @@ struct GenerateOptions {
 class TextToImageDiffusion : public ImageModel {
  public:
   explicit TextToImageDiffusion(const DiffusionConfig& config = {}, Generator* gen = nullptr);
-  // eps for x_t [B, C, H, W] at timesteps [B] (Float32) given prompt tokens [B, T] (Int64).
+  // The U-Net's prediction (eps or v, as config().prediction says) for x_t [B, C, H, W] at
+  // timesteps [B] (Float32) given prompt tokens [B, T] (Int64).
   Tensor forward(const Tensor& x_t, const Tensor& timesteps, const Tensor& tokens);
 
   // ---- ImageModel ----

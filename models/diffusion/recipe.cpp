@@ -20,6 +20,7 @@ constexpr float kUniformShare = 0.1f;
 DiffusionConfig config_for(const TrainConfig& config) {
   DiffusionConfig c = DiffusionConfig::preset(config.model_config);
   c.schedule = config.noise_schedule;
+  c.prediction = config.prediction;
   if (config.dataset == "scenes") {
     c.in_channels = scenes::kChannels;
     c.image_size = scenes::kSide;
@@ -133,17 +134,27 @@ Tensor DiffusionRecipe::loss(const DataBatch& batch, Generator& noise) {
     NoGradGuard no_grad;
     x_t = schedule.add_noise(x0, eps, t);
   }
-  const Tensor eps_pred = model_->forward(x_t, t_float, tokens);
-  if (config_.snr_gamma <= 0.0) return nn::functional::mse_loss(eps_pred, eps);
-  // Min-SNR: mean_b w_b * mean((eps_pred_b - eps_b)^2), as the MSE of both sides scaled by
-  // sqrt(w_b) (broadcast over C, H, W).
+  const bool v_prediction = model_->config().prediction == "v";
+  Tensor target = eps;
+  if (v_prediction) {
+    // v = sqrt(abar) eps - sqrt(1 - abar) x0: add_noise's formula with eps and -x0.
+    NoGradGuard no_grad;
+    target = schedule.add_noise(eps, neg(x0), t);
+  }
+  const Tensor pred = model_->forward(x_t, t_float, tokens);
+  if (config_.snr_gamma <= 0.0) return nn::functional::mse_loss(pred, target);
+  // Min-SNR: mean_b w_b * mean((pred_b - target_b)^2), as the MSE of both sides scaled by
+  // sqrt(w_b) (broadcast over C, H, W). Both aim at min(SNR, gamma) |x0_hat - x0|^2: the eps
+  // error is SNR |x0_hat - x0|^2, so w = min(SNR, gamma) / SNR, and the v error is
+  // (SNR + 1) |x0_hat - x0|^2, so w = min(SNR, gamma) / (SNR + 1) (Hang et al. 2023).
   Tensor scale = empty({b, 1, 1, 1});
   for (int64_t i = 0; i < b; ++i) {
     const double abar = schedule.alpha_bar(t.data_i64()[i]);
     const double snr = abar / (1.0 - abar);
-    scale.data()[i] = static_cast<float>(std::sqrt(std::min(snr, config_.snr_gamma) / snr));
+    const double w = std::min(snr, config_.snr_gamma) / (v_prediction ? snr + 1.0 : snr);
+    scale.data()[i] = static_cast<float>(std::sqrt(w));
   }
-  return nn::functional::mse_loss(eps_pred * scale, eps * scale);
+  return nn::functional::mse_loss(pred * scale, target * scale);
 }
 
 void DiffusionRecipe::before_step(int64_t step) {

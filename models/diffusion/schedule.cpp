@@ -87,6 +87,11 @@ Tensor NoiseSchedule::add_noise(const Tensor& x0, const Tensor& eps,
              mul(eps, from_vector(noise, coefficient_shape)));
 }
 
+Tensor eps_from_v(const NoiseSchedule& schedule, const Tensor& v, const Tensor& x_t,
+                  const Tensor& timesteps) {
+  return schedule.add_noise(v, x_t, timesteps);  // a v + s x_t: add_noise's own formula
+}
+
 std::vector<int64_t> trailing_timesteps(int64_t num_timesteps, int64_t steps) {
   INK_CHECK(steps >= 1 && steps <= num_timesteps,
             "trailing_timesteps: steps {} must be in [1, {}] (the number of timesteps)", steps,

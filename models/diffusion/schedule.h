@@ -48,6 +48,12 @@ class NoiseSchedule {
   std::vector<double> alphas_cumprod_;  // (T)
 };
 
+// eps from a v-prediction (Salimans & Ho 2022): x_t = a x0 + s eps and v = a eps - s x0, with
+// a = sqrt(abar_t), s = sqrt(1 - abar_t), give eps = a v + s x_t. v and x_t [B, ...] Float32
+// of one shape, timesteps [B] Int64; the training target v is add_noise(eps, -x0, t).
+Tensor eps_from_v(const NoiseSchedule& schedule, const Tensor& v, const Tensor& x_t,
+                  const Tensor& timesteps);
+
 // "Trailing" spacing (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are
 // Flawed"): t_i = round(T - i * T / steps) - 1 for i = 0 .. steps-1, so the first step is
 // always at t = T - 1. For T = 1000 and 50 steps: 999, 979, ..., 19. An ink::Error unless
