@@ -42,6 +42,16 @@ TrainConfig tiny_config() {
   return c;
 }
 
+// The tiny diffusion recipe on 18 pictures (2 per prompt): 3 batches of 6 per epoch.
+TrainConfig tiny_diffusion_config() {
+  TrainConfig c;
+  c.model = "diffusion";
+  c.model_config = "tiny";
+  c.samples_per_prompt = 2;
+  c.batch_size = 6;
+  return c;
+}
+
 std::vector<float> all_values(const nn::Module& module) {
   std::vector<float> out;
   for (const auto& [name, tensor] : module.state_dict()) {
@@ -133,11 +143,7 @@ TEST(TrainingLayer, OneStepOfTheLoopIsTheRecipesLossAndAdamStep) {
 
 // Min-SNR-gamma: each sample's squared error is weighted by min(SNR_t, gamma) / SNR_t.
 TEST(TrainingLayer, MinSnrWeightingScalesEachSamplesError) {
-  TrainConfig c;
-  c.model = "diffusion";
-  c.model_config = "tiny";
-  c.samples_per_prompt = 2;
-  c.batch_size = 6;
+  TrainConfig c = tiny_diffusion_config();
   const auto loss_with = [&](double gamma) {
     c.snr_gamma = gamma;
     TrainingStreams streams(c.seed);
@@ -174,11 +180,7 @@ TEST(TrainingLayer, MinSnrWeightingScalesEachSamplesError) {
 // --lr-decay cosine: after the warm-up the rate follows half a cosine to 0 at the run's last
 // update, and the resume check names the length it decays over.
 TEST(TrainingLayer, CosineDecayEndsTheRunAtZero) {
-  TrainConfig c;
-  c.model = "diffusion";
-  c.model_config = "tiny";
-  c.samples_per_prompt = 2;  // 18 pictures: 3 batches of 6 per epoch
-  c.batch_size = 6;
+  TrainConfig c = tiny_diffusion_config();
   c.epochs = 2;
   c.warmup_steps = 1;
   c.lr_decay = "cosine";
@@ -212,11 +214,7 @@ TEST(TrainingLayer, CosineDecayEndsTheRunAtZero) {
 // --noise-schedule: the model the recipe trains (and its checkpoint, through its config) uses the
 // schedule named, so the samplers run on the same betas it was trained on.
 TEST(TrainingLayer, NoiseScheduleReachesTheModelAndItsConfig) {
-  TrainConfig c;
-  c.model = "diffusion";
-  c.model_config = "tiny";
-  c.samples_per_prompt = 2;
-  c.batch_size = 6;
+  TrainConfig c = tiny_diffusion_config();
   const auto schedule_of = [&](const std::string& name) {
     c.noise_schedule = name;
     TrainingStreams streams(c.seed);
@@ -404,12 +402,8 @@ TEST(TrainerResume, APhaseOneTrainingStateResumesBitForBit) {
 // resumed such a run and was refused with "trained with lr = 3e-05, but this run uses 0.001".
 TEST(TrainerResume, ADiffusionRunSavedDuringWarmUpResumesBitForBit) {
   const auto dir = temp_dir("diffusion_warmup");
-  TrainConfig c;
-  c.model = "diffusion";
-  c.model_config = "tiny";
+  TrainConfig c = tiny_diffusion_config();
   c.epochs = 2;
-  c.samples_per_prompt = 2;
-  c.batch_size = 6;
   c.seed = 11;
   c.warmup_steps = 100;  // every step of this test is inside the warm-up
   Trainer straight(c);
