@@ -403,6 +403,14 @@ TEST(AppRunDir, RecordRoundTripsAndRejectsBadFiles) {
       ::testing::ThrowsMessage<Error>(HasSubstr("\"epochs\" must be an integer")));
   EXPECT_EQ(losses_csv(std::vector<float>{0.5f, 0.25f}), "epoch,loss\n1,0.5\n2,0.25\n");
 
+  // A record as written before a field existed: the field's whole line (comma included) removed.
+  const auto without = [](std::string text, const std::string& field) {
+    const size_t key = text.find("\"" + field + "\"");
+    EXPECT_NE(key, std::string::npos) << field << " in " << text;
+    if (key != std::string::npos) text.erase(key, text.find('\n', key) + 1 - key);
+    return text;
+  };
+
   // A diffusion record keeps its Min-SNR gamma; one written before the weighting existed has no
   // "snr_gamma" and trained without it, so it reads as 0 (not as today's default).
   RunRecord diffusion;
@@ -410,33 +418,25 @@ TEST(AppRunDir, RecordRoundTripsAndRejectsBadFiles) {
   diffusion.config.snr_gamma = 2.5;
   const std::string text = run_record_json(diffusion);
   EXPECT_EQ(parse_run_record(text, "c.json").config.snr_gamma, 2.5);
-  std::string older = text;
-  const size_t key = older.find("\"snr_gamma\"");
-  ASSERT_NE(key, std::string::npos) << text;
-  older.erase(key, older.find('\n', key) + 1 - key);  // the whole line, comma included
-  EXPECT_EQ(parse_run_record(older, "c.json").config.snr_gamma, 0.0);
+  EXPECT_EQ(parse_run_record(without(text, "snr_gamma"), "c.json").config.snr_gamma, 0.0);
   EXPECT_EQ(TrainConfig{}.snr_gamma, 5.0);
 
   // The same for the learning-rate decay: kept, and "constant" when the record predates it.
   diffusion.config.lr_decay = "cosine";
   const std::string decayed = run_record_json(diffusion);
   EXPECT_EQ(parse_run_record(decayed, "c.json").config.lr_decay, "cosine");
-  std::string before = decayed;
-  const size_t decay_key = before.find("\"lr_decay\"");
-  ASSERT_NE(decay_key, std::string::npos) << decayed;
-  before.erase(decay_key, before.find('\n', decay_key) + 1 - decay_key);
-  EXPECT_EQ(parse_run_record(before, "c.json").config.lr_decay, "constant");
+  EXPECT_EQ(parse_run_record(without(decayed, "lr_decay"), "c.json").config.lr_decay, "constant");
 
-  // And the noise schedule: kept, and "linear" (the only one there was) when the record predates
-  // it.
+  // And the noise schedule and the prediction: kept, and "linear" and "eps" (the only ones there
+  // were) when the record predates them.
   diffusion.config.noise_schedule = "cosine";
-  const std::string cosine = run_record_json(diffusion);
-  EXPECT_EQ(parse_run_record(cosine, "c.json").config.noise_schedule, "cosine");
-  std::string linear = cosine;
-  const size_t schedule_key = linear.find("\"noise_schedule\"");
-  ASSERT_NE(schedule_key, std::string::npos) << cosine;
-  linear.erase(schedule_key, linear.find('\n', schedule_key) + 1 - schedule_key);
-  EXPECT_EQ(parse_run_record(linear, "c.json").config.noise_schedule, "linear");
+  diffusion.config.prediction = "v";
+  const std::string cosine_v = run_record_json(diffusion);
+  EXPECT_EQ(parse_run_record(cosine_v, "c.json").config.noise_schedule, "cosine");
+  EXPECT_EQ(parse_run_record(cosine_v, "c.json").config.prediction, "v");
+  EXPECT_EQ(parse_run_record(without(cosine_v, "noise_schedule"), "c.json").config.noise_schedule,
+            "linear");
+  EXPECT_EQ(parse_run_record(without(cosine_v, "prediction"), "c.json").config.prediction, "eps");
 }
 
 TEST(AppRunDir, OneLineMessages) {
