@@ -10,8 +10,13 @@ PACKAGES=(
   libfmt-dev libstb-dev nlohmann-json3-dev libcli11-dev
   libcpp-httplib-dev         # inkgrad serve
   libopenblas-dev            # the reference row in bench_matmul (optional at build time)
+  libdnnl-dev                # oneDNN: the reference row in bench_conv (optional at build time)
   clang libclang-rt-14-dev   # libFuzzer targets and sanitizer runtimes
 )
+
+# PyTorch 1.13 makes the golden numbers (scripts/make_*_golden.py) and times the PyTorch twins
+# (scripts/time_torch_*.py). CI never runs Python, so it skips the large download there.
+[ "${CI:-}" = "true" ] || PACKAGES+=(python3-torch)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
