@@ -154,14 +154,14 @@ TEST(Conv2dKernels, LargeBatchesMatchNaiveAndDoNotDependOnThreads) {
 TEST(Conv2dKernels, RegistryListsTheFamilySimplestFirst) {
   std::vector<std::string> names;
   for (const auto& k : ink::kernels::conv2d_kernels()) names.push_back(k.name);
-  EXPECT_THAT(names, ::testing::ElementsAre("naive", "im2col", "grouped"));
-  EXPECT_EQ(&ink::kernels::conv2d_kernel("grouped"), &ink::kernels::conv2d_default_kernel());
+  EXPECT_THAT(names, ::testing::ElementsAre("naive", "im2col", "grouped", "shifted"));
+  EXPECT_EQ(&ink::kernels::conv2d_kernel("shifted"), &ink::kernels::conv2d_default_kernel());
 }
 
 TEST(Conv2dKernels, UnknownKernelNameListsTheKnownOnes) {
   ink::testing_util::expect_error([] { ink::kernels::conv2d_kernel("winograd"); },
                                   "conv2d_kernel: unknown kernel \"winograd\" (known: naive, "
-                                  "im2col, grouped)");
+                                  "im2col, grouped, shifted)");
 }
 
 TEST(Conv2dKernels, GeometryGivesPyTorchOutputSizes) {

@@ -21,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "tensor/parallel.h"
+
 namespace ink::kernels {
 
 // The sizes of one convolution. All kernels require B, C, H, W, O, KH, KW, S, D >= 1, P >= 0
@@ -71,6 +73,16 @@ void conv2d_backward_input_grouped(const Conv2dGeometry& g, const float* dy, con
 void conv2d_backward_weight_grouped(const Conv2dGeometry& g, const float* x, const float* dy,
                                     float* dw, float* dbias);
 
+// 4. Stride-1 convolutions as one GEMM per kernel tap over the zero-padded image read in
+// place, shifted by the tap (conv2d_shifted.cpp): no im2col, no col2im. Other geometries go to
+// kernel 3.
+void conv2d_forward_shifted(const Conv2dGeometry& g, const float* x, const float* w,
+                            const float* bias, float* y);
+void conv2d_backward_input_shifted(const Conv2dGeometry& g, const float* dy, const float* w,
+                                   float* dx);
+void conv2d_backward_weight_shifted(const Conv2dGeometry& g, const float* x, const float* dy,
+                                    float* dw, float* dbias);
+
 using Conv2dForwardFn = void (*)(const Conv2dGeometry& g, const float* x, const float* w,
                                  const float* bias, float* y);
 using Conv2dBackwardInputFn = void (*)(const Conv2dGeometry& g, const float* dy, const float* w,
@@ -100,5 +112,18 @@ void conv2d_im2col(const Conv2dGeometry& g, const float* xb, float* col, int64_t
 void conv2d_col2im(const Conv2dGeometry& g, const float* col, int64_t ld, float* dxb);
 // dbias[o] = sum over images and pixels of dy[b, o, :, :] (threads split o).
 void conv2d_bias_grad(const Conv2dGeometry& g, const float* dy, float* dbias);
+
+// Shared by kernels 3 and 4: runs fn(t0, t1) over task ranges covering [0, tasks) (groups of
+// images, images, or dW slots): across threads when there are at least two tasks per thread,
+// else in order on this thread (the GEMMs inside then use the threads).
+template <class Fn>
+void conv2d_for_each_task(int64_t tasks, const Fn& fn) {
+  const int threads = in_parallel_region() ? 1 : get_num_threads();
+  const int64_t grain = tasks >= 2 * threads ? 1 : tasks;
+  parallel_for(0, tasks, grain, [&](int64_t t0, int64_t t1) { fn(t0, t1); });
+}
+// The weight gradient's partial sums over runs of images (kernels 3 and 4), added in order at
+// the end; more slots than threads so that the threads stay balanced.
+constexpr int64_t kConv2dWeightSlots = 8;
 
 }  // namespace ink::kernels

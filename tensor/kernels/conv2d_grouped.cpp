@@ -13,15 +13,14 @@
 // GEMM splits across threads. Both give the same bits: the GEMM's sums do not depend on how
 // its output is split (sgemm.h).
 //
-// The weight gradient sums over images, so groups are folded into kSlots partial sums (slot s
-// takes a fixed run of groups, in order), and the slots are added in order at the end: the
+// The weight gradient sums over images, so groups are folded into kConv2dWeightSlots partial sums
+// (slot s takes a fixed run of groups, in order), and the slots are added in order at the end: the
 // result depends on the shape only, never on which thread ran a slot.
 #include <algorithm>
 #include <vector>
 
 #include "tensor/kernels/conv2d.h"
 #include "tensor/kernels/sgemm.h"
-#include "tensor/parallel.h"
 
 namespace ink::kernels {
 
@@ -34,8 +33,6 @@ namespace {
 // one image at a time, so large images and wide layers get groups of one.
 constexpr int64_t kMaxColumns = 512;
 constexpr int64_t kColBytes = 256 * 1024;
-// Partial sums of dW; more slots than threads so the threads stay balanced.
-constexpr int64_t kSlots = 8;
 
 bool is_pointwise(const Conv2dGeometry& g);
 
@@ -52,16 +49,6 @@ int64_t group_size(const Conv2dGeometry& g) {
 
 bool is_pointwise(const Conv2dGeometry& g) {
   return g.KH == 1 && g.KW == 1 && g.stride == 1 && g.padding == 0;
-}
-
-// Runs fn(t0, t1) over task ranges covering [0, tasks): across threads when there
-// are at least two tasks per thread, else in order on this thread (inner GEMMs then use the
-// threads).
-template <class Fn>
-void for_each_task(int64_t tasks, const Fn& fn) {
-  const int threads = in_parallel_region() ? 1 : get_num_threads();
-  const int64_t grain = tasks >= 2 * threads ? 1 : tasks;
-  parallel_for(0, tasks, grain, [&](int64_t t0, int64_t t1) { fn(t0, t1); });
 }
 
 // dW [O, C] of a 1x1 convolution summed over images [b0, b1), as its transpose
@@ -88,7 +75,7 @@ void conv2d_forward_grouped(const Conv2dGeometry& g, const float* x, const float
   const int64_t HW = g.HO() * g.WO(), CKK = g.CKK();
   const int64_t G = group_size(g);
   const int64_t groups = (g.B + G - 1) / G;
-  for_each_task(groups, [&](int64_t t0, int64_t t1) {
+  conv2d_for_each_task(groups, [&](int64_t t0, int64_t t1) {
     std::vector<float> col, ybuf;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b0 = t * G, nb = std::min(G, g.B - b0), L = nb * HW;
@@ -130,7 +117,7 @@ void conv2d_backward_input_grouped(const Conv2dGeometry& g, const float* dy, con
   const int64_t image = g.C * g.H * g.W;
   const int64_t G = group_size(g);
   const int64_t groups = (g.B + G - 1) / G;
-  for_each_task(groups, [&](int64_t t0, int64_t t1) {
+  conv2d_for_each_task(groups, [&](int64_t t0, int64_t t1) {
     std::vector<float> col, dybuf;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b0 = t * G, nb = std::min(G, g.B - b0), L = nb * HW;
@@ -162,11 +149,11 @@ void conv2d_backward_weight_grouped(const Conv2dGeometry& g, const float* x, con
   const int64_t HW = g.HO() * g.WO(), CKK = g.CKK();
   const int64_t G = group_size(g);
   const int64_t groups = (g.B + G - 1) / G;
-  const int64_t slots = std::min(kSlots, groups);
+  const int64_t slots = std::min(kConv2dWeightSlots, groups);
   const int64_t size = g.O * CKK;
   // Slot 0 sums straight into dw; slots 1.. into `partial` [slots - 1, O, CKK].
   std::vector<float> partial(static_cast<size_t>((slots - 1) * size));
-  for_each_task(slots, [&](int64_t s0, int64_t s1) {
+  conv2d_for_each_task(slots, [&](int64_t s0, int64_t s1) {
     std::vector<float> col, dybuf;
     for (int64_t s = s0; s < s1; ++s) {
       float* sum = s == 0 ? dw : partial.data() + (s - 1) * size;

@@ -15,6 +15,8 @@ const std::vector<Conv2dKernel>& conv2d_kernels() {
        &conv2d_backward_weight_im2col},
       {"grouped", &conv2d_forward_grouped, &conv2d_backward_input_grouped,
        &conv2d_backward_weight_grouped},
+      {"shifted", &conv2d_forward_shifted, &conv2d_backward_input_shifted,
+       &conv2d_backward_weight_shifted},
   };
   return kernels;
 }
@@ -29,7 +31,7 @@ const Conv2dKernel& conv2d_kernel(const std::string& name) {
 }
 
 const Conv2dKernel& conv2d_default_kernel() {
-  static const Conv2dKernel& best = conv2d_kernel("grouped");
+  static const Conv2dKernel& best = conv2d_kernel("shifted");
   return best;
 }
 
