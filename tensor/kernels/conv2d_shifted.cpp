@@ -13,10 +13,13 @@
 //            y[o, oh, ow] = yq[o, oh Wp + ow] + bias[o]                  for ow < WO
 //   dX       the input gradient of a stride-1 convolution is itself one: dy padded by
 //            (K - 1) D - P, convolved with the kernel flipped in (i, j) and transposed in (o, c)
-//   dW       kernel 3's. As taps, dw_t [O, C] = sum_b dyq_b [O, N] * (xp_b + off(t))^T sums
-//            along the contiguous dimension of both operands, so each of the KK GEMMs would
-//            transpose its shifted xp while packing: written that way it ran at 0.87-1.0x
-//            kernel 3 on the U-Net's shapes (1 thread), so kernel 3 does it.
+//   dW       dw_t [O, C]  = sum_b dy_b [O, N] * (xp_b + off(t))^T, with dy_b zero at the junk
+//            positions. Both operands are contiguous along the sum (q), so xp is stored channels
+//            last (xt [Hp Wp, C]) and dy is packed into the micro-kernel's A panels. With
+//            dilation 1 the taps of one kernel row i then sit side by side: column j C + c of
+//            xt shifted by i Wp pixels is xp[c, q + i Wp + j], so a GEMM per row i gives
+//            dwt_i [O, KW C] (3 C columns: whole 48-column tiles for C = 32 or 64, where one tap's
+//            C columns would leave ragged ones). Other dilations use kernel 3's dW.
 // The reads of the last rows of a shifted window run up to (KW - 1) D floats past the plane (for
 // junk columns only), so xp has that many zeros after its last plane. The cost: N / (HO WO) =
 // Wp / WO more multiply-adds (28 x 28: 1.07x, 14 x 14: 1.14x, 7 x 7: 1.29x for 3x3 with P = 1)
@@ -26,7 +29,8 @@
 // already reads in place) go to kernel 3, so every geometry works.
 //
 // Threads take whole images, or split an image's columns when there are few images (see
-// forward_all); the sums do not depend on the thread count.
+// forward_all). dW folds images into a fixed number of slots added in order, as kernel 3 does.
+// No result depends on the thread count.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -47,12 +51,15 @@ bool supported(const Conv2dGeometry& g) {
 
 // The padded image: xp [C, Hp, Wp] then (KW - 1) D zeros.
 struct Padded {
-  int64_t Hp, Wp, plane, floats;
+  int64_t Hp, Wp, plane;
+  int64_t tail;    // (KW - 1) D: how far the last window reads past a plane
+  int64_t floats;  // of xp [C, Hp, Wp] and its tail
   explicit Padded(const Conv2dGeometry& g)
       : Hp(g.H + 2 * g.padding),
         Wp(g.W + 2 * g.padding),
         plane(Hp * Wp),
-        floats(g.C * Hp * Wp + (g.KW - 1) * g.dilation) {}
+        tail((g.KW - 1) * g.dilation),
+        floats(g.C * plane + tail) {}
   int64_t offset(const Conv2dGeometry& g, int64_t i, int64_t j) const {
     return i * g.dilation * Wp + j * g.dilation;
   }
@@ -181,6 +188,43 @@ void forward_all(const Conv2dGeometry& g, const float* x, const TapWeights& wt, 
   }
 }
 
+// dW's operands for one image. xt: the padded image channels last, xt[(h Wp + w) C + c] =
+// xp[c, h, w], then (KW - 1) D pixels of zeros, so that tap t's window starts at pixel off(t)
+// and b(q, c) = xt[(q + off(t)) C + c] is contiguous along c, as the micro-kernel reads B.
+void pad_image_channels_last(const Conv2dGeometry& g, const Padded& p, const float* xb, float* xt) {
+  const int64_t P = g.padding;
+  std::fill(xt, xt + (p.plane + p.tail) * g.C, 0.0f);
+  // c innermost: each pixel's C floats are written in one run (the reads, one per plane, stay in
+  // a few cache lines per plane from one pixel to the next).
+  for (int64_t h = 0; h < g.H; ++h) {
+    for (int64_t w = 0; w < g.W; ++w) {
+      const float* src = xb + h * g.W + w;
+      float* dst = xt + ((P + h) * p.Wp + P + w) * g.C;
+      for (int64_t c = 0; c < g.C; ++c) dst[c] = src[c * g.H * g.W];
+    }
+  }
+}
+
+// dyt: dy_b [O, HO, WO] as the micro-kernel's A panels, strip r holding a(m, q) = dy[r MR + m,
+// q] at dyt[(r N + q) MR + m], zero for junk positions (ow >= WO) and rows past O, so that
+// junk positions add nothing to dW.
+void pack_output_gradient(const Conv2dGeometry& g, const Padded& p, int64_t mr, const float* dyb,
+                          float* dyt) {
+  const int64_t HO = g.HO(), WO = g.WO(), N = HO * p.Wp;
+  const int64_t strips = (g.O + mr - 1) / mr;
+  std::fill(dyt, dyt + strips * N * mr, 0.0f);
+  for (int64_t r = 0; r < strips; ++r) {
+    const int64_t rows = std::min(mr, g.O - r * mr);
+    for (int64_t oh = 0; oh < HO; ++oh) {
+      for (int64_t ow = 0; ow < WO; ++ow) {
+        const float* src = dyb + (r * mr * HO + oh) * WO + ow;
+        float* dst = dyt + (r * N + oh * p.Wp + ow) * mr;
+        for (int64_t m = 0; m < rows; ++m) dst[m] = src[m * HO * WO];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void conv2d_forward_shifted(const Conv2dGeometry& g, const float* x, const float* w,
@@ -209,7 +253,65 @@ void conv2d_backward_input_shifted(const Conv2dGeometry& g, const float* dy, con
 
 void conv2d_backward_weight_shifted(const Conv2dGeometry& g, const float* x, const float* dy,
                                     float* dw, float* dbias) {
-  conv2d_backward_weight_grouped(g, x, dy, dw, dbias);
+  if (!supported(g) || g.dilation != 1) return conv2d_backward_weight_grouped(g, x, dy, dw, dbias);
+  const packed::MicroKernel& uk = packed::best_microkernel();
+  const Padded p(g);
+  const int64_t HO = g.HO(), WO = g.WO(), N = HO * p.Wp;
+  const int64_t strips = (g.O + uk.mr - 1) / uk.mr;
+  const int64_t row = g.KW * g.C;         // the columns (j, c) of one kernel row i
+  const int64_t size = g.KH * g.O * row;  // one dwt [KH, O, KW C]
+  const int64_t kc = std::min<int64_t>(N, 256);
+  // Slot s sums images [s B / slots, (s + 1) B / slots) into sums[s], in order.
+  const int64_t slots = std::min(kConv2dWeightSlots, g.B);
+  std::vector<float> sums(static_cast<size_t>(slots * size));
+  conv2d_for_each_task(slots, [&](int64_t s0, int64_t s1) {
+    std::vector<float> xt(static_cast<size_t>((p.plane + p.tail) * g.C)),
+        dyt(static_cast<size_t>(strips * N * uk.mr));
+    packed::MicroTile tile{};
+    tile.a_row_stride = 1;
+    tile.a_k_stride = uk.mr;
+    tile.b_k_stride = g.C;
+    tile.ldc = row;
+    tile.alpha = 1.0f;
+    for (int64_t s = s0; s < s1; ++s) {
+      float* sum = sums.data() + s * size;
+      const int64_t first_image = s * g.B / slots;
+      for (int64_t b = first_image; b < (s + 1) * g.B / slots; ++b) {
+        pad_image_channels_last(g, p, x + b * g.C * g.H * g.W, xt.data());
+        pack_output_gradient(g, p, uk.mr, dy + b * g.O * HO * WO, dyt.data());
+        for (int64_t q0 = 0; q0 < N; q0 += kc) {
+          tile.k = std::min(kc, N - q0);
+          tile.beta = b == first_image && q0 == 0 ? 0.0f : 1.0f;
+          for (int64_t i = 0; i < g.KH; ++i) {
+            for (int64_t r = 0; r < strips; ++r) {
+              tile.m = static_cast<int>(std::min<int64_t>(uk.mr, g.O - r * uk.mr));
+              tile.a = dyt.data() + (r * N + q0) * uk.mr;
+              for (int64_t n0 = 0; n0 < row; n0 += uk.nr) {
+                tile.n = static_cast<int>(std::min<int64_t>(uk.nr, row - n0));
+                tile.b = xt.data() + (q0 + i * p.Wp) * g.C + n0;
+                tile.c = sum + (i * g.O + r * uk.mr) * row + n0;
+                uk.tile(tile);
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+  // dw[o, c, i, j] = the slots' dwt[i, o, j C + c], added in slot order.
+  for (int64_t o = 0; o < g.O; ++o) {
+    for (int64_t c = 0; c < g.C; ++c) {
+      for (int64_t i = 0; i < g.KH; ++i) {
+        for (int64_t j = 0; j < g.KW; ++j) {
+          const int64_t e = (i * g.O + o) * row + j * g.C + c;
+          float acc = sums[e];
+          for (int64_t s = 1; s < slots; ++s) acc += sums[s * size + e];
+          dw[((o * g.C + c) * g.KH + i) * g.KW + j] = acc;
+        }
+      }
+    }
+  }
+  if (dbias != nullptr) conv2d_bias_grad(g, dy, dbias);
 }
 
 }  // namespace ink::kernels
