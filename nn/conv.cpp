@@ -44,6 +44,15 @@ Tensor Conv2d::forward(const Tensor& input) {
   return conv2d(input, weight, bias, stride_, padding_);
 }
 
+Tensor Conv2d::forward_upsampled(const Tensor& input) {
+  INK_CHECK(input.defined() && input.dim() == 4 && input.size(1) == in_channels_,
+            "Conv2d: expected input of shape [B, {}, H, W], got {}", in_channels_,
+            input.defined() ? shape_str(input.shape()) : std::string("an undefined tensor"));
+  if (kernel_size_ == 3 && stride_ == 1 && padding_ == 1)
+    return upsample_conv2d(input, weight, bias);
+  return conv2d(upsample_nearest2d(input, 2), weight, bias, stride_, padding_);
+}
+
 std::string Conv2d::extra_repr() const {
   std::string repr = fmt::format("{}, {}, kernel_size=({}, {}), stride=({}, {})", in_channels_,
                                  out_channels_, kernel_size_, kernel_size_, stride_, stride_);

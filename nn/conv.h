@@ -21,6 +21,10 @@ class Conv2d : public UnaryModule {
          int64_t padding = 0, bool bias = true, Generator* generator = nullptr);
 
   Tensor forward(const Tensor& input) override;
+  // forward(upsample_nearest2d(input, 2)). A 3x3 convolution with stride 1 and padding 1 (the
+  // U-Net's upsampling) runs at the input's resolution as upsample_conv2d: 16 instead of 36
+  // multiply-adds per output pixel, and only the input kept for backward.
+  Tensor forward_upsampled(const Tensor& input);
   // As PyTorch prints it: "3, 16, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1)", with
   // ", bias=False" when there is no bias and no padding entry when it is 0.
   std::string extra_repr() const override;

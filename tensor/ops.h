@@ -133,6 +133,11 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
               int64_t stride = 1, int64_t padding = 0, int64_t dilation = 1, int64_t groups = 1);
 // Nearest-neighbour upsampling of [B, C, H, W] by an integer factor -> [B, C, H s, W s].
 Tensor upsample_nearest2d(const Tensor& x, int64_t scale = 2);
+// conv2d(upsample_nearest2d(x, 2), weight, bias, 1, 1) for a 3x3 weight [O, C, 3, 3], computed
+// at x's resolution as four 2x2 convolutions, one per output pixel phase (16 instead of 36
+// multiply-adds per output pixel and channel; tensor/kernels/resample_2d.h) -> [B, O, 2H, 2W].
+// Equal to the composition up to rounding (the 3x3 taps are summed before they multiply).
+Tensor upsample_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 // Average over non-overlapping kernel x kernel windows (stride = kernel, no padding, rows and
 // columns past the last whole window dropped, as PyTorch) -> [B, C, H / k, W / k].
 Tensor avg_pool2d(const Tensor& x, int64_t kernel = 2);

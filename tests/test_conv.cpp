@@ -23,15 +23,7 @@ namespace {
 using ink::kernels::Conv2dGeometry;
 using ink::kernels::Conv2dKernel;
 
-// Restores the thread count a test changed.
-class ThreadCountGuard {
- public:
-  ThreadCountGuard() : saved_(ink::get_num_threads()) {}
-  ~ThreadCountGuard() { ink::set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
+using ink::testing_util::ThreadCountGuard;
 
 std::string describe(const Conv2dGeometry& g) {
   return "B=" + std::to_string(g.B) + " C=" + std::to_string(g.C) + " H=" + std::to_string(g.H) +

@@ -23,6 +23,7 @@
 #include "tensor/parallel.h"
 #include "tensor/random.h"
 #include "tensor/tensor.h"
+#include "tests/test_util.h"
 
 namespace ink {
 namespace {
@@ -37,14 +38,7 @@ int hardware_cores() {
   return hw == 0 ? 1 : static_cast<int>(hw);
 }
 
-class ThreadCountGuard {
- public:
-  ThreadCountGuard() : saved_(get_num_threads()) {}
-  ~ThreadCountGuard() { set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
+using ink::testing_util::ThreadCountGuard;
 
 // Runs parallel_for over [0, n) with grain 1 and returns how many elements were not visited
 // exactly once.

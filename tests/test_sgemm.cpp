@@ -17,6 +17,7 @@
 #include "tensor/kernels/sgemm_packed.h"
 #include "tensor/parallel.h"
 #include "tensor/random.h"
+#include "tests/test_util.h"
 
 namespace {
 
@@ -137,15 +138,7 @@ constexpr Trans kLayouts[4][2] = {
 
 const std::vector<int64_t> kRaggedSizes = {1, 3, 7, 15, 17, 31, 33, 63, 65, 127, 129};
 
-// Restores the thread count a test changed.
-class ThreadCountGuard {
- public:
-  ThreadCountGuard() : saved_(ink::get_num_threads()) {}
-  ~ThreadCountGuard() { ink::set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
+using ink::testing_util::ThreadCountGuard;
 
 TEST(Sgemm, RegistryListsTheFamilySimplestFirst) {
   std::vector<std::string> names;

@@ -1,4 +1,5 @@
-// Helpers shared by the test files: checking the wording of an ink::Error.
+// Helpers shared by the test files: checking the wording of an ink::Error, and restoring the
+// thread count a test changed.
 #pragma once
 
 #include <gmock/gmock.h>
@@ -7,6 +8,7 @@
 #include <string>
 
 #include "tensor/error.h"
+#include "tensor/parallel.h"
 
 namespace ink::testing_util {
 
@@ -26,5 +28,17 @@ template <typename Fn>
 void expect_error(Fn&& fn, const std::string& text) {
   EXPECT_THAT(error_of(fn), ::testing::HasSubstr(text));
 }
+
+// Restores the thread count a test changed.
+class ThreadCountGuard {
+ public:
+  ThreadCountGuard() : saved_(get_num_threads()) {}
+  ~ThreadCountGuard() { set_num_threads(saved_); }
+  ThreadCountGuard(const ThreadCountGuard&) = delete;
+  ThreadCountGuard& operator=(const ThreadCountGuard&) = delete;
+
+ private:
+  int saved_;
+};
 
 }  // namespace ink::testing_util

@@ -416,7 +416,7 @@ Tensor UNet::forward(const Tensor& x, const Tensor& timesteps, const Tensor& con
     const auto& level = up_levels_[k];
     h = level->res->forward(cat({h, skips[k]}, 1), temb);
     if (level->attn) h = level->attn->forward(h, context, key_mask);
-    if (level->upsample) h = level->upsample->forward(upsample_nearest2d(h, 2));
+    if (level->upsample) h = level->upsample->forward_upsampled(h);  // nearest x2, then 3x3
   }
   return conv_out->forward(norm_out->forward_silu(h));
 }
@@ -645,11 +645,11 @@ Tensor TextToImageDiffusion::generate(const std::string& prompt, int64_t n, Gene
     const int64_t rows = x.size(0);
     Tensor t_float = empty({rows});
     for (int64_t i = 0; i < rows; ++i) t_float.data()[i] = static_cast<float>(t.data_i64()[i]);
-    const Tensor out = rows == text.context.size(0)
-                           ? unet->forward(x, t_float, text.context, text.key_mask)
-                           : unet->forward(x, t_float, narrow(text.context, 0, 0, rows),
-                                           narrow(text.key_mask, 0, 0, rows));
-    return config_.prediction == "v" ? eps_from_v(schedule_, out, x, t) : out;
+    const Tensor prediction = rows == text.context.size(0)
+                                  ? unet->forward(x, t_float, text.context, text.key_mask)
+                                  : unet->forward(x, t_float, narrow(text.context, 0, 0, rows),
+                                                  narrow(text.key_mask, 0, 0, rows));
+    return config_.prediction == "v" ? eps_from_v(schedule_, prediction, x, t) : prediction;
   };
   const Denoiser model = unet_eps, conditional = unet_eps;
   const Denoiser guided = classifier_free_guidance(model, options.guidance, schedule_,

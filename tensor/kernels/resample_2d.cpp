@@ -1,4 +1,5 @@
-// Nearest-neighbour upsampling and average pooling kernels (see resample_2d.h for the legend).
+// Nearest-neighbour upsampling, the phases of an upsampling convolution, and average pooling
+// kernels (see resample_2d.h for the legend).
 #include "tensor/kernels/resample_2d.h"
 
 #include <algorithm>
@@ -92,6 +93,111 @@ void avg_pool2d_backward(int64_t N, int64_t H, int64_t W, int64_t k, const T* dy
     }
   });
 }
+
+namespace {
+
+// Which of the 2 taps of phase p the 3x3 tap i lands on (resample_2d.h).
+constexpr int64_t phase_tap(int64_t p, int64_t i) {
+  return (p + i + 1) / 2 - p;
+}
+
+}  // namespace
+
+template <class T>
+void upsample_conv_weights(int64_t O, int64_t C, const T* w, T* w4) {
+  std::fill(w4, w4 + 16 * O * C, T(0));
+  for (int64_t ph = 0; ph < 4; ++ph) {
+    const int64_t py = ph / 2, px = ph % 2;
+    for (int64_t o = 0; o < O; ++o) {
+      for (int64_t c = 0; c < C; ++c) {
+        const T* src = w + (o * C + c) * 9;
+        T* dst = w4 + ((ph * O + o) * C + c) * 4;
+        for (int64_t i = 0; i < 3; ++i) {
+          for (int64_t j = 0; j < 3; ++j) {
+            dst[phase_tap(py, i) * 2 + phase_tap(px, j)] += src[i * 3 + j];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void upsample_conv_weights_backward(int64_t O, int64_t C, const T* dw4, T* dw) {
+  std::fill(dw, dw + 9 * O * C, T(0));
+  for (int64_t ph = 0; ph < 4; ++ph) {
+    const int64_t py = ph / 2, px = ph % 2;
+    for (int64_t o = 0; o < O; ++o) {
+      for (int64_t c = 0; c < C; ++c) {
+        const T* src = dw4 + ((ph * O + o) * C + c) * 4;
+        T* dst = dw + (o * C + c) * 9;
+        for (int64_t i = 0; i < 3; ++i) {
+          for (int64_t j = 0; j < 3; ++j) {
+            dst[i * 3 + j] += src[phase_tap(py, i) * 2 + phase_tap(px, j)];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void upsample_conv_interleave(int64_t B, int64_t O, int64_t H, int64_t W, const T* y4, T* y) {
+  const int64_t H1 = H + 1, W1 = W + 1;
+  parallel_for(0, B * O, plane_grain(4 * H * W), [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
+      const int64_t b = n / O, o = n % O;
+      T* dst = y + n * 4 * H * W;
+      for (int64_t oh = 0; oh < 2 * H; ++oh) {
+        const int64_t py = oh % 2, h = oh / 2;
+        // Even and odd output columns come from phases (py, 0) and (py, 1).
+        const T* even = y4 + ((b * 4 + 2 * py) * O + o) * H1 * W1 + (h + py) * W1;
+        const T* odd = y4 + ((b * 4 + 2 * py + 1) * O + o) * H1 * W1 + (h + py) * W1 + 1;
+        T* row = dst + oh * 2 * W;
+        for (int64_t w = 0; w < W; ++w) {
+          row[2 * w] = even[w];
+          row[2 * w + 1] = odd[w];
+        }
+      }
+    }
+  });
+}
+
+template <class T>
+void upsample_conv_interleave_backward(int64_t B, int64_t O, int64_t H, int64_t W, const T* dy,
+                                       T* dy4) {
+  const int64_t H1 = H + 1, W1 = W + 1;
+  parallel_for(0, B * O, plane_grain(4 * H * W), [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
+      const int64_t b = n / O, o = n % O;
+      const T* src = dy + n * 4 * H * W;
+      for (int64_t ph = 0; ph < 4; ++ph) {
+        T* plane = dy4 + ((b * 4 + ph) * O + o) * H1 * W1;
+        std::fill(plane, plane + H1 * W1, T(0));
+      }
+      for (int64_t oh = 0; oh < 2 * H; ++oh) {
+        const int64_t py = oh % 2, h = oh / 2;
+        T* even = dy4 + ((b * 4 + 2 * py) * O + o) * H1 * W1 + (h + py) * W1;
+        T* odd = dy4 + ((b * 4 + 2 * py + 1) * O + o) * H1 * W1 + (h + py) * W1 + 1;
+        const T* row = src + oh * 2 * W;
+        for (int64_t w = 0; w < W; ++w) {
+          even[w] = row[2 * w];
+          odd[w] = row[2 * w + 1];
+        }
+      }
+    }
+  });
+}
+
+#define INK_UPSAMPLE_CONV(T)                                                                       \
+  template void upsample_conv_weights<T>(int64_t, int64_t, const T*, T*);                          \
+  template void upsample_conv_weights_backward<T>(int64_t, int64_t, const T*, T*);                 \
+  template void upsample_conv_interleave<T>(int64_t, int64_t, int64_t, int64_t, const T*, T*);     \
+  template void upsample_conv_interleave_backward<T>(int64_t, int64_t, int64_t, int64_t, const T*, \
+                                                     T*);
+INK_UPSAMPLE_CONV(float)
+INK_UPSAMPLE_CONV(double)
+#undef INK_UPSAMPLE_CONV
 
 template void upsample_nearest2d_forward<float>(int64_t, int64_t, int64_t, int64_t, const float*,
                                                 float*);

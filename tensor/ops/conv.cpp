@@ -1,9 +1,11 @@
-// Convolution and resampling ops for image models: conv2d, upsample_nearest2d, avg_pool2d.
+// Convolution and resampling ops for image models: conv2d, upsample_nearest2d, upsample_conv2d,
+// avg_pool2d.
 // The arithmetic is in tensor/kernels/conv2d*.cpp and resample_2d.cpp; this file checks the
 // arguments, picks the kernel for the dtype and records the backward.
 //
 // Legend: B = batch, C = input channels, H x W = input size, O = output channels,
 //   KH x KW = kernel size, HO x WO = output size (see tensor/kernels/conv2d.h).
+#include <algorithm>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -193,6 +195,82 @@ Tensor upsample_nearest2d(const Tensor& x, int64_t scale) {
   make_recomputable(
       y, [xs = SavedTensor(x), scale]() { return upsample_nearest2d_values(xs.get(), scale); });
   return y;
+}
+
+// ---- upsample_conv2d ----
+// The phases of tensor/kernels/resample_2d.h: one 2x2 convolution with 4 O outputs and padding 1
+// on x, interleaved. Saves x (not the 4x larger upsampled image) for dW.
+Tensor upsample_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_image(x, "upsample_conv2d", "input");
+  check_float(weight, "upsample_conv2d");
+  check_same_dtype(x, weight, "upsample_conv2d");
+  INK_CHECK(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3,
+            "upsample_conv2d: weight must be [O, C, 3, 3], got {}", shape_str(weight.shape()));
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), O = weight.size(0);
+  INK_CHECK(weight.size(1) == C, "upsample_conv2d: input {} has {} channels, weight {} expects {}",
+            shape_str(x.shape()), C, shape_str(weight.shape()), weight.size(1));
+  if (bias.defined()) {
+    check_float(bias, "upsample_conv2d");
+    check_same_dtype(x, bias, "upsample_conv2d");
+    INK_CHECK(bias.dim() == 1 && bias.size(0) == O,
+              "upsample_conv2d: bias {} does not match weight {} (expected [{}])",
+              shape_str(bias.shape()), shape_str(weight.shape()), O);
+  }
+  kernels::Conv2dGeometry g;  // the phases' convolution
+  g.B = B, g.C = C, g.H = H, g.W = W, g.O = 4 * O, g.KH = g.KW = 2, g.padding = 1;
+  const DType dtype = x.dtype();
+  Tensor w4 = empty({4 * O, C, 2, 2}, dtype), b4, y4 = empty({B, 4 * O, H + 1, W + 1}, dtype);
+  Tensor y = empty({B, O, 2 * H, 2 * W}, dtype);
+  dispatch_floating(dtype, "upsample_conv2d", [&](auto t) {
+    using T = decltype(t);
+    kernels::upsample_conv_weights<T>(O, C, weight.data_ptr<T>(), w4.data_ptr<T>());
+    if (bias.defined()) {
+      b4 = empty({4 * O}, dtype);
+      for (int64_t ph = 0; ph < 4; ++ph) {
+        std::copy_n(bias.data_ptr<T>(), O, b4.data_ptr<T>() + ph * O);
+      }
+    }
+    conv_forward<T>(g, x, w4, b4, y4);
+    kernels::upsample_conv_interleave<T>(B, O, H, W, y4.data_ptr<T>(), y.data_ptr<T>());
+  });
+  std::vector<Tensor> inputs = {x, weight};
+  if (bias.defined()) inputs.push_back(bias);
+  return record_op(
+      y, "upsample_conv2d", inputs,
+      [g, dtype, O, has_bias = bias.defined(), x_shape = x.shape(), w_shape = weight.shape(),
+       x = weight.requires_grad() ? SavedTensor(x) : SavedTensor(),
+       w4 = x.requires_grad() ? SavedTensor(w4) : SavedTensor()](const Tensor& dy,
+                                                                 const GradMask& needs) {
+        std::vector<Tensor> grads(has_bias ? 3 : 2);
+        dispatch_floating(dtype, "upsample_conv2d", [&](auto t) {
+          using T = decltype(t);
+          Tensor dy4 = empty({g.B, g.O, g.H + 1, g.W + 1}, dtype);
+          kernels::upsample_conv_interleave_backward<T>(g.B, O, g.H, g.W, dy.data_ptr<T>(),
+                                                        dy4.data_ptr<T>());
+          if (needs[0]) {
+            grads[0] = empty(x_shape, dtype);
+            conv_backward_input<T>(g, dy4, w4.get(), grads[0]);
+          }
+          if (!needs[1] && !needs[2]) return;
+          Tensor dw4 = needs[1] ? empty({g.O, g.C, 2, 2}, dtype) : Tensor();
+          Tensor db4 = has_bias && needs[2] ? empty({g.O}, dtype) : Tensor();
+          conv_backward_weight<T>(g, needs[1] ? x.get() : Tensor(), dy4, dw4, db4);
+          if (needs[1]) {
+            grads[1] = empty(w_shape, dtype);
+            kernels::upsample_conv_weights_backward<T>(O, g.C, dw4.data_ptr<T>(),
+                                                       grads[1].data_ptr<T>());
+          }
+          if (db4.defined()) {  // db[o] = the four phases' sums, in phase order
+            grads[2] = empty({O}, dtype);
+            const T* src = db4.data_ptr<T>();
+            T* dst = grads[2].data_ptr<T>();
+            for (int64_t o = 0; o < O; ++o) {
+              dst[o] = ((src[o] + src[O + o]) + src[2 * O + o]) + src[3 * O + o];
+            }
+          }
+        });
+        return grads;
+      });
 }
 
 // ---- avg_pool2d ----
