@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "bench/bench_clock.h"
+#include "tensor/inkgrad.h"
 #include "tensor/kernels/conv2d.h"
 #include "tensor/kernels/sgemm.h"
 #include "tensor/parallel.h"
@@ -256,10 +257,54 @@ void register_all() {
   }
 }
 
+// The U-Net's upsampling as ops, forward and backward: conv2d(upsample_nearest2d(x, 2), w, b)
+// against upsample_conv2d(x, w, b) (four 2x2 phase convolutions at x's resolution). GFLOP is
+// the composition's arithmetic (the 3x3 convolution on the upsampled image, forward + dX + dW),
+// so the two rows' rates compare their times directly.
+void bm_upsample_conv(benchmark::State& state, bool fused, int64_t C, int64_t H, int64_t O,
+                      int threads) {
+  ink::set_num_threads(threads);
+  const int64_t B = 64;
+  ink::Generator gen(7);
+  const ink::Tensor x = ink::uniform({B, C, H, H}, -1.0f, 1.0f, &gen).set_requires_grad(true);
+  const ink::Tensor w = ink::uniform({O, C, 3, 3}, -0.1f, 0.1f, &gen).set_requires_grad(true);
+  const ink::Tensor b = ink::uniform({O}, -0.1f, 0.1f, &gen).set_requires_grad(true);
+  const ink::Tensor dy = ink::uniform({B, O, 2 * H, 2 * H}, -1.0f, 1.0f, &gen);
+  const auto call = [&] {
+    const ink::Tensor y = fused ? ink::upsample_conv2d(x, w, b)
+                                : ink::conv2d(ink::upsample_nearest2d(x, 2), w, b, 1, 1);
+    y.backward(dy);
+  };
+  call();
+  const double flops = 3.0 * 2.0 * B * O * (2 * H) * (2 * H) * C * 9;
+  ink::bench::timed_loop(state, flops, threads, call);
+}
+
+void register_upsample_conv() {
+  struct Case {
+    const char* name;
+    int64_t C, H, O;
+  };
+  // up.1 of the small U-Net (64 channels at 14x14 -> 32 at 28x28) and up.2 (64 at 7x7 -> 64).
+  for (const Case& c : {Case{"up.c64.14", 64, 14, 32}, Case{"up.c64.7", 64, 7, 64}}) {
+    for (int threads : {1, 2}) {
+      for (bool fused : {false, true}) {
+        const std::string name = std::string(fused ? "upsample_conv2d/" : "upsample+conv2d/") +
+                                 c.name + "/fwd+bwd/threads:" + std::to_string(threads);
+        auto* row = benchmark::RegisterBenchmark(name.c_str(), bm_upsample_conv, fused, c.C, c.H,
+                                                 c.O, threads);
+        row->Unit(benchmark::kMillisecond);
+        if (threads > 1) row->UseRealTime();
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   register_all();
+  register_upsample_conv();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::AddCustomContext("sgemm_isa", ink::kernels::sgemm_isa());

@@ -19,7 +19,7 @@ import statistics
 import sys
 
 REFERENCE = "onednn"
-KERNEL_ORDER = [REFERENCE, "naive", "im2col", "grouped"]
+KERNEL_ORDER = [REFERENCE, "naive", "im2col", "grouped", "shifted"]
 
 
 def parse_name(name):
