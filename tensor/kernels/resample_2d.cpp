@@ -101,64 +101,65 @@ constexpr int64_t phase_tap(int64_t p, int64_t i) {
   return (p + i + 1) / 2 - p;
 }
 
+// Calls fn(k, k4) for every 3x3 tap w[k] of w [O, C, 3, 3] and each phase tap w4[k4] of
+// w4 [4 O, C, 2, 2] that it adds into.
+template <class Fn>
+void for_each_phase_tap(int64_t O, int64_t C, const Fn& fn) {
+  for (int64_t ph = 0; ph < 4; ++ph) {
+    const int64_t py = ph / 2, px = ph % 2;
+    for (int64_t o = 0; o < O; ++o) {
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t k = (o * C + c) * 9, k4 = ((ph * O + o) * C + c) * 4;
+        for (int64_t i = 0; i < 3; ++i) {
+          for (int64_t j = 0; j < 3; ++j)
+            fn(k + i * 3 + j, k4 + phase_tap(py, i) * 2 + phase_tap(px, j));
+        }
+      }
+    }
+  }
+}
+
+// Calls fn(row, even, odd) for every output row oh of every plane n = b O + o of
+// y [B, O, 2H, 2W]: row is where that row starts in y, even and odd where the y4 [B, 4 O, H + 1,
+// W + 1] rows start that its even and odd columns come from (phases (py, 0) and (py, 1), read
+// from column 0 and 1): y[row + 2 w] = y4[even + w], y[row + 2 w + 1] = y4[odd + w]. Threads split
+// the planes.
+template <class Fn>
+void for_each_interleaved_row(int64_t B, int64_t O, int64_t H, int64_t W, const Fn& fn) {
+  const int64_t H1 = H + 1, W1 = W + 1;
+  parallel_for(0, B * O, plane_grain(4 * H * W), [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
+      const int64_t b = n / O, o = n % O;
+      for (int64_t oh = 0; oh < 2 * H; ++oh) {
+        const int64_t py = oh % 2, h = oh / 2;
+        const int64_t even = ((b * 4 + 2 * py) * O + o) * H1 * W1 + (h + py) * W1;
+        const int64_t odd = ((b * 4 + 2 * py + 1) * O + o) * H1 * W1 + (h + py) * W1 + 1;
+        fn((n * 2 * H + oh) * 2 * W, even, odd);
+      }
+    }
+  });
+}
+
 }  // namespace
 
 template <class T>
 void upsample_conv_weights(int64_t O, int64_t C, const T* w, T* w4) {
   std::fill(w4, w4 + 16 * O * C, T(0));
-  for (int64_t ph = 0; ph < 4; ++ph) {
-    const int64_t py = ph / 2, px = ph % 2;
-    for (int64_t o = 0; o < O; ++o) {
-      for (int64_t c = 0; c < C; ++c) {
-        const T* src = w + (o * C + c) * 9;
-        T* dst = w4 + ((ph * O + o) * C + c) * 4;
-        for (int64_t i = 0; i < 3; ++i) {
-          for (int64_t j = 0; j < 3; ++j) {
-            dst[phase_tap(py, i) * 2 + phase_tap(px, j)] += src[i * 3 + j];
-          }
-        }
-      }
-    }
-  }
+  for_each_phase_tap(O, C, [&](int64_t k, int64_t k4) { w4[k4] += w[k]; });
 }
 
 template <class T>
 void upsample_conv_weights_backward(int64_t O, int64_t C, const T* dw4, T* dw) {
   std::fill(dw, dw + 9 * O * C, T(0));
-  for (int64_t ph = 0; ph < 4; ++ph) {
-    const int64_t py = ph / 2, px = ph % 2;
-    for (int64_t o = 0; o < O; ++o) {
-      for (int64_t c = 0; c < C; ++c) {
-        const T* src = dw4 + ((ph * O + o) * C + c) * 4;
-        T* dst = dw + (o * C + c) * 9;
-        for (int64_t i = 0; i < 3; ++i) {
-          for (int64_t j = 0; j < 3; ++j) {
-            dst[i * 3 + j] += src[phase_tap(py, i) * 2 + phase_tap(px, j)];
-          }
-        }
-      }
-    }
-  }
+  for_each_phase_tap(O, C, [&](int64_t k, int64_t k4) { dw[k] += dw4[k4]; });
 }
 
 template <class T>
 void upsample_conv_interleave(int64_t B, int64_t O, int64_t H, int64_t W, const T* y4, T* y) {
-  const int64_t H1 = H + 1, W1 = W + 1;
-  parallel_for(0, B * O, plane_grain(4 * H * W), [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n) {
-      const int64_t b = n / O, o = n % O;
-      T* dst = y + n * 4 * H * W;
-      for (int64_t oh = 0; oh < 2 * H; ++oh) {
-        const int64_t py = oh % 2, h = oh / 2;
-        // Even and odd output columns come from phases (py, 0) and (py, 1).
-        const T* even = y4 + ((b * 4 + 2 * py) * O + o) * H1 * W1 + (h + py) * W1;
-        const T* odd = y4 + ((b * 4 + 2 * py + 1) * O + o) * H1 * W1 + (h + py) * W1 + 1;
-        T* row = dst + oh * 2 * W;
-        for (int64_t w = 0; w < W; ++w) {
-          row[2 * w] = even[w];
-          row[2 * w + 1] = odd[w];
-        }
-      }
+  for_each_interleaved_row(B, O, H, W, [&](int64_t row, int64_t even, int64_t odd) {
+    for (int64_t w = 0; w < W; ++w) {
+      y[row + 2 * w] = y4[even + w];
+      y[row + 2 * w + 1] = y4[odd + w];
     }
   });
 }
@@ -166,25 +167,15 @@ void upsample_conv_interleave(int64_t B, int64_t O, int64_t H, int64_t W, const 
 template <class T>
 void upsample_conv_interleave_backward(int64_t B, int64_t O, int64_t H, int64_t W, const T* dy,
                                        T* dy4) {
-  const int64_t H1 = H + 1, W1 = W + 1;
-  parallel_for(0, B * O, plane_grain(4 * H * W), [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n) {
-      const int64_t b = n / O, o = n % O;
-      const T* src = dy + n * 4 * H * W;
-      for (int64_t ph = 0; ph < 4; ++ph) {
-        T* plane = dy4 + ((b * 4 + ph) * O + o) * H1 * W1;
-        std::fill(plane, plane + H1 * W1, T(0));
-      }
-      for (int64_t oh = 0; oh < 2 * H; ++oh) {
-        const int64_t py = oh % 2, h = oh / 2;
-        T* even = dy4 + ((b * 4 + 2 * py) * O + o) * H1 * W1 + (h + py) * W1;
-        T* odd = dy4 + ((b * 4 + 2 * py + 1) * O + o) * H1 * W1 + (h + py) * W1 + 1;
-        const T* row = src + oh * 2 * W;
-        for (int64_t w = 0; w < W; ++w) {
-          even[w] = row[2 * w];
-          odd[w] = row[2 * w + 1];
-        }
-      }
+  // The rows and columns of y4 that no output reads get 0.
+  const int64_t plane = (H + 1) * (W + 1);
+  parallel_for(0, B * 4 * O, plane_grain(plane), [&](int64_t p0, int64_t p1) {
+    std::fill(dy4 + p0 * plane, dy4 + p1 * plane, T(0));
+  });
+  for_each_interleaved_row(B, O, H, W, [&](int64_t row, int64_t even, int64_t odd) {
+    for (int64_t w = 0; w < W; ++w) {
+      dy4[even + w] = dy[row + 2 * w];
+      dy4[odd + w] = dy[row + 2 * w + 1];
     }
   });
 }
