@@ -37,17 +37,19 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size, i
   bias = register_parameter("bias", with_bias ? init({out_channels}) : Tensor());
 }
 
-Tensor Conv2d::forward(const Tensor& input) {
+void Conv2d::check_input(const Tensor& input) const {
   INK_CHECK(input.defined() && input.dim() == 4 && input.size(1) == in_channels_,
             "Conv2d: expected input of shape [B, {}, H, W], got {}", in_channels_,
             input.defined() ? shape_str(input.shape()) : std::string("an undefined tensor"));
+}
+
+Tensor Conv2d::forward(const Tensor& input) {
+  check_input(input);
   return conv2d(input, weight, bias, stride_, padding_);
 }
 
 Tensor Conv2d::forward_upsampled(const Tensor& input) {
-  INK_CHECK(input.defined() && input.dim() == 4 && input.size(1) == in_channels_,
-            "Conv2d: expected input of shape [B, {}, H, W], got {}", in_channels_,
-            input.defined() ? shape_str(input.shape()) : std::string("an undefined tensor"));
+  check_input(input);
   if (kernel_size_ == 3 && stride_ == 1 && padding_ == 1)
     return upsample_conv2d(input, weight, bias);
   return conv2d(upsample_nearest2d(input, 2), weight, bias, stride_, padding_);

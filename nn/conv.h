@@ -39,6 +39,8 @@ class Conv2d : public UnaryModule {
   Tensor bias;    // [out_channels], or undefined
 
  private:
+  void check_input(const Tensor& input) const;  // [B, in_channels, H, W], else ink::Error
+
   int64_t in_channels_, out_channels_, kernel_size_, stride_, padding_;
 };
 

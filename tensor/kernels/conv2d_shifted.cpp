@@ -60,6 +60,8 @@ struct Padded {
         plane(Hp * Wp),
         tail((g.KW - 1) * g.dilation),
         floats(g.C * plane + tail) {}
+  // Of the same image stored channels last (xt, dW): (plane + tail) pixels of C floats.
+  int64_t channels_last_floats(const Conv2dGeometry& g) const { return (plane + tail) * g.C; }
   int64_t offset(const Conv2dGeometry& g, int64_t i, int64_t j) const {
     return i * g.dilation * Wp + j * g.dilation;
   }
@@ -193,7 +195,7 @@ void forward_all(const Conv2dGeometry& g, const float* x, const TapWeights& wt, 
 // and b(q, c) = xt[(q + off(t)) C + c] is contiguous along c, as the micro-kernel reads B.
 void pad_image_channels_last(const Conv2dGeometry& g, const Padded& p, const float* xb, float* xt) {
   const int64_t P = g.padding;
-  std::fill(xt, xt + (p.plane + p.tail) * g.C, 0.0f);
+  std::fill(xt, xt + p.channels_last_floats(g), 0.0f);
   // c innermost: each pixel's C floats are written in one run (the reads, one per plane, stay in
   // a few cache lines per plane from one pixel to the next).
   for (int64_t h = 0; h < g.H; ++h) {
@@ -265,7 +267,7 @@ void conv2d_backward_weight_shifted(const Conv2dGeometry& g, const float* x, con
   const int64_t slots = std::min(kConv2dWeightSlots, g.B);
   std::vector<float> sums(static_cast<size_t>(slots * size));
   conv2d_for_each_task(slots, [&](int64_t s0, int64_t s1) {
-    std::vector<float> xt(static_cast<size_t>((p.plane + p.tail) * g.C)),
+    std::vector<float> xt(static_cast<size_t>(p.channels_last_floats(g))),
         dyt(static_cast<size_t>(strips * N * uk.mr));
     packed::MicroTile tile{};
     tile.a_row_stride = 1;

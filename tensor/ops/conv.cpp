@@ -26,6 +26,17 @@ void check_image(const Tensor& x, const char* op, const char* what) {
             shape_str(x.shape()));
 }
 
+// An optional bias [O] for weight [O, ...], of x's dtype.
+void check_bias(const Tensor& x, const Tensor& weight, const Tensor& bias, const char* op) {
+  if (!bias.defined()) return;
+  check_float(bias, op);
+  check_same_dtype(x, bias, op);
+  const int64_t O = weight.size(0);
+  INK_CHECK(bias.dim() == 1 && bias.size(0) == O,
+            "{}: bias {} does not match weight {} (expected [{}])", op, shape_str(bias.shape()),
+            shape_str(weight.shape()), O);
+}
+
 // ---- the kernels by dtype: Float32 runs the fast family, Float64 the naive reference ----
 
 template <class T>
@@ -111,13 +122,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
   INK_CHECK(weight.size(1) * groups == C, "conv2d: input {} has {} channels, weight {} expects {}",
             shape_str(x.shape()), C, shape_str(weight.shape()), weight.size(1) * groups);
   INK_CHECK(groups == 1, "conv2d: groups = {} is not supported yet (only groups = 1)", groups);
-  if (bias.defined()) {
-    check_float(bias, "conv2d");
-    check_same_dtype(x, bias, "conv2d");
-    INK_CHECK(bias.dim() == 1 && bias.size(0) == O,
-              "conv2d: bias {} does not match weight {} (expected [{}])", shape_str(bias.shape()),
-              shape_str(weight.shape()), O);
-  }
+  check_bias(x, weight, bias, "conv2d");
   kernels::Conv2dGeometry g;
   g.B = x.size(0), g.C = C, g.H = x.size(2), g.W = x.size(3);
   g.O = O, g.KH = weight.size(2), g.KW = weight.size(3);
@@ -209,13 +214,7 @@ Tensor upsample_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), O = weight.size(0);
   INK_CHECK(weight.size(1) == C, "upsample_conv2d: input {} has {} channels, weight {} expects {}",
             shape_str(x.shape()), C, shape_str(weight.shape()), weight.size(1));
-  if (bias.defined()) {
-    check_float(bias, "upsample_conv2d");
-    check_same_dtype(x, bias, "upsample_conv2d");
-    INK_CHECK(bias.dim() == 1 && bias.size(0) == O,
-              "upsample_conv2d: bias {} does not match weight {} (expected [{}])",
-              shape_str(bias.shape()), shape_str(weight.shape()), O);
-  }
+  check_bias(x, weight, bias, "upsample_conv2d");
   kernels::Conv2dGeometry g;  // the phases' convolution
   g.B = B, g.C = C, g.H = H, g.W = W, g.O = 4 * O, g.KH = g.KW = 2, g.padding = 1;
   const DType dtype = x.dtype();
