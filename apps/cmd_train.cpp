@@ -416,7 +416,7 @@ int run_train(TrainFlags& flags) {
   if (config.model == "diffusion") {
     fmt::print(
         "  training  {}, config {}, AdamW lr {} (warm-up {} steps{}, weight "
-        "decay {}), EMA {}, CFG dropout {}{}{}{}{}{}, seed {}, {} thread{}{}\n",
+        "decay {}), EMA {}, CFG dropout {}{}{}{}{}{}{}{}, seed {}, {} thread{}{}\n",
         config.epochs == TrainConfig::kMaxEpochs
             ? std::string("until the time budget")
             : fmt::format("{} epochs ({} images)", config.epochs,
@@ -428,9 +428,12 @@ int run_train(TrainFlags& flags) {
         config.snr_gamma > 0 ? fmt::format(", Min-SNR {}", config.snr_gamma) : "",
         config.timesteps == "uniform" ? "" : ", " + config.timesteps + " timesteps",
         config.noise_schedule == "linear" ? "" : ", " + config.noise_schedule + " noise schedule",
-        config.prediction == "eps" ? "" : ", " + config.prediction + "-prediction", config.seed,
-        record.threads, record.threads == 1 ? "" : "s",
-        flags.detect_anomaly ? ", anomaly detection on" : "");
+        config.prediction == "eps" ? "" : ", " + config.prediction + "-prediction",
+        config.text_layers == 2 ? ""
+                                : fmt::format(", {} text layer{}", config.text_layers,
+                                              config.text_layers == 1 ? "" : "s"),
+        config.query_positions ? ", query positions" : "", config.seed, record.threads,
+        record.threads == 1 ? "" : "s", flags.detect_anomaly ? ", anomaly detection on" : "");
     if (flags.minutes > 0) {
       fmt::print("  budget    at most {:.4g} minutes{}\n", flags.minutes,
                  resuming ? " (what is left of the run's)" : "");
@@ -686,6 +689,14 @@ Command add_train_command(CLI::App& app) {
                       "diffusion: what the U-Net predicts, eps (the noise) or v = sqrt(abar) eps - "
                       "sqrt(1 - abar) x0 (Salimans & Ho 2022); the checkpoint records it")
           ->capture_default_str(),
+      sub->add_option("--text-layers", c.text_layers,
+                      "diffusion: transformer layers of the text encoder, 1 to 8; the checkpoint "
+                      "records it")
+          ->capture_default_str(),
+      sub->add_flag("--query-positions", c.query_positions,
+                    "diffusion: add a fixed 2-D position code to the cross-attention queries (each "
+                    "place in the picture can then ask for the words that name it); the "
+                    "checkpoint records it"),
       flags->images_option = sub->add_option(
           "--images", flags->images,
           fmt::format("diffusion: train on this many images (rounded up to whole epochs; default "

@@ -47,6 +47,8 @@ std::string run_record_json(const RunRecord& r) {
     j["timesteps"] = r.config.timesteps;
     j["noise_schedule"] = r.config.noise_schedule;
     j["prediction"] = r.config.prediction;
+    j["text_layers"] = r.config.text_layers;
+    j["query_positions"] = r.config.query_positions;
     j["optimizer"] = "AdamW";
     j["loss"] = r.config.prediction + (r.config.snr_gamma > 0 ? "-MSE, Min-SNR weighted" : "-MSE");
   } else {
@@ -146,6 +148,14 @@ RunRecord parse_run_record(std::string_view text, const std::string& source) {
     r.config.noise_schedule =
         j.contains("noise_schedule") ? string_field("noise_schedule") : "linear";
     r.config.prediction = j.contains("prediction") ? string_field("prediction") : "eps";
+    // Absent from the runs written before they were settings: 2 layers, no query positions.
+    r.config.text_layers = j.contains("text_layers") ? integer("text_layers") : 2;
+    if (j.contains("query_positions")) {
+      const json& v = field("query_positions");
+      INK_CHECK(v.is_boolean(), "{}: \"query_positions\" must be true or false, got {}", source,
+                shown(v));
+      r.config.query_positions = v.get<bool>();
+    }
   }
   // The rest is informational: tolerate its absence.
   if (j.contains("threads") && j.at("threads").is_number_integer())

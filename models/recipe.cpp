@@ -111,6 +111,7 @@ void TrainConfig::validate(const FieldName& field_name) const {
             quoted_text(noise_schedule));
   INK_CHECK(prediction == "eps" || prediction == "v", "{}{} must be eps or v, got {}", prefix,
             name("prediction"), quoted_text(prediction));
+  check_range("text_layers", text_layers, 1, 8, "");
   const int64_t total = samples_per_prompt * kNumShapePrompts;
   INK_CHECK(!recipe->batch_norm || total % batch_size != 1,
             "{}{} {} with {} {} leaves a last batch of 1 sample ({} = {} x {} + 1), and {}; "

@@ -64,6 +64,10 @@ struct TrainConfig {
   // What the U-Net predicts (DiffusionConfig::prediction, recorded in the checkpoint): "eps" or
   // "v" = sqrt(abar) eps - sqrt(1 - abar) x0.
   std::string prediction = "eps";
+  // The text encoder's transformer layers (DiffusionConfig::text_layers; the presets have 2).
+  int64_t text_layers = 2;
+  // A fixed position code on the cross-attention queries (DiffusionConfig::query_positions).
+  bool query_positions = false;
 
   // How a message names a field: "epochs" -> "--epochs" on the command line, or "\"epochs\" in
   // config.json". Without one, fields are named as they are ("epochs").

@@ -7,9 +7,11 @@ Module names match the issue exactly, so a state_dict moves to and from inkgrad 
   diffusion_twin.py info [--config small] [--size 28]
       parameter counts (text encoder, U-Net, total) and MFLOP of one U-Net forward per image
   diffusion_twin.py write-torch FILE [--config small] [--seed 0] [--perturb] [--probe JSON]
+                               [--query-positions]
       a freshly initialised model's state_dict as safetensors, with the model kind and config in
       the metadata (inkgrad's keys too, so `inkgrad generate --checkpoint FILE` runs it); --probe
-      also writes the twin's eps for fixed inputs (tests/test_diffusion_interop.cpp)
+      also writes the twin's eps for fixed inputs (tests/test_diffusion_interop.cpp);
+      --query-positions turns on the config's query_positions (no parameters: same state_dict)
   diffusion_twin.py sampler-golden
       writes tests/data/samplers_golden.json (schedules, timestep spacing and the samplers'
       results for a closed-form Gaussian denoiser) for tests/test_samplers.cpp
@@ -17,9 +19,10 @@ Module names match the issue exactly, so a state_dict moves to and from inkgrad 
       writes tests/data/diffusion_golden.safetensors: one training step (loss, every gradient,
       the AdamW step, the EMA), the U-Net's eps and a 10-step DDIM sample with CFG (see
       write_model_golden for the layout)
-  diffusion_twin.py check FILE
+  diffusion_twin.py check FILE [--probe JSON]
       loads a safetensors checkpoint (e.g. written by inkgrad) with strict=True, using the
-      config in its metadata, and prints the U-Net's ε for fixed inputs
+      config in its metadata (the twin's "config.json", else inkgrad's "inkgrad.config"), and
+      prints the U-Net's ε for fixed inputs; --probe also writes its eps for probe_inputs()
   diffusion_twin.py sample FILE --prompt P [--steps 50] [--guidance 3] [--sampler ddim] [-n 4]
       samples from a checkpoint and prints the images as text (a smoke test)
 
@@ -44,6 +47,12 @@ Decisions where the issue leaves room (the C++ model must make the same ones):
     keys are masked everywhere, so that row never gets a gradient). null_emb and pos_emb start as
     N(0, 0.02^2); every Linear/Conv2d/Embedding/norm uses PyTorch's default initialisation, then
     ResBlock conv2 and the U-Net attention blocks' to_out are zeroed (weight and bias).
+  - query_positions (off unless the config says so; issue 13): every U-Net attention block adds
+    a constant, query_position_table(H, W, C), to norm_cross(t) before the cross-attention (the
+    keys, values and the self-attention are unchanged). Token (y, x) gets, for k < C/4, in the
+    channel blocks [0, C/4), [C/4, C/2), [C/2, 3C/4), [3C/4, C): sin(pi (k+1) (y+0.5) / H),
+    cos(same), sin(pi (k+1) (x+0.5) / W), cos(same), computed in float64 and then rounded to
+    float32. It has no parameters, so the state_dict is the same with it on or off.
   - Attention: heads = config heads everywhere (text layers, self and cross attention); a query
     row with no valid key outputs 0 (cannot happen here: the null token is always valid).
   - Sampling: x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) clipped to [-1, 1], and every
@@ -51,10 +60,11 @@ Decisions where the issue leaves room (the C++ model must make the same ones):
     the first timestep (t = -1) is 1. Trailing spacing: t_i = round(T - i T / steps) - 1.
 """
 import argparse
+import functools
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -78,6 +88,7 @@ class Config:
     in_channels: int = 1
     vocab_size: int = 28
     max_length: int = 32
+    query_positions: bool = False
 
     def level_channels(self):
         return [self.ch * m for m in self.channel_mult]
@@ -216,12 +227,31 @@ class ResBlock(nn.Module):
         return (x if self.skip is None else self.skip(x)) + h
 
 
+@functools.lru_cache(maxsize=None)
+def query_position_table(h, w, c):
+    """The constant query_positions adds to the cross-attention queries, [1, H*W, C] float32:
+    token (y, x) gets, for k < C/4, sin(pi (k+1) (y+0.5)/H), cos(same), sin(pi (k+1) (x+0.5)/W),
+    cos(same) in the channel blocks [0, C/4), [C/4, C/2), [C/2, 3C/4), [3C/4, C)."""
+    if h < 1 or w < 1 or c < 4 or c % 4:
+        raise ValueError(f"query_position_table: needs H, W >= 1 and C a positive multiple of 4, "
+                         f"got {h}x{w}x{c}")
+    freqs = math.pi * torch.arange(1, c // 4 + 1, dtype=torch.float64)
+    ay = freqs[None, :] * (torch.arange(h, dtype=torch.float64)[:, None] + 0.5) / h  # [H, C/4]
+    ax = freqs[None, :] * (torch.arange(w, dtype=torch.float64)[:, None] + 0.5) / w  # [W, C/4]
+    table = torch.cat([torch.sin(ay)[:, None, :].expand(h, w, -1),
+                       torch.cos(ay)[:, None, :].expand(h, w, -1),
+                       torch.sin(ax)[None, :, :].expand(h, w, -1),
+                       torch.cos(ax)[None, :, :].expand(h, w, -1)], dim=2)
+    return table.reshape(1, h * w, c).float()
+
+
 class AttentionBlock(nn.Module):
     """On the image as tokens [B, H*W, C]: (optional) t += self_attn(norm_self(t));
-    t += cross_attn(norm_cross(t), context, key_mask)."""
+    t += cross_attn(norm_cross(t) [+ query_position_table(H, W, C)], context, key_mask)."""
 
-    def __init__(self, ch, context_dim, heads, self_attention):
+    def __init__(self, ch, context_dim, heads, self_attention, query_positions=False):
         super().__init__()
+        self.query_positions = query_positions
         if self_attention:
             self.norm_self = nn.LayerNorm(ch)
             self.self_attn = Attention(ch, ch, heads)
@@ -237,7 +267,10 @@ class AttentionBlock(nn.Module):
         if self.self_attention:
             n = self.norm_self(t)
             t = t + self.self_attn(n, n)
-        t = t + self.cross_attn(self.norm_cross(t), context, key_mask)
+        q = self.norm_cross(t)
+        if self.query_positions:  # a constant, not a parameter or a saved buffer
+            q = q + query_position_table(h, w, c).to(q.dtype)
+        t = t + self.cross_attn(q, context, key_mask)
         return t.transpose(1, 2).reshape(b, c, h, w)
 
 
@@ -256,7 +289,8 @@ class DownLevel(nn.Module):
         super().__init__()
         self.res = ResBlock(in_ch, out_ch, temb_dim, config.groups)
         if attn:
-            self.attn = AttentionBlock(out_ch, config.context_dim, config.heads, False)
+            self.attn = AttentionBlock(out_ch, config.context_dim, config.heads, False,
+                                       config.query_positions)
         if not last:
             self.downsample = nn.Conv2d(out_ch, out_ch, 3, stride=2, padding=1)
 
@@ -266,7 +300,8 @@ class UpLevel(nn.Module):
         super().__init__()
         self.res = ResBlock(in_ch, out_ch, temb_dim, config.groups)
         if attn:
-            self.attn = AttentionBlock(out_ch, config.context_dim, config.heads, False)
+            self.attn = AttentionBlock(out_ch, config.context_dim, config.heads, False,
+                                       config.query_positions)
         if prev_ch is not None:
             self.upsample = Upsample(out_ch, prev_ch)
 
@@ -283,7 +318,8 @@ class UNet(nn.Module):
             DownLevel(chs[i - 1] if i > 0 else config.ch, chs[i], temb, config,
                       i in config.attention_levels, i == levels - 1) for i in range(levels))
         self.mid_res1 = ResBlock(chs[-1], chs[-1], temb, config.groups)
-        self.mid_attn = AttentionBlock(chs[-1], config.context_dim, config.heads, True)
+        self.mid_attn = AttentionBlock(chs[-1], config.context_dim, config.heads, True,
+                                       config.query_positions)
         self.mid_res2 = ResBlock(chs[-1], chs[-1], temb, config.groups)
         self.up = nn.ModuleList(
             UpLevel(2 * chs[i], chs[i], temb, config,
@@ -450,13 +486,22 @@ def sample(denoise, x, abar, timesteps, sampler="ddim", eta=0.0, generator=None,
 
 
 # ---- checkpoints ----
+def config_dict(config):
+    """asdict(config), with query_positions only when on (as inkgrad writes its config), so the
+    files written before it existed stay as they were."""
+    values = asdict(config)
+    if not values["query_positions"]:
+        del values["query_positions"]
+    return values
+
+
 def config_metadata(name, config):
     """The twin's own keys, plus the two inkgrad reads (models/image_model.h): the registry kind
     and its DiffusionConfig JSON, so that a file written here drives `inkgrad generate`."""
-    inkgrad_config = dict(asdict(config), name=name, image_size=28, tokenizer="char",
+    inkgrad_config = dict(config_dict(config), name=name, image_size=28, tokenizer="char",
                           schedule="linear", timesteps=1000)
     return {"format": "pt", "model": "diffusion", "config": name,
-            "config.json": json.dumps(asdict(config), sort_keys=True),
+            "config.json": json.dumps(config_dict(config), sort_keys=True),
             "inkgrad.kind": "diffusion",
             "inkgrad.config": json.dumps(inkgrad_config, sort_keys=True)}
 
@@ -471,13 +516,32 @@ def probe_inputs(config, batch=2):
     return x, torch.tensor([10, 900]), tokens
 
 
+def write_probe(model, checkpoint, path):
+    """The model's eps for probe_inputs() as JSON (read by tests/test_diffusion_interop.cpp)."""
+    x, t, tokens = probe_inputs(model.config)
+    with torch.no_grad():
+        eps = model(x, t, tokens)
+    Path(path).write_text(json.dumps({
+        "checkpoint": Path(checkpoint).name, "inputs": probe_inputs.__doc__.strip(),
+        "torch_version": torch.__version__, "eps_shape": list(eps.shape),
+        "eps": [round(v, 7) for v in eps.flatten().tolist()]}, indent=0) + "\n")
+    print(f"wrote {path}: the twin's eps for probe_inputs()")
+
+
 def config_from_metadata(metadata):
+    """The twin's "config.json", else the fields of inkgrad's DiffusionConfig JSON that the twin
+    has (a checkpoint written by inkgrad), else the preset named by "config"."""
     if "config.json" in metadata:
         values = json.loads(metadata["config.json"])
-        values["channel_mult"] = tuple(values["channel_mult"])
-        values["attention_levels"] = tuple(values["attention_levels"])
-        return Config(**values)
-    return CONFIGS[metadata.get("config", "small")]
+    elif "inkgrad.config" in metadata:
+        inkgrad_config = json.loads(metadata["inkgrad.config"])
+        names = [f.name for f in fields(Config)]
+        values = {k: v for k, v in inkgrad_config.items() if k in names}
+    else:
+        return CONFIGS[metadata.get("config", "small")]
+    values["channel_mult"] = tuple(values["channel_mult"])
+    values["attention_levels"] = tuple(values["attention_levels"])
+    return Config(**values)
 
 
 def load_model(path):
@@ -666,6 +730,8 @@ def main():
     p.add_argument("--perturb", action="store_true",
                    help="add 0.05 * randn to every parameter (so zero-initialised ones count)")
     p.add_argument("--probe", help="also write the twin's eps for probe_inputs() to this JSON")
+    p.add_argument("--query-positions", action="store_true",
+                   help="the config with query_positions on (the same parameters)")
     p = commands.add_parser("sampler-golden")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "tests" /
                                         "data" / "samplers_golden.json"))
@@ -675,6 +741,7 @@ def main():
                                         "data" / "diffusion_golden.safetensors"))
     p = commands.add_parser("check")
     p.add_argument("file")
+    p.add_argument("--probe", help="also write the model's eps for probe_inputs() to this JSON")
     p = commands.add_parser("sample")
     p.add_argument("file")
     p.add_argument("--prompt", required=True)
@@ -691,7 +758,8 @@ def main():
         info(args.config, args.size)
     elif args.command == "write-torch":
         torch.manual_seed(args.seed)
-        model = TextToImageDiffusion(CONFIGS[args.config])
+        model = TextToImageDiffusion(replace(CONFIGS[args.config],
+                                             query_positions=args.query_positions))
         # Fresh zero-initialised branches (conv2, to_out) would hide most of the network from a
         # check; perturb every parameter a little so that each one changes the output.
         if args.perturb:
@@ -701,14 +769,7 @@ def main():
         save_file(model.state_dict(), args.file, config_metadata(args.config, model.config))
         print(f"wrote {args.file}: {len(model.state_dict())} tensors")
         if args.probe:
-            x, t, tokens = probe_inputs(model.config)
-            with torch.no_grad():
-                eps = model(x, t, tokens)
-            Path(args.probe).write_text(json.dumps({
-                "checkpoint": Path(args.file).name, "inputs": probe_inputs.__doc__.strip(),
-                "torch_version": torch.__version__, "eps_shape": list(eps.shape),
-                "eps": [round(v, 7) for v in eps.flatten().tolist()]}, indent=0) + "\n")
-            print(f"wrote {args.probe}: the twin's eps for probe_inputs()")
+            write_probe(model, args.file, args.probe)
     elif args.command == "sampler-golden":
         write_sampler_golden(args.out)
     elif args.command == "model-golden":
@@ -716,6 +777,8 @@ def main():
     elif args.command == "check":
         model, metadata = load_model(args.file)
         print(f"{args.file}: load_state_dict(strict=True) ok, metadata {metadata}")
+        if args.probe:
+            write_probe(model, args.file, args.probe)
         torch.manual_seed(0)
         c = model.config
         x = torch.randn(2, c.in_channels, 28, 28)

@@ -437,6 +437,24 @@ TEST(AppRunDir, RecordRoundTripsAndRejectsBadFiles) {
   EXPECT_EQ(parse_run_record(without(cosine_v, "noise_schedule"), "c.json").config.noise_schedule,
             "linear");
   EXPECT_EQ(parse_run_record(without(cosine_v, "prediction"), "c.json").config.prediction, "eps");
+
+  // The text encoder's layers and the query positions: kept, and 2 and off (all there were)
+  // when the record predates them; a "query_positions" that is not a boolean is refused.
+  diffusion.config.text_layers = 3;
+  diffusion.config.query_positions = true;
+  const std::string positions = run_record_json(diffusion);
+  EXPECT_EQ(parse_run_record(positions, "c.json").config.text_layers, 3);
+  EXPECT_TRUE(parse_run_record(positions, "c.json").config.query_positions);
+  EXPECT_EQ(parse_run_record(without(positions, "text_layers"), "c.json").config.text_layers, 2);
+  EXPECT_FALSE(
+      parse_run_record(without(positions, "query_positions"), "c.json").config.query_positions);
+  std::string quoted = positions;
+  const std::string on = "\"query_positions\": true";
+  ASSERT_NE(quoted.find(on), std::string::npos) << quoted;
+  quoted.replace(quoted.find(on), on.size(), "\"query_positions\": \"yes\"");
+  EXPECT_THAT([&] { parse_run_record(quoted, "c.json"); },
+              ::testing::ThrowsMessage<Error>(
+                  HasSubstr("c.json: \"query_positions\" must be true or false, got \"yes\"")));
 }
 
 TEST(AppRunDir, OneLineMessages) {
@@ -697,6 +715,10 @@ TEST_F(InkgradCli, TrainRejectsBadFlags) {
                "leaves a last batch of 1 sample");
   expect_error({"train", "--model", "mlp", "--threads", "0", "--out", path("x")},
                "--threads must be between 1");
+  expect_error({"train", "--text-layers", "0", "--out", path("x")},
+               "--text-layers must be between 1 and 8, got 0");
+  expect_error({"train", "--text-layers", "9", "--out", path("x")},
+               "--text-layers must be between 1 and 8, got 9");
   EXPECT_FALSE(fs::exists(path("x")));  // nothing is created for a refused run
   // Usage errors come from the parser: exit code 2, still one line.
   expect_error({"train", "--model", "mlp", "--epochs", "many"}, "--epochs", 2);

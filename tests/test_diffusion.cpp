@@ -2,7 +2,8 @@
 // golden numbers (tests/data/diffusion_golden.safetensors, made by
 // `scripts/diffusion_twin.py model-golden`: names, eps, the loss, every gradient, one AdamW step,
 // the EMA and a 10-step DDIM sample with CFG), the parameter count of the small config, config
-// checks, and generation that is deterministic and leaves the module alone.
+// checks, the query position code (issue 13), and generation that is deterministic and leaves the
+// module alone.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -241,6 +242,98 @@ TEST(DiffusionModel, ConfigJsonRoundTripsAndBadConfigsAreRefused) {
         model.unet->forward(zeros({1, 1, 32, 32}), zeros({1}), Tensor(), Tensor());
       },
       "unet: expected x [B, 1, 28, 28], got [1, 1, 32, 32]");
+}
+
+// The fixed code query_positions adds to the cross-attention queries, at two tokens of a 2x4
+// grid with C = 8 (values from Python's math.sin/cos): channels [sin y, cos y, sin x, cos x],
+// each block k = 0, 1 of pi (k+1) (y+0.5)/H or pi (k+1) (x+0.5)/W.
+TEST(DiffusionModel, QueryPositionTableHasTheCosineSeriesValues) {
+  const Tensor table = query_position_table(2, 4, 8);
+  ASSERT_EQ(table.shape(), (Shape{1, 8, 8}));
+  const std::vector<float> v = table.to_vector();
+  const std::vector<double> first = {0.70710678, 1.0,        0.70710678, 0.0,
+                                     0.38268343, 0.70710678, 0.92387953, 0.70710678};
+  const std::vector<double> y1_x2 = {0.70710678, -1.0,        -0.70710678, 0.0,
+                                     0.92387953, -0.70710678, -0.38268343, -0.70710678};
+  for (size_t i = 0; i < 8; ++i) {
+    EXPECT_NEAR(v[i], first[i], 1e-6) << "token (0, 0), channel " << i;
+    EXPECT_NEAR(v[6 * 8 + i], y1_x2[i], 1e-6) << "token (1, 2), channel " << i;
+  }
+  expect_error([] { query_position_table(2, 2, 6); },
+               "query_position_table: needs H, W >= 1 and C a positive multiple of 4, got 2x2x6");
+  expect_error([] { query_position_table(0, 2, 8); }, "got 0x2x8");
+}
+
+// query_positions: in the config JSON only when on (the configs written before it, and the
+// twin's, stay as they were), read back, and refused where an attention level's channels do not
+// split into the code's four blocks.
+TEST(DiffusionModel, QueryPositionsConfigRoundTripsAndNeedsChannelsDivisibleByFour) {
+  DiffusionConfig c = DiffusionConfig::preset("tiny");
+  EXPECT_EQ(c.to_json().find("query_positions"), std::string::npos);
+  EXPECT_FALSE(DiffusionConfig::from_json(c.to_json()).query_positions);
+  c.query_positions = true;
+  EXPECT_THAT(c.to_json(), ::testing::HasSubstr("\"query_positions\":true"));
+  const DiffusionConfig back = DiffusionConfig::from_json(c.to_json());
+  EXPECT_TRUE(back.query_positions);
+  EXPECT_EQ(back.to_json(), c.to_json());
+  expect_error([] { DiffusionConfig::from_json("{\"query_positions\": 1}"); },
+               "diffusion config: \"query_positions\" must be true or false, got 1");
+
+  // Levels of 6 and 12 channels: only a level with attention (or the last, which has the
+  // middle block) needs a multiple of 4.
+  const std::string narrow =
+      R"("ch": 6, "groups": 2, "heads": 2, "context_dim": 16, "channel_mult": [1, 2])";
+  EXPECT_NO_THROW(DiffusionConfig::from_json(
+      "{" + narrow + R"(, "attention_levels": [1], "query_positions": true})"));
+  EXPECT_NO_THROW(DiffusionConfig::from_json("{" + narrow + R"(, "attention_levels": [0, 1]})"));
+  expect_error(
+      [&] {
+        DiffusionConfig::from_json("{" + narrow +
+                                   R"(, "attention_levels": [0, 1], "query_positions": true})");
+      },
+      "query_positions needs the channels of every level with attention divisible by 4 (the "
+      "code's four sin/cos blocks), level 0 has 6");
+}
+
+// The code has no parameters: a U-Net with query_positions has the same named parameters as one
+// without (so checkpoints keep their names), and with the same weights it gives other eps.
+TEST(DiffusionModel, QueryPositionsChangeEpsButNotTheParameters) {
+  DiffusionConfig config = DiffusionConfig::preset("tiny");
+  Generator init(3);
+  TextToImageDiffusion plain(config, &init);
+  // The zero-initialised to_out layers would hide the cross-attention (and so the code).
+  Generator perturb(11);
+  for (auto& [name, p] : plain.named_parameters()) {
+    const Tensor noise = randn(p.shape(), &perturb);
+    for (int64_t i = 0; i < p.numel(); ++i) p.data()[i] += 0.05f * noise.data()[i];
+  }
+  config.query_positions = true;
+  Generator init_positions(5);
+  TextToImageDiffusion positions(config, &init_positions);
+  const NamedTensors a = plain.named_parameters(), b = positions.named_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
+    EXPECT_EQ(a[i].second.shape(), b[i].second.shape()) << a[i].first;
+  }
+  positions.load_state_dict(plain.state_dict(), /*strict=*/true);
+
+  Generator gen(7);
+  const Tensor x = randn({2, 1, 28, 28}, &gen);
+  const Tensor t = from_vector({10.0f, 900.0f}, {2});
+  std::vector<int64_t> ids = plain.tokenizer().encode("circle");
+  const std::vector<int64_t> empty_ids = plain.tokenizer().encode("");
+  ids.insert(ids.end(), empty_ids.begin(), empty_ids.end());
+  const Tensor tokens = from_vector_i64(ids, {2, static_cast<int64_t>(empty_ids.size())});
+  NoGradGuard no_grad;
+  const std::vector<float> off = plain.forward(x, t, tokens).to_vector();
+  const std::vector<float> on = positions.forward(x, t, tokens).to_vector();
+  ASSERT_EQ(off.size(), on.size());
+  double largest = 0.0;
+  for (size_t i = 0; i < off.size(); ++i) {
+    largest = std::max(largest, static_cast<double>(std::fabs(off[i] - on[i])));
+  }
+  EXPECT_GT(largest, 1e-3);
 }
 
 // The same weights read as a v-prediction sample through eps_from_v: other pixels, still in [0, 1].

@@ -181,6 +181,40 @@ TEST_F(TrainCli, ACosineDecayNeedsAKnownLengthAndKeepsIt) {
                                     " decays its learning rate (cosine) to 0 over its 1 epochs"));
 }
 
+TEST_F(TrainCli, TextLayersAndQueryPositionsAreRecordedAndKeptByAResume) {
+  const std::string dir = path("positions");
+  const Result first = run({"train", "--samples-per-prompt", "2", "--images", "18", "--text-layers",
+                            "1", "--query-positions", "--eval-samples", "0", "--preview-every", "0",
+                            "--sample-steps", "2", "--out", dir});
+  ASSERT_EQ(first.code, 0) << first.err;
+  EXPECT_THAT(first.out, HasSubstr(", 1 text layer, query positions"));
+  const RunRecord record = read_run_record(dir);
+  EXPECT_EQ(record.config.text_layers, 1);
+  EXPECT_TRUE(record.config.query_positions);
+  // The checkpoint's model config (what generate and the twin rebuild the model from).
+  EXPECT_THAT(read_text(dir + "/model.safetensors"),
+              AllOf(HasSubstr(R"(\"query_positions\":true)"), HasSubstr(R"(\"text_layers\":1)")));
+
+  for (const std::vector<std::string>& flag :
+       {std::vector<std::string>{"--query-positions"}, {"--text-layers", "2"}}) {
+    std::vector<std::string> args = {"train", "--resume", dir};
+    args.insert(args.end(), flag.begin(), flag.end());
+    const Result combined = run(args);
+    EXPECT_EQ(combined.code, 1);
+    EXPECT_THAT(combined.err, HasSubstr(flag[0] + " cannot be combined with --resume"));
+  }
+  // config.json edited to turn the positions off: the saved model config disagrees.
+  std::string config = read_text(dir + "/config.json");
+  const std::string on = "\"query_positions\": true";
+  ASSERT_NE(config.find(on), std::string::npos) << config;
+  config.replace(config.find(on), on.size(), "\"query_positions\": false");
+  std::ofstream(dir + "/config.json") << config;
+  const Result edited = run({"train", "--resume", dir, "-q"});
+  EXPECT_EQ(edited.code, 1);
+  EXPECT_THAT(edited.err, AllOf(HasSubstr("was trained with the model config"),
+                                HasSubstr(dir + "/config.json: was it edited?")));
+}
+
 TEST_F(TrainCli, ResumeRefusesAConfigJsonThatDisagreesWithTheSavedState) {
   const std::string dir = path("edited");
   ASSERT_EQ(run(tiny(dir)).code, 0);

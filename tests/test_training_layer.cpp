@@ -234,6 +234,58 @@ TEST(TrainingLayer, NoiseScheduleReachesTheModelAndItsConfig) {
               HasSubstr("noise_schedule must be linear or cosine, got \"sigmoid\""));
 }
 
+// --text-layers and --query-positions: the model the recipe trains has them, its config (and so
+// its checkpoint and the resume check) records them, and a resume with other values is refused.
+TEST(TrainingLayer, TextLayersAndQueryPositionsReachTheModelAndItsConfig) {
+  TrainConfig c = tiny_diffusion_config();
+  const auto model_config = [&](Recipe& recipe) {
+    return dynamic_cast<const diffusion::TextToImageDiffusion&>(recipe.model()).config();
+  };
+  {
+    TrainingStreams streams(c.seed);
+    const std::unique_ptr<Recipe> recipe = make_recipe(c, streams);
+    EXPECT_EQ(model_config(*recipe).text_layers, 2);
+    EXPECT_FALSE(model_config(*recipe).query_positions);
+    EXPECT_EQ(recipe->resume_settings().at("diffusion.config").find("query_positions"),
+              std::string::npos);
+  }
+  c.text_layers = 1;
+  c.query_positions = true;
+  TrainingStreams streams(c.seed);
+  const std::unique_ptr<Recipe> recipe = make_recipe(c, streams);
+  EXPECT_EQ(model_config(*recipe).text_layers, 1);
+  EXPECT_TRUE(model_config(*recipe).query_positions);
+  EXPECT_THAT(recipe->resume_settings().at("diffusion.config"),
+              AllOf(HasSubstr("\"text_layers\":1"), HasSubstr("\"query_positions\":true")));
+  int64_t first_layer = 0, second_layer = 0;
+  for (const auto& [name, p] : recipe->model().named_parameters()) {
+    first_layer += name.rfind("text_encoder.layers.0.", 0) == 0;
+    second_layer += name.rfind("text_encoder.layers.1.", 0) == 0;
+  }
+  EXPECT_GT(first_layer, 0);
+  EXPECT_EQ(second_layer, 0);
+
+  // A run saved with query positions cannot continue without them.
+  const auto dir = temp_dir("query_positions");
+  {
+    Trainer first(c);
+    first.train_epoch();
+    first.save_checkpoint(dir.string());
+  }
+  TrainConfig without = c;
+  without.query_positions = false;
+  Trainer refused(without);
+  EXPECT_THAT(error_of([&] { refused.resume(dir.string()); }),
+              AllOf(HasSubstr("was trained with the model config"), HasSubstr("query_positions"),
+                    HasSubstr("but this run uses")));
+  fs::remove_all(dir);
+
+  c.text_layers = 9;
+  EXPECT_THAT(error_of([&] { c.validate(); }), HasSubstr("text_layers must be in [1, 8], got 9"));
+  c.text_layers = 0;
+  EXPECT_THAT(error_of([&] { c.validate(); }), HasSubstr("text_layers must be in [1, 8], got 0"));
+}
+
 TEST(TrainConfigRules, OneImplementationWithTheCommandLinesNames) {
   TrainConfig c;
   c.batch_size = 1;

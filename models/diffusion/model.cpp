@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <numbers>
 #include <optional>
 #include <utility>
 
@@ -121,6 +122,17 @@ void DiffusionConfig::validate() const {
             "diffusion config: schedule must be \"linear\" or \"cosine\", got \"{}\"", schedule);
   INK_CHECK(prediction == "eps" || prediction == "v",
             "diffusion config: prediction must be \"eps\" or \"v\", got \"{}\"", prediction);
+  if (query_positions) {
+    // Every attention block gets the code: the attention levels', and the middle one (last level).
+    const std::vector<int64_t> chs = level_channels();
+    const auto last = static_cast<int64_t>(chs.size()) - 1;
+    for (int64_t i = 0; i <= last; ++i) {
+      INK_CHECK(!(has_attention(i) || i == last) || chs[i] % 4 == 0,
+                "diffusion config: query_positions needs the channels of every level with "
+                "attention divisible by 4 (the code's four sin/cos blocks), level {} has {}",
+                i, chs[i]);
+    }
+  }
   INK_CHECK(timesteps >= 2 && timesteps <= 100000,
             "diffusion config: timesteps must be in [2, 100000], got {}", timesteps);
   int64_t side = image_size;
@@ -149,6 +161,8 @@ std::string DiffusionConfig::to_json() const {
   // Written only for v: the eps checkpoints (and the PyTorch twin, which predicts eps) keep
   // the config they always had.
   if (prediction != "eps") j["prediction"] = prediction;
+  // Written only when on (as the twin does), so the configs from before it stay as they were.
+  if (query_positions) j["query_positions"] = true;
   j["schedule"] = schedule;
   j["text_layers"] = text_layers;
   j["timesteps"] = timesteps;
@@ -207,6 +221,12 @@ DiffusionConfig DiffusionConfig::from_json(const std::string& text) {
   get_string("tokenizer", c.tokenizer);
   get_string("schedule", c.schedule);
   get_string("prediction", c.prediction);
+  if (j.contains("query_positions")) {
+    INK_CHECK(j["query_positions"].is_boolean(),
+              "diffusion config: \"query_positions\" must be true or false, got {}",
+              j["query_positions"].dump().substr(0, 60));
+    c.query_positions = j["query_positions"].get<bool>();
+  }
   c.validate();
   return c;
 }
@@ -289,9 +309,34 @@ Tensor ResBlock::forward(const Tensor& x, const Tensor& temb) {
   return (skip ? skip->forward(x) : x) + h;
 }
 
+Tensor query_position_table(int64_t h, int64_t w, int64_t c) {
+  INK_CHECK(h >= 1 && w >= 1 && c >= 4 && c % 4 == 0,
+            "query_position_table: needs H, W >= 1 and C a positive multiple of 4, got {}x{}x{}", h,
+            w, c);
+  const int64_t q = c / 4;
+  Tensor out = empty({1, h * w, c});
+  float* o = out.data();
+  for (int64_t y = 0; y < h; ++y) {
+    for (int64_t x = 0; x < w; ++x) {
+      float* row = o + (y * w + x) * c;
+      for (int64_t k = 0; k < q; ++k) {
+        const double fk = std::numbers::pi * static_cast<double>(k + 1);
+        const double ay = fk * (static_cast<double>(y) + 0.5) / static_cast<double>(h);
+        const double ax = fk * (static_cast<double>(x) + 0.5) / static_cast<double>(w);
+        row[k] = static_cast<float>(std::sin(ay));
+        row[q + k] = static_cast<float>(std::cos(ay));
+        row[2 * q + k] = static_cast<float>(std::sin(ax));
+        row[3 * q + k] = static_cast<float>(std::cos(ax));
+      }
+    }
+  }
+  return out;
+}
+
 AttentionBlock::AttentionBlock(int64_t ch, int64_t context_dim, int64_t heads, bool self_attention,
-                               Generator* gen)
+                               Generator* gen, int64_t query_side)
     : nn::Module("AttentionBlock") {
+  if (query_side > 0) query_pos_ = query_position_table(query_side, query_side, ch);
   if (self_attention) {
     norm_self = register_module("norm_self", std::make_shared<nn::LayerNorm>(ch));
     self_attn = register_module("self_attn", std::make_shared<nn::Attention>(ch, ch, heads, gen));
@@ -310,7 +355,14 @@ Tensor AttentionBlock::forward(const Tensor& x, const Tensor& context, const Ten
     const Tensor n = norm_self->forward(t);
     t = t + self_attn->forward(n, n, Tensor());
   }
-  t = t + cross_attn->forward(norm_cross->forward(t), context, key_mask);
+  if (query_pos_.defined()) {
+    INK_CHECK(query_pos_.size(1) == h * w,
+              "attention block: built for {} query positions, the image has {}x{}",
+              query_pos_.size(1), h, w);
+    t = t + cross_attn->forward(norm_cross->forward(t) + query_pos_, context, key_mask);
+  } else {
+    t = t + cross_attn->forward(norm_cross->forward(t), context, key_mask);
+  }
   return from_tokens(t, h, w);
 }
 
@@ -340,6 +392,10 @@ UNet::UNet(const DiffusionConfig& config, Generator* gen) : nn::Module("UNet"), 
   const std::vector<int64_t> chs = config.level_channels();
   const auto levels = static_cast<int64_t>(chs.size());
   const int64_t temb = 4 * config.ch;
+  // Level i's side, when the cross-attention queries get positions (0: they don't).
+  const auto query_side = [&config](int64_t i) {
+    return config.query_positions ? config.image_size >> i : int64_t{0};
+  };
   time_embed = register_module("time_embed", std::make_shared<nn::Module>("TimeEmbed"));
   time_lin1 =
       time_embed->register_module("lin1", std::make_shared<nn::Linear>(config.ch, temb, true, gen));
@@ -354,8 +410,8 @@ UNet::UNet(const DiffusionConfig& config, Generator* gen) : nn::Module("UNet"), 
         "res", std::make_shared<ResBlock>(in_ch, chs[i], temb, config.groups, gen));
     if (config.has_attention(i)) {
       level->attn = level->register_module(
-          "attn",
-          std::make_shared<AttentionBlock>(chs[i], config.context_dim, config.heads, false, gen));
+          "attn", std::make_shared<AttentionBlock>(chs[i], config.context_dim, config.heads, false,
+                                                   gen, query_side(i)));
     }
     if (i + 1 < levels) {
       level->downsample = level->register_module(
@@ -367,8 +423,9 @@ UNet::UNet(const DiffusionConfig& config, Generator* gen) : nn::Module("UNet"), 
   const int64_t last = chs.back();
   mid_res1 =
       register_module("mid_res1", std::make_shared<ResBlock>(last, last, temb, config.groups, gen));
-  mid_attn = register_module("mid_attn", std::make_shared<AttentionBlock>(last, config.context_dim,
-                                                                          config.heads, true, gen));
+  mid_attn = register_module(
+      "mid_attn", std::make_shared<AttentionBlock>(last, config.context_dim, config.heads, true,
+                                                   gen, query_side(levels - 1)));
   mid_res2 =
       register_module("mid_res2", std::make_shared<ResBlock>(last, last, temb, config.groups, gen));
   for (int64_t i = 0; i < levels; ++i) {
@@ -377,8 +434,8 @@ UNet::UNet(const DiffusionConfig& config, Generator* gen) : nn::Module("UNet"), 
         "res", std::make_shared<ResBlock>(2 * chs[i], chs[i], temb, config.groups, gen));
     if (config.has_attention(i)) {
       level->attn = level->register_module(
-          "attn",
-          std::make_shared<AttentionBlock>(chs[i], config.context_dim, config.heads, false, gen));
+          "attn", std::make_shared<AttentionBlock>(chs[i], config.context_dim, config.heads, false,
+                                                   gen, query_side(i)));
     }
     if (i > 0) {
       level->upsample = level->register_module(

@@ -45,6 +45,11 @@ struct DiffusionConfig {
   // nothing about x0. The samplers always see eps (converted in generate).
   std::string prediction = "eps";
   int64_t timesteps = 1000;
+  // Add a fixed 2-D position code (query_position_table) to the image tokens that form the
+  // cross-attention queries, so that each place in the picture can ask for the words that name
+  // it (binding "red" to "on the left"). Off by default; no parameters, so the checkpoint names
+  // are the same either way.
+  bool query_positions = false;
 
   // "tiny" (ch 16), "small" (ch 32), "base" (ch 64); throws ink::Error naming the known ones.
   static DiffusionConfig preset(const std::string& name);
@@ -105,15 +110,27 @@ class ResBlock : public nn::Module {
 
 // On the image as tokens [B, H*W, C]: (optional) t += self_attn(norm_self(t));
 // t += cross_attn(norm_cross(t), context, key_mask). Both to_out layers start at zero.
+// With query_side > 0 (DiffusionConfig::query_positions) the cross-attention's queries are
+// made from norm_cross(t) + query_position_table(side, side, ch) instead of norm_cross(t), as in
+// the PyTorch twin (scripts/diffusion_twin.py).
 class AttentionBlock : public nn::Module {
  public:
   AttentionBlock(int64_t ch, int64_t context_dim, int64_t heads, bool self_attention,
-                 Generator* gen);
+                 Generator* gen, int64_t query_side = 0);
   Tensor forward(const Tensor& x, const Tensor& context, const Tensor& key_mask);
 
   std::shared_ptr<nn::LayerNorm> norm_self, norm_cross;  // norm_self may be null
   std::shared_ptr<nn::Attention> self_attn, cross_attn;  // self_attn may be null
+
+ private:
+  Tensor query_pos_;  // [1, side*side, ch], a constant; undefined without query positions
 };
+
+// The fixed position code of query_positions, [1, H*W, C] for C a multiple of 4: token
+// (y, x) gets, for k < C/4, sin(pi (k+1) (y+0.5)/H), cos(same), sin(pi (k+1) (x+0.5)/W),
+// cos(same) in the channel blocks [0, C/4), [C/4, C/2), [C/2, 3C/4), [3C/4, C) (a cosine-series
+// basis over the grid, so every frequency is one the grid can show).
+Tensor query_position_table(int64_t h, int64_t w, int64_t c);
 
 // One level of the U-Net's way down (res, attn, downsample) or up (res, attn, upsample).
 struct UNetLevel : public nn::Module {

@@ -21,6 +21,8 @@ DiffusionConfig config_for(const TrainConfig& config) {
   DiffusionConfig c = DiffusionConfig::preset(config.model_config);
   c.schedule = config.noise_schedule;
   c.prediction = config.prediction;
+  c.text_layers = config.text_layers;
+  c.query_positions = config.query_positions;
   if (config.dataset == "scenes") {
     c.in_channels = scenes::kChannels;
     c.image_size = scenes::kSide;
