@@ -27,6 +27,33 @@ namespace {
 // Elements per thread below which a parameter is updated on the calling thread.
 constexpr int64_t kUpdateGrain = 1 << 15;
 
+// Runs update(i, begin, end) over elements [0, numel[i]) of every tensor i as ONE parallel job,
+// cut into pieces of at most kUpdatePiece elements. A model is mostly small tensors (biases,
+// norms, 16-channel kernels), each far below kUpdateGrain: updated one parallel_for per tensor,
+// they would all run on the calling thread while the others wait. Each element is updated on
+// its own, so the cut changes no bit.
+constexpr int64_t kUpdatePiece = 1 << 13;
+template <class Update>
+void update_all(const std::vector<int64_t>& numel, const Update& update) {
+  struct Piece {
+    size_t tensor;
+    int64_t begin, end;
+  };
+  std::vector<Piece> pieces;
+  for (size_t i = 0; i < numel.size(); ++i) {
+    for (int64_t b = 0; b < numel[i]; b += kUpdatePiece) {
+      pieces.push_back({i, b, std::min(numel[i], b + kUpdatePiece)});
+    }
+  }
+  parallel_for(0, static_cast<int64_t>(pieces.size()), kUpdateGrain / kUpdatePiece,
+               [&](int64_t lo, int64_t hi) {
+                 for (int64_t k = lo; k < hi; ++k) {
+                   const Piece& piece = pieces[static_cast<size_t>(k)];
+                   update(piece.tensor, piece.begin, piece.end);
+                 }
+               });
+}
+
 Tensor copy_of(const Tensor& src) {
   Tensor out = empty(src.shape());
   copy_values(out, src);
@@ -304,12 +331,15 @@ void Adam::step() {
   const auto [beta1, beta2] = options_.betas;
   const double bias_correction1 = 1.0 - std::pow(beta1, static_cast<double>(step_));
   const double bias_correction2 = 1.0 - std::pow(beta2, static_cast<double>(step_));
+  std::vector<AdamUpdate> updates;
+  std::vector<int64_t> numel;
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& param = params_[i].second;
     Tensor grad = param.grad();
     if (!grad.defined()) continue;
     check_grad(i, grad);
-    const AdamUpdate update{
+    numel.push_back(param.numel());
+    updates.push_back({
         param.data(),
         std::as_const(grad).data(),
         exp_avg_[i].data(),
@@ -322,19 +352,13 @@ void Adam::step() {
         static_cast<float>(options_.eps),
         static_cast<float>(std::sqrt(bias_correction2)),
         static_cast<float>(-(options_.lr / bias_correction1)),
-    };
-    const AdamUpdate* u = &update;
-    if (decoupled_decay_) {
-      const auto shrink = static_cast<float>(1.0 - options_.lr * options_.weight_decay);
-      parallel_for(0, param.numel(), kUpdateGrain, [u, shrink](int64_t begin, int64_t end) {
-        scale_in_place(u->param, begin, end, shrink);
-        u->run(begin, end);
-      });
-    } else {
-      parallel_for(0, param.numel(), kUpdateGrain,
-                   [u](int64_t begin, int64_t end) { u->run(begin, end); });
-    }
+    });
   }
+  const auto shrink = static_cast<float>(1.0 - options_.lr * options_.weight_decay);
+  update_all(numel, [&](size_t i, int64_t begin, int64_t end) {
+    if (decoupled_decay_) scale_in_place(updates[i].param, begin, end, shrink);
+    updates[i].run(begin, end);
+  });
 }
 
 std::vector<Optimizer::Slot> Adam::slots() {
@@ -578,18 +602,19 @@ void EMA::update(const Module& model, double decay) {
   check_matches(state, "update");
   std::unordered_map<std::string, const Tensor*> by_name;
   for (const auto& [name, tensor] : state) by_name.emplace(name, &tensor);
+  std::vector<EmaUpdate> updates;
+  std::vector<int64_t> numel;
   for (auto& [name, shadow] : shadow_) {
     const Tensor& value = *by_name.at(name);
     if (shadow.dtype() != DType::Float32) {
       shadow = detached_copy(value);  // counts such as num_batches_tracked are not averaged
       continue;
     }
-    const EmaUpdate update{shadow.data(), value.data(), static_cast<float>(decay),
-                           static_cast<float>(1.0 - decay)};
-    const EmaUpdate* u = &update;
-    parallel_for(0, shadow.numel(), kUpdateGrain,
-                 [u](int64_t begin, int64_t end) { u->run(begin, end); });
+    updates.push_back(
+        {shadow.data(), value.data(), static_cast<float>(decay), static_cast<float>(1.0 - decay)});
+    numel.push_back(shadow.numel());
   }
+  update_all(numel, [&](size_t i, int64_t begin, int64_t end) { updates[i].run(begin, end); });
   ++num_updates_;
 }
 

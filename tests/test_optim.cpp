@@ -451,6 +451,92 @@ TEST(EMA, AveragesLikeTheGoldenSequence) {
   EXPECT_EQ(ema.decay(), g.at("decay").get<double>());
 }
 
+// Adam and the EMA update all of a model's tensors as one parallel job cut into pieces (many
+// small tensors, a few large ones). Each tensor must come out exactly as a one-tensor update
+// gives it, at 1 and at 2 threads, including around the piece edges and with a parameter
+// without a gradient in the middle of the list.
+TEST(AdamW, UpdatesManyTensorsLikeOneAtATimeAtAnyThreadCount) {
+  testing_util::ThreadCountGuard restore_threads;
+  const std::vector<int64_t> sizes = {3, 8192, 8193, 50000, 1, 70001};
+  Generator gen(7);
+  std::vector<Tensor> init, grads;
+  for (int64_t n : sizes) {
+    init.push_back(randn({n}, &gen));
+    grads.push_back(randn({n}, &gen));
+  }
+  const AdamWOptions options{.lr = 0.03, .weight_decay = 0.1};
+  // Reference: one optimizer per tensor.
+  std::vector<Tensor> expected;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    Tensor p = init[i].clone().set_requires_grad(true);
+    AdamW one({{"p", p}}, options);
+    for (int step = 0; step < 3; ++step) {
+      p.set_grad(grads[i]);
+      one.step();
+    }
+    expected.push_back(p);
+  }
+  for (int threads : {1, 2}) {
+    SCOPED_TRACE(threads);
+    set_num_threads(threads);
+    NamedTensors params;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      params.emplace_back("p" + std::to_string(i), init[i].clone().set_requires_grad(true));
+    }
+    Tensor no_grad = zeros({5}).set_requires_grad(true);
+    params.insert(params.begin() + 2, {"no_grad", no_grad});
+    AdamW all(params, options);
+    for (int step = 0; step < 3; ++step) {
+      for (size_t i = 0, k = 0; i < params.size(); ++i) {
+        if (params[i].first != "no_grad") params[i].second.set_grad(grads[k++]);
+      }
+      all.step();
+    }
+    EXPECT_EQ(no_grad.to_vector(), std::vector<float>(5, 0.0f));
+    for (size_t i = 0, k = 0; i < params.size(); ++i) {
+      if (params[i].first == "no_grad") continue;
+      EXPECT_TRUE(same_bits(params[i].second, expected[k])) << params[i].first;
+      EXPECT_FALSE(same_bits(params[i].second, init[k])) << params[i].first;
+      ++k;
+    }
+  }
+}
+
+TEST(EMA, UpdatesManyTensorsLikeOneAtATimeAtAnyThreadCount) {
+  testing_util::ThreadCountGuard restore_threads;
+  const std::vector<int64_t> sizes = {3, 8192, 8193, 50000, 1, 70001};
+  Generator gen(11);
+  Module model("Many");
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    model.register_parameter("p" + std::to_string(i), randn({sizes[i]}, &gen));
+  }
+  const NamedTensors start = model.state_dict();
+  std::vector<Tensor> later;
+  for (int64_t n : sizes) later.push_back(randn({n}, &gen));
+  for (int threads : {1, 2}) {
+    SCOPED_TRACE(threads);
+    set_num_threads(threads);
+    EMA ema(model, 0.9);
+    Module target("Many");
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      target.register_parameter(start[i].first, later[i].clone());
+    }
+    ema.update(target);
+    ASSERT_EQ(ema.shadow().size(), sizes.size());
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const float* s = start[i].second.data();
+      const float* v = later[i].data();
+      const float* got = ema.shadow()[i].second.data();
+      int64_t wrong = 0;
+      for (int64_t j = 0; j < sizes[i]; ++j) {
+        const float want = s[j] * 0.9f + v[j] * static_cast<float>(1.0 - 0.9);
+        wrong += got[j] != want;
+      }
+      EXPECT_EQ(wrong, 0) << start[i].first;
+    }
+  }
+}
+
 // A model with parameters and buffers (BatchNorm's running statistics and its Int64 count).
 struct NormNet : Module {
   NormNet() : Module("NormNet") {

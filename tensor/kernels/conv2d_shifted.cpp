@@ -300,19 +300,23 @@ void conv2d_backward_weight_shifted(const Conv2dGeometry& g, const float* x, con
       }
     }
   });
-  // dw[o, c, i, j] = the slots' dwt[i, o, j C + c], added in slot order.
-  for (int64_t o = 0; o < g.O; ++o) {
-    for (int64_t c = 0; c < g.C; ++c) {
-      for (int64_t i = 0; i < g.KH; ++i) {
-        for (int64_t j = 0; j < g.KW; ++j) {
-          const int64_t e = (i * g.O + o) * row + j * g.C + c;
-          float acc = sums[e];
-          for (int64_t s = 1; s < slots; ++s) acc += sums[s * size + e];
-          dw[((o * g.C + c) * g.KH + i) * g.KW + j] = acc;
-        }
-      }
-    }
-  }
+  // dw[o, c, i, j] = the slots' dwt[i, o, j C + c], added in slot order (split over o, so
+  // the order of each sum does not depend on the thread count).
+  parallel_for(0, g.O, std::max<int64_t>(1, (1 << 14) / (g.C * g.KH * g.KW * slots)),
+               [&](int64_t o0, int64_t o1) {
+                 for (int64_t o = o0; o < o1; ++o) {
+                   for (int64_t c = 0; c < g.C; ++c) {
+                     for (int64_t i = 0; i < g.KH; ++i) {
+                       for (int64_t j = 0; j < g.KW; ++j) {
+                         const int64_t e = (i * g.O + o) * row + j * g.C + c;
+                         float acc = sums[e];
+                         for (int64_t s = 1; s < slots; ++s) acc += sums[s * size + e];
+                         dw[((o * g.C + c) * g.KH + i) * g.KW + j] = acc;
+                       }
+                     }
+                   }
+                 }
+               });
   if (dbias != nullptr) conv2d_bias_grad(g, dy, dbias);
 }
 
