@@ -14,6 +14,7 @@ thread the images per CPU-second are printed too, as a check when the machine is
 """
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -108,8 +109,14 @@ def main():
                        "--config", args.config, "--train-steps", str(args.train_steps),
                        "--batch", str(args.batch), "--sample-images", str(args.sample_images),
                        "--sample-steps", str(args.sample_steps), "--repeats", str(args.repeats)]
-            r = json.loads(subprocess.run(command, check=True, capture_output=True,
-                                          text=True).stdout)
+            # torch.set_num_threads does not reach the BLAS library: Debian's torch calls the
+            # system libblas (OpenBLAS, which starts one thread per core), so a "1 thread" run
+            # kept ~1.8 cores busy and a 2-thread run oversubscribed them. Every pool gets the
+            # same count.
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads),
+                       OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+            r = json.loads(subprocess.run(command, check=True, capture_output=True, text=True,
+                                          env=env).stdout)
             what = (f"training, batch {args.batch} (median of {args.train_steps} steps)"
                     if mode == "train" else
                     f"sampling, {args.sample_steps} DDIM steps with CFG, {args.sample_images} "
