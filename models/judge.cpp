@@ -308,34 +308,49 @@ double judge_accuracy(Judge& judge, int64_t per_prompt, uint64_t seed, bool augm
 
 // ---- files ----
 
-void save_judge(const std::string& path, const Judge& judge,
-                const std::map<std::string, std::string>& extra) {
+void save_judge_file(const std::string& path, const nn::Module& net, const char* kind,
+                     const std::string& config, const std::map<std::string, std::string>& extra) {
   std::map<std::string, std::string> metadata = extra;
   metadata["format"] = "pt";
-  metadata["kind"] = kJudgeKind;
-  metadata["config"] = config_json(judge.config());
-  save_safetensors(path, judge.state_dict(), metadata);
+  metadata["kind"] = kind;
+  metadata["config"] = config;
+  save_safetensors(path, net.state_dict(), metadata);
+}
+
+JudgeFile read_judge_file(const std::string& path, const char* kind, const std::string& what) {
+  SafetensorsFile file = load_safetensors(path);
+  const auto found = file.metadata.find("kind");
+  INK_CHECK(found != file.metadata.end(),
+            "{} is not a {} file (its metadata has no \"kind\"; a {} has \"kind\": \"{}\")", path,
+            what, what, kind);
+  INK_CHECK(found->second == kind, "{} is a \"{}\" file, not a {}", path, found->second, what);
+  const auto config = file.metadata.find("config");
+  INK_CHECK(config != file.metadata.end(), "{}: the {} file has no \"config\" metadata", path,
+            what);
+  return {std::move(file.tensors), config->second};
+}
+
+void load_judge_weights(nn::Module& net, const JudgeFile& file, const std::string& path,
+                        const std::string& what) {
+  try {
+    net.load_state_dict(file.tensors, /*strict=*/true);
+  } catch (const Error& error) {
+    INK_FAIL("{}: the {}'s parameters do not match its config {}: {}", path, what, file.config,
+             error.what());
+  }
+  net.eval();
+}
+
+void save_judge(const std::string& path, const Judge& judge,
+                const std::map<std::string, std::string>& extra) {
+  save_judge_file(path, judge, kJudgeKind, config_json(judge.config()), extra);
 }
 
 std::unique_ptr<Judge> load_judge(const std::string& path) {
-  const SafetensorsFile file = load_safetensors(path);
-  const auto kind = file.metadata.find("kind");
-  INK_CHECK(kind != file.metadata.end(),
-            "{} is not a judge file (its metadata has no \"kind\"; a judge has \"kind\": \"{}\")",
-            path, kJudgeKind);
-  INK_CHECK(kind->second == kJudgeKind, "{} is a \"{}\" checkpoint, not a judge", path,
-            kind->second);
-  const auto config = file.metadata.find("config");
-  INK_CHECK(config != file.metadata.end(), "{}: the judge file has no \"config\" metadata", path);
+  const JudgeFile file = read_judge_file(path, kJudgeKind, "judge");
   Generator init(0);  // overwritten by the file
-  auto judge = std::make_unique<Judge>(parse_config(config->second, path), &init);
-  try {
-    judge->load_state_dict(file.tensors, /*strict=*/true);
-  } catch (const Error& error) {
-    INK_FAIL("{}: the judge's parameters do not match its config {}: {}", path, config->second,
-             error.what());
-  }
-  judge->eval();
+  auto judge = std::make_unique<Judge>(parse_config(file.config, path), &init);
+  load_judge_weights(*judge, file, path, "judge");
   return judge;
 }
 

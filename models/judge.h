@@ -131,4 +131,20 @@ void save_judge(const std::string& path, const Judge& judge,
 // checkpoint), or does not match its config.
 std::unique_ptr<Judge> load_judge(const std::string& path);
 
+// What both judges' files share (this one and the scenes judge's shape net): "format": "pt",
+// "kind" and "config" metadata beside the parameters. `what` names the kind in messages
+// ("judge", "scenes judge").
+void save_judge_file(const std::string& path, const nn::Module& net, const char* kind,
+                     const std::string& config, const std::map<std::string, std::string>& extra);
+// The config text of a judge file of `kind`; throws ink::Error naming the path when the file is
+// missing, has another kind or no config.
+struct JudgeFile {
+  NamedTensors tensors;
+  std::string config;  // the "config" metadata, JSON text
+};
+JudgeFile read_judge_file(const std::string& path, const char* kind, const std::string& what);
+// Loads the file's tensors strictly into `net` (an error names the config) and sets eval mode.
+void load_judge_weights(nn::Module& net, const JudgeFile& file, const std::string& path,
+                        const std::string& what);
+
 }  // namespace ink

@@ -423,34 +423,14 @@ double shape_net_accuracy(ShapeNet& net, int64_t n, uint64_t seed, bool augmente
 
 void save_shape_net(const std::string& path, const ShapeNet& net,
                     const std::map<std::string, std::string>& extra) {
-  std::map<std::string, std::string> metadata = extra;
-  metadata["format"] = "pt";
-  metadata["kind"] = kScenesJudgeKind;
-  metadata["config"] = net_config_json(net.config());
-  save_safetensors(path, net.state_dict(), metadata);
+  save_judge_file(path, net, kScenesJudgeKind, net_config_json(net.config()), extra);
 }
 
 std::unique_ptr<ShapeNet> load_shape_net(const std::string& path) {
-  const SafetensorsFile file = load_safetensors(path);
-  const auto kind = file.metadata.find("kind");
-  INK_CHECK(kind != file.metadata.end(),
-            "{} is not a scenes judge file (its metadata has no \"kind\"; a scenes judge has "
-            "\"kind\": \"{}\")",
-            path, kScenesJudgeKind);
-  INK_CHECK(kind->second == kScenesJudgeKind, "{} is a \"{}\" file, not a scenes judge", path,
-            kind->second);
-  const auto config = file.metadata.find("config");
-  INK_CHECK(config != file.metadata.end(), "{}: the scenes judge file has no \"config\" metadata",
-            path);
+  const JudgeFile file = read_judge_file(path, kScenesJudgeKind, "scenes judge");
   Generator init(0);  // overwritten by the file
-  auto net = std::make_unique<ShapeNet>(parse_net_config(config->second, path), &init);
-  try {
-    net->load_state_dict(file.tensors, /*strict=*/true);
-  } catch (const Error& error) {
-    INK_FAIL("{}: the scenes judge's parameters do not match its config {}: {}", path,
-             config->second, error.what());
-  }
-  net->eval();
+  auto net = std::make_unique<ShapeNet>(parse_net_config(file.config, path), &init);
+  load_judge_weights(*net, file, path, "scenes judge");
   return net;
 }
 

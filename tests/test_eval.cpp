@@ -508,7 +508,7 @@ TEST(Judge, FilesRoundTripAndRefuseOtherCheckpoints) {
                "model.safetensors is not a judge file (its metadata has no \"kind\"");
   save_safetensors(dir + "/other.safetensors", model.state_dict(), {{"kind", "text_to_image"}});
   expect_error([&] { load_judge(dir + "/other.safetensors"); },
-               "other.safetensors is a \"text_to_image\" checkpoint, not a judge");
+               "other.safetensors is a \"text_to_image\" file, not a judge");
   save_safetensors(
       dir + "/wrong.safetensors", judge.state_dict(),
       {{"kind", "judge"}, {"config", R"({"channels1": 4, "channels2": 6, "hidden": 12})"}});
