@@ -416,7 +416,7 @@ int run_train(TrainFlags& flags) {
   if (config.model == "diffusion") {
     fmt::print(
         "  training  {}, config {}, AdamW lr {} (warm-up {} steps{}, weight "
-        "decay {}), EMA {}, CFG dropout {}{}{}{}{}{}{}{}, seed {}, {} thread{}{}\n",
+        "decay {}), EMA {}, CFG dropout {}{}{}{}{}{}{}{}{}, seed {}, {} thread{}{}\n",
         config.epochs == TrainConfig::kMaxEpochs
             ? std::string("until the time budget")
             : fmt::format("{} epochs ({} images)", config.epochs,
@@ -432,7 +432,8 @@ int run_train(TrainFlags& flags) {
         config.text_layers == 2 ? ""
                                 : fmt::format(", {} text layer{}", config.text_layers,
                                               config.text_layers == 1 ? "" : "s"),
-        config.query_positions ? ", query positions" : "", config.seed, record.threads,
+        config.query_positions ? ", query positions" : "",
+        config.phrase_attention ? ", phrase attention" : "", config.seed, record.threads,
         record.threads == 1 ? "" : "s", flags.detect_anomaly ? ", anomaly detection on" : "");
     if (flags.minutes > 0) {
       fmt::print("  budget    at most {:.4g} minutes{}\n", flags.minutes,
@@ -697,6 +698,10 @@ Command add_train_command(CLI::App& app) {
                     "diffusion: add a fixed 2-D position code to the cross-attention queries (each "
                     "place in the picture can then ask for the words that name it); the "
                     "checkpoint records it"),
+      sub->add_flag("--phrase-attention", c.phrase_attention,
+                    "diffusion: the text encoder attends only within each phrase joined by "
+                    "\"and\" (each object's words see each other, not the other object's); "
+                    "needs --dataset scenes; the checkpoint records it"),
       flags->images_option = sub->add_option(
           "--images", flags->images,
           fmt::format("diffusion: train on this many images (rounded up to whole epochs; default "

@@ -49,6 +49,7 @@ std::string run_record_json(const RunRecord& r) {
     j["prediction"] = r.config.prediction;
     j["text_layers"] = r.config.text_layers;
     j["query_positions"] = r.config.query_positions;
+    j["phrase_attention"] = r.config.phrase_attention;
     j["optimizer"] = "AdamW";
     j["loss"] = r.config.prediction + (r.config.snr_gamma > 0 ? "-MSE, Min-SNR weighted" : "-MSE");
   } else {
@@ -150,11 +151,12 @@ RunRecord parse_run_record(std::string_view text, const std::string& source) {
     r.config.prediction = j.contains("prediction") ? string_field("prediction") : "eps";
     // Absent from the runs written before they were settings: 2 layers, no query positions.
     r.config.text_layers = j.contains("text_layers") ? integer("text_layers") : 2;
-    if (j.contains("query_positions")) {
-      const json& v = field("query_positions");
-      INK_CHECK(v.is_boolean(), "{}: \"query_positions\" must be true or false, got {}", source,
-                shown(v));
-      r.config.query_positions = v.get<bool>();
+    for (auto [key, flag] : {std::pair{"query_positions", &r.config.query_positions},
+                             std::pair{"phrase_attention", &r.config.phrase_attention}}) {
+      if (!j.contains(key)) continue;
+      const json& v = field(key);
+      INK_CHECK(v.is_boolean(), "{}: \"{}\" must be true or false, got {}", source, key, shown(v));
+      *flag = v.get<bool>();
     }
   }
   // The rest is informational: tolerate its absence.

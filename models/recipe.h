@@ -68,6 +68,8 @@ struct TrainConfig {
   int64_t text_layers = 2;
   // A fixed position code on the cross-attention queries (DiffusionConfig::query_positions).
   bool query_positions = false;
+  // The text encoder attends within each "and"-joined phrase (DiffusionConfig::phrase_attention).
+  bool phrase_attention = false;
 
   // How a message names a field: "epochs" -> "--epochs" on the command line, or "\"epochs\" in
   // config.json". Without one, fields are named as they are ("epochs").

@@ -26,17 +26,21 @@ thread_local AttentionObserver* current_observer = nullptr;
 
 // P = softmax_k(q . k / sqrt(d)) over the valid keys, in double, as plain loops: only for looking
 // at (the fused op keeps its own copy for the backward and does not hand it out).
-//   q [B, h, L, d], k [B, h, Lc, d] (contiguous), key_mask [B, Lc] or undefined
+//   q [B, h, L, d], k [B, h, Lc, d] (contiguous), key_mask [B, Lc], [B, L, Lc] or undefined
 //   -> [R, h, L, Lc] Float32 for the first R rows (R = B when negative), 0 at masked keys, a
 //   zero row when every key is masked.
 Tensor softmax_weights(const Tensor& q, const Tensor& k, const Tensor& key_mask,
                        int64_t rows = -1) {
   const int64_t B = q.size(0), H = q.size(1), L = q.size(2), d = q.size(3), Lc = k.size(2);
   const int64_t R = rows < 0 ? B : std::min(rows, B);
-  std::vector<uint8_t> valid(static_cast<size_t>(B * Lc), 1);
+  const bool per_query = key_mask.defined() && key_mask.dim() == 3;
+  std::vector<uint8_t> valid(static_cast<size_t>(per_query ? B * L * Lc : B * Lc), 1);
   if (key_mask.defined()) {
-    INK_CHECK(key_mask.dim() == 2 && key_mask.size(0) == B && key_mask.size(1) == Lc,
-              "Attention: key_mask must be [{}, {}], got {}", B, Lc, shape_str(key_mask.shape()));
+    INK_CHECK(
+        (key_mask.dim() == 2 && key_mask.size(0) == B && key_mask.size(1) == Lc) ||
+            (per_query && key_mask.size(0) == B && key_mask.size(1) == L && key_mask.size(2) == Lc),
+        "Attention: key_mask must be [{}, {}] or [{}, {}, {}], got {}", B, Lc, B, L, Lc,
+        shape_str(key_mask.shape()));
     if (key_mask.dtype() == DType::Int64) {
       const int64_t* m = key_mask.data_i64();
       for (size_t i = 0; i < valid.size(); ++i) valid[i] = m[i] != 0;
@@ -55,10 +59,10 @@ Tensor softmax_weights(const Tensor& q, const Tensor& k, const Tensor& key_mask,
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   std::vector<double> scores(static_cast<size_t>(Lc));
   for (int64_t b = 0; b < R; ++b) {
-    const uint8_t* ok = valid.data() + b * Lc;
     for (int64_t h = 0; h < H; ++h) {
       const float* kh = kp + (b * H + h) * Lc * d;
       for (int64_t i = 0; i < L; ++i) {
+        const uint8_t* ok = valid.data() + (per_query ? (b * L + i) * Lc : b * Lc);
         const float* qi = qp + ((b * H + h) * L + i) * d;
         double peak = -INFINITY;
         for (int64_t j = 0; j < Lc; ++j) {

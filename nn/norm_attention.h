@@ -105,8 +105,8 @@ class Identity : public UnaryModule {
 // What this object represents: multi-head scaled dot-product attention with separate
 // projections, as in Stable Diffusion's CrossAttention: queries from x, keys and values from a
 // context (x itself for self-attention), padding keys masked out.
-//   x [B, L, query_dim], context [B, Lc, context_dim], key_mask [B, Lc] (nonzero = valid) or
-//   undefined -> [B, L, query_dim].
+//   x [B, L, query_dim], context [B, Lc, context_dim], key_mask [B, Lc] (nonzero = valid),
+//   [B, L, Lc] (a mask for each query) or undefined -> [B, L, query_dim].
 // The feature dim is split into `heads` heads of query_dim / heads ([B, L, dim] ->
 // [B, heads, L, d]). A query whose context keys are all masked gets a zero attention output
 // (then to_out's bias), never NaN.

@@ -12,6 +12,9 @@ Module names match the issue exactly, so a state_dict moves to and from inkgrad 
       the metadata (inkgrad's keys too, so `inkgrad generate --checkpoint FILE` runs it); --probe
       also writes the twin's eps for fixed inputs (tests/test_diffusion_interop.cpp);
       --query-positions turns on the config's query_positions (no parameters: same state_dict)
+  diffusion_twin.py text-probe FILE --out JSON
+      the text encoder of FILE with phrase_attention on: its context for fixed rows of word
+      token ids (tests/test_diffusion_interop.cpp)
   diffusion_twin.py sampler-golden
       writes tests/data/samplers_golden.json (schedules, timestep spacing and the samplers'
       results for a closed-form Gaussian denoiser) for tests/test_samplers.cpp
@@ -53,6 +56,11 @@ Decisions where the issue leaves room (the C++ model must make the same ones):
     channel blocks [0, C/4), [C/4, C/2), [C/2, 3C/4), [3C/4, C): sin(pi (k+1) (y+0.5) / H),
     cos(same), sin(pi (k+1) (x+0.5) / W), cos(same), computed in float64 and then rounded to
     float32. It has no parameters, so the state_dict is the same with it on or off.
+  - phrase_attention (off unless the config says so; issue 13, word tokens only): the text
+    layers' self-attention gets a mask per query. The null token (position 0) is a phrase of its
+    own; the words up to the first "and" (word id AND_ID) are phrase 0, and each "and" starts the
+    next. Query i may attend to key j when j is valid and j is the null token or in i's phrase.
+    No parameters, so the state_dict is the same with it on or off.
   - Attention: heads = config heads everywhere (text layers, self and cross attention); a query
     row with no valid key outputs 0 (cannot happen here: the null token is always valid).
   - Sampling: x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) clipped to [-1, 1], and every
@@ -89,6 +97,7 @@ class Config:
     vocab_size: int = 28
     max_length: int = 32
     query_positions: bool = False
+    phrase_attention: bool = False
 
     def level_channels(self):
         return [self.ch * m for m in self.channel_mult]
@@ -99,19 +108,23 @@ CONFIGS = {"tiny": Config(ch=16), "small": Config(ch=32), "base": Config(ch=64),
            "micro": Config(ch=8, channel_mult=(1, 2), attention_levels=(1,), context_dim=16,
                            text_layers=1, heads=2, groups=4)}
 
+# The word "and" in inkgrad's word tokenizer (models/word_tokenizer.cpp): it joins the phrases.
+AND_ID = 25
+
 # FLOP counter of the attention products (the Linear and Conv2d layers are counted by hooks).
 _attention_flops = [0]
 
 
 def attention(q, k, v, key_mask=None):
     """softmax(q k^T / sqrt(d), masked keys at -inf) v over q [B, h, Lq, d], k/v [B, h, Lk, d];
-    key_mask [B, Lk] (nonzero = valid). A row with no valid key gives 0."""
+    key_mask [B, Lk] (nonzero = valid) or [B, Lq, Lk] (a mask for each query). A row with no
+    valid key gives 0."""
     b, h, lq, d = q.shape
     _attention_flops[0] += 4 * b * h * lq * k.shape[2] * d
     scores = q @ k.transpose(-2, -1) / math.sqrt(d)
     if key_mask is None:
         return F.softmax(scores, dim=-1) @ v
-    valid = (key_mask != 0)[:, None, None, :]
+    valid = (key_mask != 0)[:, None, None, :] if key_mask.dim() == 2 else (key_mask != 0)[:, None]
     any_valid = valid.any(dim=-1, keepdim=True)
     scores = scores.masked_fill(~valid, float("-inf"))
     scores = torch.where(any_valid, scores, torch.zeros_like(scores))
@@ -177,6 +190,7 @@ class TextEncoder(nn.Module):
         self.pos_emb = nn.Parameter(torch.randn(1, config.max_length + 1, d) * 0.02)
         self.layers = nn.ModuleList(TextLayer(d, config.heads) for _ in range(config.text_layers))
         self.norm_out = nn.LayerNorm(d)
+        self.phrase_attention = config.phrase_attention
 
     def forward(self, tokens):
         """tokens [B, L] (0 = padding) -> context [B, L+1, d], key mask [B, L+1] (1 = valid)."""
@@ -184,9 +198,19 @@ class TextEncoder(nn.Module):
         x = torch.cat([self.null_emb.expand(b, -1, -1), self.tok_emb(tokens)], dim=1)
         x = x + self.pos_emb
         key_mask = torch.cat([torch.ones(b, 1, dtype=torch.int64), (tokens != 0).long()], dim=1)
+        attention_mask = phrase_mask(tokens, key_mask) if self.phrase_attention else key_mask
         for layer in self.layers:
-            x = layer(x, key_mask)
+            x = layer(x, attention_mask)
         return self.norm_out(x), key_mask
+
+
+def phrase_mask(tokens, key_mask):
+    """[B, L+1, L+1]: query i sees key j when j is valid and is the null token or in i's phrase."""
+    phrase = torch.cumsum((tokens == AND_ID).long(), dim=1)  # [B, L]: the "and"s before, inclusive
+    phrase = torch.cat([torch.full_like(phrase[:, :1], -1), phrase], dim=1)  # null: its own
+    same = phrase[:, :, None] == phrase[:, None, :]
+    same[:, :, 0] = True
+    return (same & (key_mask[:, None, :] != 0)).long()
 
 
 # ---- U-Net ----
@@ -487,11 +511,12 @@ def sample(denoise, x, abar, timesteps, sampler="ddim", eta=0.0, generator=None,
 
 # ---- checkpoints ----
 def config_dict(config):
-    """asdict(config), with query_positions only when on (as inkgrad writes its config), so the
+    """asdict(config), with query_positions and phrase_attention only when on (as inkgrad writes its config), so the
     files written before it existed stay as they were."""
     values = asdict(config)
-    if not values["query_positions"]:
-        del values["query_positions"]
+    for flag in ("query_positions", "phrase_attention"):
+        if not values[flag]:
+            del values[flag]
     return values
 
 
@@ -526,6 +551,29 @@ def write_probe(model, checkpoint, path):
         "torch_version": torch.__version__, "eps_shape": list(eps.shape),
         "eps": [round(v, 7) for v in eps.flatten().tolist()]}, indent=0) + "\n")
     print(f"wrote {path}: the twin's eps for probe_inputs()")
+
+
+# Rows of word token ids for text-probe, padded to the checkpoint's max_length: "a red circle on
+# the left and a blue square on the right", "small green cross and a triangle and white", and the
+# empty prompt.
+TEXT_PROBE_ROWS = [[2, 6, 13, 22, 17, 20, 25, 2, 8, 12, 22, 17, 21],
+                   [4, 7, 15, 25, 2, 14, 25, 11], []]
+
+
+def write_text_probe(path, out):
+    """The text encoder of `path` with phrase_attention on, for TEXT_PROBE_ROWS, as JSON."""
+    tensors, metadata = load_file_with_metadata(path)
+    config = replace(config_from_metadata(metadata), phrase_attention=True)
+    model = TextToImageDiffusion(config)
+    model.load_state_dict(tensors, strict=True)
+    rows = [r + [0] * (config.max_length - len(r)) for r in TEXT_PROBE_ROWS]
+    with torch.no_grad():
+        context, _ = model.text_encoder(torch.tensor(rows))
+    Path(out).write_text(json.dumps({
+        "checkpoint": Path(path).name, "tokens": rows, "torch_version": torch.__version__,
+        "context_shape": list(context.shape),
+        "context": [round(v, 7) for v in context.flatten().tolist()]}, indent=0) + "\n")
+    print(f"wrote {out}: the twin's phrase-attention context for {len(rows)} rows")
 
 
 def config_from_metadata(metadata):
@@ -732,6 +780,9 @@ def main():
     p.add_argument("--probe", help="also write the twin's eps for probe_inputs() to this JSON")
     p.add_argument("--query-positions", action="store_true",
                    help="the config with query_positions on (the same parameters)")
+    p = commands.add_parser("text-probe")
+    p.add_argument("file")
+    p.add_argument("--out", required=True)
     p = commands.add_parser("sampler-golden")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "tests" /
                                         "data" / "samplers_golden.json"))
@@ -770,6 +821,8 @@ def main():
         print(f"wrote {args.file}: {len(model.state_dict())} tensors")
         if args.probe:
             write_probe(model, args.file, args.probe)
+    elif args.command == "text-probe":
+        write_text_probe(args.file, args.out)
     elif args.command == "sampler-golden":
         write_sampler_golden(args.out)
     elif args.command == "model-golden":

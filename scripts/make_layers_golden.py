@@ -198,7 +198,8 @@ def sdpa(q, k, v, key_mask=None):
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # [B, h, Lq, Lk]
     if key_mask is None:
         return F.softmax(scores, dim=-1) @ v
-    valid = (key_mask != 0)[:, None, None, :]  # [B, 1, 1, Lk]
+    # [B, Lk]: one mask for every query; [B, Lq, Lk]: a mask of its own for each query.
+    valid = (key_mask != 0)[:, None, None, :] if key_mask.dim() == 2 else (key_mask != 0)[:, None]
     any_valid = valid.any(dim=-1, keepdim=True)  # [B, 1, 1, 1]
     scores = scores.masked_fill(~valid, float("-inf"))
     scores = torch.where(any_valid, scores, torch.zeros_like(scores))
@@ -262,6 +263,14 @@ def make_attention():
     cases["attention_self"] = run_case(
         "Attention", {"query_dim": 8, "context_dim": 8, "heads": 4},
         {"x": randn(2, 5, 8)}, module_params(self_attn), lambda x: self_attn(x), self_attn)
+    # A mask for each query [B, Lq, Lk] (the text encoder's phrase attention): batch 0 causal,
+    # batch 1 two blocks and a query (row 2) with no valid key.
+    query_mask = torch.tensor([[[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]],
+                               [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]]], dtype=torch.int64)
+    cases["sdpa_query_mask"] = run_case(
+        "scaled_dot_product_attention", {},
+        {"q": randn(2, 2, 3, 4), "k": randn(2, 2, 4, 4), "v": randn(2, 2, 4, 4),
+         "key_mask": query_mask}, {}, sdpa)
     return cases
 
 

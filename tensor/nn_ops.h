@@ -43,7 +43,8 @@ Tensor dropout(const Tensor& x, double p, Generator& gen, bool training);
 
 // softmax(q k^T / sqrt(d)) v with masked keys left out, as one op with one backward.
 //   q [B, h, Lq, d], k and v [B, h, Lk, d] -> [B, h, Lq, d].
-//   key_mask [B, Lk], Float32 or Int64, nonzero = the key is valid; undefined = all valid.
+//   key_mask [B, Lk], Float32 or Int64, nonzero = the key is valid; undefined = all valid; or
+//   [B, Lq, Lk], a mask for each query (causal or block-diagonal patterns).
 // A query row whose keys are all masked gets a zero output row and passes zero gradient (a
 // defined result, never NaN). The key mask gets no gradient.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,

@@ -455,6 +455,19 @@ TEST(AppRunDir, RecordRoundTripsAndRejectsBadFiles) {
   EXPECT_THAT([&] { parse_run_record(quoted, "c.json"); },
               ::testing::ThrowsMessage<Error>(
                   HasSubstr("c.json: \"query_positions\" must be true or false, got \"yes\"")));
+  // phrase_attention: the same rules.
+  diffusion.config.phrase_attention = true;
+  const std::string phrases = run_record_json(diffusion);
+  EXPECT_TRUE(parse_run_record(phrases, "c.json").config.phrase_attention);
+  EXPECT_FALSE(
+      parse_run_record(without(phrases, "phrase_attention"), "c.json").config.phrase_attention);
+  std::string number = phrases;
+  const std::string phrase_on = "\"phrase_attention\": true";
+  ASSERT_NE(number.find(phrase_on), std::string::npos) << number;
+  number.replace(number.find(phrase_on), phrase_on.size(), "\"phrase_attention\": 1");
+  EXPECT_THAT([&] { parse_run_record(number, "c.json"); },
+              ::testing::ThrowsMessage<Error>(
+                  HasSubstr("c.json: \"phrase_attention\" must be true or false, got 1")));
 }
 
 TEST(AppRunDir, OneLineMessages) {

@@ -130,6 +130,50 @@ TEST(Attention, FastMatchesNaiveWithAndWithoutMask) {
   }
 }
 
+TEST(Attention, FastMatchesNaiveWithAMaskForEachQuery) {
+  // [B, Lq, Lk]: query i of batch b sees key j when (i + 2 j + b) % 3 != 0; the last query of the
+  // last batch sees no key.
+  for (const Shape& s : kShapes) {
+    std::vector<uint8_t> mask(static_cast<size_t>(s.B * s.Lq * s.Lk));
+    for (int64_t b = 0; b < s.B; ++b) {
+      for (int64_t i = 0; i < s.Lq; ++i) {
+        for (int64_t j = 0; j < s.Lk; ++j) {
+          const bool none = b == s.B - 1 && i == s.Lq - 1 && s.Lq > 1;
+          mask[static_cast<size_t>((b * s.Lq + i) * s.Lk + j)] =
+              !none && ((i + 2 * j + b) % 3 != 0 || j == 0);
+        }
+      }
+    }
+    const auto q = random_vector<float>(s.B * s.H * s.Lq * s.D, 5, -2.0f, 2.0f);
+    const auto kk = random_vector<float>(s.B * s.H * s.Lk * s.D, 6, -2.0f, 2.0f);
+    const auto v = random_vector<float>(s.B * s.H * s.Lk * s.D, 7);
+    Result fast, ref;
+    for (Result* r : {&fast, &ref}) {
+      r->out.resize(q.size());
+      r->weights.resize(static_cast<size_t>(s.B * s.H * s.Lq * s.Lk));
+    }
+    k::attention_forward(q.data(), kk.data(), v.data(), mask.data(), fast.out.data(),
+                         fast.weights.data(), s.B, s.H, s.Lq, s.Lk, s.D, true);
+    k::attention_forward_naive(q.data(), kk.data(), v.data(), mask.data(), ref.out.data(),
+                               ref.weights.data(), s.B, s.H, s.Lq, s.Lk, s.D, true);
+    expect_close(fast.out, ref.out, 1e-4f, 1e-5f, s.name() + " out");
+    expect_close(fast.weights, ref.weights, 1e-4f, 1e-6f, s.name() + " weights");
+    for (int64_t b = 0; b < s.B; ++b) {
+      for (int64_t h = 0; h < s.H; ++h) {
+        for (int64_t j = 0; j < s.Lk; ++j) {
+          for (int64_t i = 0; i < s.Lq; ++i) {
+            if (!mask[static_cast<size_t>((b * s.Lq + i) * s.Lk + j)]) {
+              EXPECT_EQ(fast.weights[static_cast<size_t>(((b * s.H + h) * s.Lk + j) * s.Lq + i)],
+                        0.0f)
+                  << s.name();
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Attention, MaskedKeysGetZeroWeightAndFullyMaskedRowsGiveZeros) {
   const Shape s{3, 2, 5, 6, 8};
   const auto q = random_vector<float>(s.B * s.H * s.Lq * s.D, 10);

@@ -15,6 +15,7 @@
 #include "models/diffusion/model.h"
 #include "models/diffusion/samplers.h"
 #include "models/registry.h"
+#include "models/word_tokenizer.h"
 #include "nn/functional.h"
 #include "nn/optim.h"
 #include "nn/safetensors.h"
@@ -334,6 +335,89 @@ TEST(DiffusionModel, QueryPositionsChangeEpsButNotTheParameters) {
     largest = std::max(largest, static_cast<double>(std::fabs(off[i] - on[i])));
   }
   EXPECT_GT(largest, 1e-3);
+}
+
+// phrase_attention: in the config JSON only when on, read back, refused with the character
+// tokenizer (its phrases are joined by the word "and").
+TEST(DiffusionModel, PhraseAttentionConfigRoundTripsAndNeedsTheWordTokenizer) {
+  DiffusionConfig c = DiffusionConfig::preset("tiny");
+  EXPECT_EQ(c.to_json().find("phrase_attention"), std::string::npos);
+  c.phrase_attention = true;
+  expect_error([&] { c.validate(); },
+               "diffusion config: phrase_attention needs the word tokenizer (its phrases are "
+               "joined by the word \"and\"), got the \"char\" tokenizer");
+  c.tokenizer = "word";
+  c.vocab_size = static_cast<int64_t>(WordTokenizer::vocabulary().size());
+  c.max_length = WordTokenizer::kDefaultMaxLength;
+  EXPECT_THAT(c.to_json(), ::testing::HasSubstr("\"phrase_attention\":true"));
+  const DiffusionConfig back = DiffusionConfig::from_json(c.to_json());
+  EXPECT_TRUE(back.phrase_attention);
+  EXPECT_EQ(back.to_json(), c.to_json());
+  expect_error([] { DiffusionConfig::from_json("{\"phrase_attention\": \"yes\"}"); },
+               "diffusion config: \"phrase_attention\" must be true or false, got \"yes\"");
+}
+
+// The mask for "a red circle and blue square" (ids of the word tokenizer, then padding): the null
+// token sees itself alone; each word sees the null token and its own phrase ("and" opens the
+// second); padding is never seen as a key.
+TEST(DiffusionModel, PhraseMaskSplitsThePromptAtAnd) {
+  const WordTokenizer tok(8);
+  const std::vector<int64_t> ids = tok.encode("a red circle and blue square");
+  const Tensor tokens = from_vector_i64(ids, {1, 8});
+  Tensor key_mask = zeros({1, 9});
+  for (int64_t j = 0; j < 7; ++j) key_mask.data()[j] = 1.0f;  // null + 6 words
+  const int64_t and_id = WordTokenizer::token_of("and");
+  const Tensor mask = DiffusionTextEncoder::phrase_mask(tokens, key_mask, and_id);
+  ASSERT_EQ(mask.shape(), (Shape{1, 9, 9}));
+  // Padding continues the last phrase (its queries' rows are never read).
+  const std::vector<int> phrase = {-1, 0, 0, 0, 1, 1, 1, 1, 1};
+  const std::vector<float> m = mask.to_vector();
+  for (int64_t i = 0; i < 9; ++i) {
+    for (int64_t j = 0; j < 9; ++j) {
+      const bool want =
+          j < 7 && (j == 0 || phrase[static_cast<size_t>(i)] == phrase[static_cast<size_t>(j)]);
+      EXPECT_EQ(m[static_cast<size_t>(i * 9 + j)], want ? 1.0f : 0.0f) << i << ", " << j;
+    }
+  }
+}
+
+// With phrase_attention a word of the second object is encoded without the first object's words:
+// changing "red" leaves every output of the second phrase (and the null token) bit-identical,
+// and it changes them without the mask. The parameters are the same either way.
+TEST(DiffusionModel, PhraseAttentionKeepsTheObjectsApartInTheTextEncoder) {
+  DiffusionConfig config = DiffusionConfig::preset("tiny");
+  config.tokenizer = "word";
+  config.vocab_size = static_cast<int64_t>(WordTokenizer::vocabulary().size());
+  config.max_length = WordTokenizer::kDefaultMaxLength;
+  Generator init(3);
+  DiffusionTextEncoder plain(config, &init);
+  config.phrase_attention = true;
+  Generator init2(4);
+  DiffusionTextEncoder phrases(config, &init2);
+  phrases.load_state_dict(plain.state_dict(), /*strict=*/true);
+  const WordTokenizer tok;
+  const auto encode = [&](DiffusionTextEncoder& encoder, const std::string& prompt) {
+    const std::vector<int64_t> ids = tok.encode(prompt);
+    NoGradGuard no_grad;
+    return encoder.forward(from_vector_i64(ids, {1, static_cast<int64_t>(ids.size())}))
+        .context.to_vector();
+  };
+  const std::string red = "a red circle on the left and a blue square on the right";
+  const std::string green = "a green circle on the left and a blue square on the right";
+  const int64_t d = config.context_dim;
+  const int64_t second = 7;  // "and" is word 7, position 7 after the null token
+  for (bool masked : {true, false}) {
+    DiffusionTextEncoder& encoder = masked ? phrases : plain;
+    const std::vector<float> a = encode(encoder, red), b = encode(encoder, green);
+    bool first_differs = false, second_same = true;
+    for (int64_t i = 0; i < d; ++i) first_differs |= a[d + i] != b[d + i];  // "a" of phrase 0
+    for (int64_t p = second; p <= 13; ++p) {
+      for (int64_t i = 0; i < d; ++i) second_same &= a[p * d + i] == b[p * d + i];
+    }
+    for (int64_t i = 0; i < d; ++i) second_same &= !masked || a[i] == b[i];  // null token
+    EXPECT_TRUE(first_differs) << (masked ? "masked" : "plain");
+    EXPECT_EQ(second_same, masked);
+  }
 }
 
 // The same weights read as a v-prediction sample through eps_from_v: other pixels, still in [0, 1].

@@ -6,7 +6,10 @@
 // tests/data/diffusion_torch_micro_qpos_eps.json is the twin's eps for the same weights with
 // query_positions on (`write-torch DIR/diffusion_torch_micro.safetensors --config micro --seed 3
 // --perturb --query-positions --probe ...`: the code has no parameters, so the state_dict is the
-// committed one). (The other direction, an inkgrad checkpoint loading strictly into the twin, is
+// committed one). tests/data/diffusion_torch_micro_phrase_context.json is the twin's text encoder
+// context for the same weights with phrase_attention on, for rows of word token ids
+// (`diffusion_twin.py text-probe tests/data/diffusion_torch_micro.safetensors --out ...`).
+// (The other direction, an inkgrad checkpoint loading strictly into the twin, is
 // `diffusion_twin.py check FILE [--probe JSON]`.)
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -89,6 +92,44 @@ TEST(DiffusionInterop, QueryPositionsGiveTheTwinsEps) {
   TextToImageDiffusion model(config);
   model.load_state_dict(file.tensors, /*strict=*/true);
   expect_the_twins_probe_eps(model, "diffusion_torch_micro_qpos_eps.json");
+}
+
+// The twin masks the text encoder's attention by phrase as inkgrad does (issue 13). The micro
+// checkpoint has a character vocabulary of 28 ids, which covers the word ids the probe uses; the
+// encoder is built with the word tokenizer that phrase_attention needs.
+TEST(DiffusionInterop, PhraseAttentionGivesTheTwinsTextContext) {
+  const SafetensorsFile file = load_safetensors(kCheckpoint);
+  DiffusionConfig config = DiffusionConfig::from_json(file.metadata.at(kModelConfigKey));
+  config.tokenizer = "word";
+  const nlohmann::json golden = probe_golden("diffusion_torch_micro_phrase_context.json");
+  const auto rows = golden["tokens"].get<std::vector<std::vector<int64_t>>>();
+  std::vector<int64_t> ids;
+  for (const auto& row : rows) ids.insert(ids.end(), row.begin(), row.end());
+  const Tensor tokens =
+      from_vector_i64(ids, {static_cast<int64_t>(rows.size()), config.max_length});
+  const std::vector<float> want = golden["context"].get<std::vector<float>>();
+  const std::string prefix = "text_encoder.";
+  NamedTensors weights;
+  for (const auto& [name, tensor] : file.tensors) {
+    if (name.rfind(prefix, 0) == 0) weights.emplace_back(name.substr(prefix.size()), tensor);
+  }
+  for (bool phrases : {true, false}) {
+    config.phrase_attention = phrases;
+    DiffusionTextEncoder encoder(config, nullptr);
+    encoder.load_state_dict(weights, /*strict=*/true);
+    NoGradGuard no_grad;
+    const std::vector<float> got = encoder.forward(tokens).context.to_vector();
+    ASSERT_EQ(got.size(), want.size());
+    double worst = 0.0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      worst = std::max(worst, static_cast<double>(std::fabs(got[i] - want[i])));
+    }
+    if (phrases) {
+      EXPECT_LT(worst, 2e-5) << "largest |context - twin's context|";
+    } else {
+      EXPECT_GT(worst, 1e-3) << "without the mask the context should differ from the twin's";
+    }
+  }
 }
 
 TEST(DiffusionInterop, InkgradGenerateSamplesFromAPyTorchWrittenCheckpoint) {

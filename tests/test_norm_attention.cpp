@@ -201,6 +201,49 @@ TEST(FusedOpsGradcheck, AttentionFullyMaskedRowGivesZerosAndZeroGradients) {
   for (size_t e = 4; e < 8; ++e) EXPECT_EQ(dv[e], 0.0);
 }
 
+TEST(FusedOpsGradcheck, AttentionWithAMaskForEachQuery) {
+  // q [2, 2, 3, 4], k and v [2, 2, 4, 4]; mask [B, Lq, Lk]: batch 0 causal-like, batch 1 with one
+  // query (row 2) that sees no key at all.
+  Tensor q = param({2, 2, 3, 4}, 70);
+  Tensor k = param({2, 2, 4, 4}, 71);
+  Tensor v = param({2, 2, 4, 4}, 72);
+  const Tensor mask = from_vector_i64({1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 0,  //
+                                       0, 1, 1, 0, 1, 0, 0, 1, 0, 0, 0, 0},
+                                      {2, 3, 4});
+  EXPECT_GRADCHECK(
+      [mask](const Inputs& t) { return scaled_dot_product_attention(t[0], t[1], t[2], mask); },
+      (Inputs{q, k, v}));
+  // The same as attending, query by query, to that query's keys with a [B, Lk] mask.
+  const Tensor full = scaled_dot_product_attention(q.detach(), k.detach(), v.detach(), mask);
+  const std::vector<double> all = to_doubles(full);
+  const std::vector<int64_t> m = {1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 0,
+                                  0, 1, 1, 0, 1, 0, 0, 1, 0, 0, 0, 0};
+  for (int64_t i = 0; i < 3; ++i) {
+    std::vector<int64_t> row;
+    for (int64_t b = 0; b < 2; ++b) {
+      for (int64_t j = 0; j < 4; ++j) row.push_back(m[static_cast<size_t>((b * 3 + i) * 4 + j)]);
+    }
+    const Tensor one = scaled_dot_product_attention(narrow(q.detach(), 2, i, 1), k.detach(),
+                                                    v.detach(), from_vector_i64(row, {2, 4}));
+    const std::vector<double> got = to_doubles(one);
+    for (int64_t b = 0; b < 2; ++b) {
+      for (int64_t h = 0; h < 2; ++h) {
+        for (int64_t e = 0; e < 4; ++e) {
+          EXPECT_NEAR(all[static_cast<size_t>(((b * 2 + h) * 3 + i) * 4 + e)],
+                      got[static_cast<size_t>((b * 2 + h) * 4 + e)], 1e-6)
+              << "b " << b << " h " << h << " query " << i;
+        }
+      }
+    }
+  }
+  // The query with no key: zeros, never NaN.
+  for (int64_t h = 0; h < 2; ++h) {
+    for (int64_t e = 0; e < 4; ++e)
+      EXPECT_EQ(all[static_cast<size_t>(((2 + h) * 3 + 2) * 4 + e)], 0.0);
+  }
+  EXPECT_THROW(scaled_dot_product_attention(q, k, v, from_vector_i64(m, {2, 4, 3})), Error);
+}
+
 TEST(FusedOpsGradcheck, GradMaskSkipsInputsThatNeedNoGradient) {
   // Only the weight needs a gradient: the backward must not fail on the undefined ones.
   Tensor x = rand_tensor({2, 4, 3}, 60);
@@ -378,7 +421,8 @@ TEST(FusedOps, ErrorsNameTheOpAndTheShapes) {
       [&] {
         scaled_dot_product_attention(q, k, k, from_vector_i64({1, 1, 1}, {1, 3}));
       },
-      "scaled_dot_product_attention: key_mask must be [2, 5] for k [2, 2, 5, 4], got [1, 3]");
+      "scaled_dot_product_attention: key_mask must be [2, 5] or [2, 3, 5] for q [2, 2, 3, 4] and "
+      "k [2, 2, 5, 4], got [1, 3]");
   expect_error(
       [&] {
         scaled_dot_product_attention(rand_tensor({2, 3, 4}, 96), k, k);
@@ -534,7 +578,7 @@ TEST_P(Golden, NormsAndActivations) {
 TEST_P(Golden, ScaledDotProductAttention) {
   const DType dt = GetParam();
   using T = std::map<std::string, Tensor>;
-  for (const char* name : {"sdpa_masked", "sdpa_all_masked_row"}) {
+  for (const char* name : {"sdpa_masked", "sdpa_all_masked_row", "sdpa_query_mask"}) {
     check_golden(name, dt, [](T& t) {
       return scaled_dot_product_attention(t["q"], t["k"], t["v"], t["key_mask"]);
     });

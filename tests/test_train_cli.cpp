@@ -215,6 +215,26 @@ TEST_F(TrainCli, TextLayersAndQueryPositionsAreRecordedAndKeptByAResume) {
                                 HasSubstr(dir + "/config.json: was it edited?")));
 }
 
+TEST_F(TrainCli, PhraseAttentionIsRecordedAndNeedsTheScenes) {
+  const std::string dir = path("phrases");
+  const Result first =
+      run({"train", "--dataset", "scenes", "--images", "16", "--phrase-attention", "--eval-samples",
+           "0", "--preview-every", "0", "--sample-steps", "2", "--out", dir});
+  ASSERT_EQ(first.code, 0) << first.err;
+  EXPECT_THAT(first.out, HasSubstr(", phrase attention, seed"));
+  EXPECT_TRUE(read_run_record(dir).config.phrase_attention);
+  EXPECT_THAT(read_text(dir + "/model.safetensors"), HasSubstr(R"(\"phrase_attention\":true)"));
+  const Result combined = run({"train", "--resume", dir, "--phrase-attention"});
+  EXPECT_EQ(combined.code, 1);
+  EXPECT_THAT(combined.err, HasSubstr("--phrase-attention cannot be combined with --resume"));
+  // The nine prompts have no phrases: refused before anything is written.
+  const std::string shapes = path("phrases_shapes");
+  const Result refused = run({"train", "--images", "16", "--phrase-attention", "--out", shapes});
+  EXPECT_EQ(refused.code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("phrase_attention needs the word tokenizer"));
+  EXPECT_FALSE(std::filesystem::exists(shapes + "/model.safetensors"));
+}
+
 TEST_F(TrainCli, ResumeRefusesAConfigJsonThatDisagreesWithTheSavedState) {
   const std::string dir = path("edited");
   ASSERT_EQ(run(tiny(dir)).code, 0);

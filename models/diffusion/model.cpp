@@ -133,6 +133,10 @@ void DiffusionConfig::validate() const {
                 i, chs[i]);
     }
   }
+  INK_CHECK(!phrase_attention || tokenizer == "word",
+            "diffusion config: phrase_attention needs the word tokenizer (its phrases are joined "
+            "by the word \"and\"), got the \"{}\" tokenizer",
+            tokenizer);
   INK_CHECK(timesteps >= 2 && timesteps <= 100000,
             "diffusion config: timesteps must be in [2, 100000], got {}", timesteps);
   int64_t side = image_size;
@@ -163,6 +167,7 @@ std::string DiffusionConfig::to_json() const {
   if (prediction != "eps") j["prediction"] = prediction;
   // Written only when on (as the twin does), so the configs from before it stay as they were.
   if (query_positions) j["query_positions"] = true;
+  if (phrase_attention) j["phrase_attention"] = true;
   j["schedule"] = schedule;
   j["text_layers"] = text_layers;
   j["timesteps"] = timesteps;
@@ -221,12 +226,14 @@ DiffusionConfig DiffusionConfig::from_json(const std::string& text) {
   get_string("tokenizer", c.tokenizer);
   get_string("schedule", c.schedule);
   get_string("prediction", c.prediction);
-  if (j.contains("query_positions")) {
-    INK_CHECK(j["query_positions"].is_boolean(),
-              "diffusion config: \"query_positions\" must be true or false, got {}",
-              j["query_positions"].dump().substr(0, 60));
-    c.query_positions = j["query_positions"].get<bool>();
-  }
+  const auto get_flag = [&j](const char* key, bool& out) {
+    if (!j.contains(key)) return;
+    INK_CHECK(j[key].is_boolean(), "diffusion config: \"{}\" must be true or false, got {}", key,
+              j[key].dump().substr(0, 60));
+    out = j[key].get<bool>();
+  };
+  get_flag("query_positions", c.query_positions);
+  get_flag("phrase_attention", c.phrase_attention);
   c.validate();
   return c;
 }
@@ -259,6 +266,31 @@ DiffusionTextEncoder::DiffusionTextEncoder(const DiffusionConfig& config, Genera
   }
   layers = register_module("layers", module_list(layer_list_));
   norm_out = register_module("norm_out", std::make_shared<nn::LayerNorm>(d));
+  if (config.phrase_attention) and_id_ = WordTokenizer::token_of("and");
+}
+
+Tensor DiffusionTextEncoder::phrase_mask(const Tensor& tokens, const Tensor& key_mask,
+                                         int64_t and_id) {
+  const int64_t b = tokens.size(0), t = tokens.size(1), l = t + 1;
+  Tensor mask = empty({b, l, l});
+  const int64_t* ids = std::as_const(tokens).data_i64();
+  const float* valid = std::as_const(key_mask).data();
+  float* m = mask.data();
+  std::vector<int64_t> phrase(static_cast<size_t>(l));
+  for (int64_t n = 0; n < b; ++n) {
+    phrase[0] = -1;  // the null token: a phrase of its own
+    for (int64_t j = 0, current = 0; j < t; ++j) {
+      if (ids[n * t + j] == and_id) ++current;
+      phrase[j + 1] = current;
+    }
+    const float* ok = valid + n * l;
+    for (int64_t i = 0; i < l; ++i) {
+      for (int64_t j = 0; j < l; ++j) {
+        m[(n * l + i) * l + j] = ok[j] != 0.0f && (j == 0 || phrase[i] == phrase[j]) ? 1.0f : 0.0f;
+      }
+    }
+  }
+  return mask;
 }
 
 DiffusionTextEncoder::Output DiffusionTextEncoder::forward(const Tensor& tokens) {
@@ -281,7 +313,8 @@ DiffusionTextEncoder::Output DiffusionTextEncoder::forward(const Tensor& tokens)
       for (int64_t j = 0; j < t; ++j) m[i * (t + 1) + j + 1] = ids[i * t + j] != 0 ? 1.0f : 0.0f;
     }
   }
-  for (const auto& layer : layer_list_) x = layer->forward(x, key_mask);
+  const Tensor attention_mask = and_id_ >= 0 ? phrase_mask(tokens, key_mask, and_id_) : key_mask;
+  for (const auto& layer : layer_list_) x = layer->forward(x, attention_mask);
   return {norm_out->forward(x), key_mask};
 }
 

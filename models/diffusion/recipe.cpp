@@ -23,6 +23,7 @@ DiffusionConfig config_for(const TrainConfig& config) {
   c.prediction = config.prediction;
   c.text_layers = config.text_layers;
   c.query_positions = config.query_positions;
+  c.phrase_attention = config.phrase_attention;
   if (config.dataset == "scenes") {
     c.in_channels = scenes::kChannels;
     c.image_size = scenes::kSide;

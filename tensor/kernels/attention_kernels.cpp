@@ -14,17 +14,19 @@ namespace ink::kernels {
 
 template <class T>
 void attention_forward_naive(const T* q, const T* k, const T* v, const uint8_t* key_valid, T* out,
-                             T* weights, int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D) {
+                             T* weights, int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D,
+                             bool per_query) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   std::vector<double> s(Lk);
   for (int64_t b = 0; b < B; ++b) {
-    const uint8_t* valid = key_valid ? key_valid + b * Lk : nullptr;
     for (int64_t h = 0; h < H; ++h) {
       const int64_t bh = b * H + h;
       const T* qh = q + bh * Lq * D;
       const T* kh = k + bh * Lk * D;
       const T* vh = v + bh * Lk * D;
       for (int64_t i = 0; i < Lq; ++i) {
+        const uint8_t* valid =
+            key_valid ? key_valid + (per_query ? (b * Lq + i) * Lk : b * Lk) : nullptr;
         double m = -std::numeric_limits<double>::infinity();
         for (int64_t j = 0; j < Lk; ++j) {
           if (valid && !valid[j]) continue;
@@ -108,7 +110,7 @@ void attention_backward_naive(const T* dout, const T* q, const T* k, const T* v,
 
 #define INK_INSTANTIATE(T)                                                                        \
   template void attention_forward_naive<T>(const T*, const T*, const T*, const uint8_t*, T*, T*,  \
-                                           int64_t, int64_t, int64_t, int64_t, int64_t);          \
+                                           int64_t, int64_t, int64_t, int64_t, int64_t, bool);    \
   template void attention_backward_naive<T>(const T*, const T*, const T*, const T*, const T*, T*, \
                                             T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t);
 INK_INSTANTIATE(float)
@@ -117,19 +119,36 @@ INK_INSTANTIATE(double)
 
 void attention_forward(const float* q, const float* k, const float* v, const uint8_t* key_valid,
                        float* out, float* weights, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
-                       int64_t D) {
+                       int64_t D, bool per_query) {
   const auto& rk = rows::best_row_kernels();
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   const int64_t work = Lq * Lk * D;  // multiply-adds per (b, h) and matmul
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(work, 1));
   parallel_for(0, B * H, grain, [&](int64_t p0, int64_t p1) {
     for (int64_t bh = p0; bh < p1; ++bh) {
-      const uint8_t* valid = key_valid ? key_valid + (bh / H) * Lk : nullptr;
       float* Pt = weights + bh * Lk * Lq;  // [Lk, Lq]
       // S^T = k q^T / sqrt(D), then the softmax down each query's column.
       sgemm(Trans::N, Trans::T, Lk, Lq, D, scale, k + bh * Lk * D, D, q + bh * Lq * D, D, 0.0f, Pt,
             Lq);
-      rk.softmax_columns(Pt, Lk, Lq, Lq, valid);
+      if (key_valid && per_query) {
+        // Each query has its own mask: masked scores become -FLT_MAX (exp gives exactly 0 next
+        // to any valid score), then the masked weights are set to 0, which also empties the
+        // column of a query with no valid key (its -FLT_MAX scores would share the weight).
+        const uint8_t* mask = key_valid + (bh / H) * Lq * Lk;  // [Lq, Lk]
+        for (int64_t i = 0; i < Lq; ++i) {
+          for (int64_t j = 0; j < Lk; ++j) {
+            if (!mask[i * Lk + j]) Pt[j * Lq + i] = -std::numeric_limits<float>::max();
+          }
+        }
+        rk.softmax_columns(Pt, Lk, Lq, Lq, nullptr);
+        for (int64_t i = 0; i < Lq; ++i) {
+          for (int64_t j = 0; j < Lk; ++j) {
+            if (!mask[i * Lk + j]) Pt[j * Lq + i] = 0.0f;
+          }
+        }
+      } else {
+        rk.softmax_columns(Pt, Lk, Lq, Lq, key_valid ? key_valid + (bh / H) * Lk : nullptr);
+      }
       // out = P v = (P^T)^T v
       sgemm(Trans::T, Trans::N, Lq, D, Lk, 1.0f, Pt, Lq, v + bh * Lk * D, D, 0.0f,
             out + bh * Lq * D, D);

@@ -3,7 +3,9 @@
 // Legend: B = batch, H = heads, Lq = queries, Lk = keys, D = head dim (d).
 //   q, dq:      [B, H, Lq, D]
 //   k, v, dk, dv: [B, H, Lk, D]
-//   key_valid:  [B, Lk], nonzero = the key takes part; nullptr = every key does.
+//   key_valid:  [B, Lk], nonzero = the key takes part; nullptr = every key does. With
+//               per_query: [B, Lq, Lk], a mask of its own for each query (a causal or
+//               block-diagonal pattern, say).
 //   weights:    [B, H, Lk, Lq], P^T: P = softmax_k(q . k / sqrt(D)) over the valid keys, 0 at
 //               masked keys, stored transposed (keys by queries) so that the softmax over the
 //               few keys runs down columns with vertical SIMD operations only. Written by the
@@ -30,7 +32,8 @@ namespace ink::kernels {
 
 template <class T>
 void attention_forward_naive(const T* q, const T* k, const T* v, const uint8_t* key_valid, T* out,
-                             T* weights, int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D);
+                             T* weights, int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D,
+                             bool per_query = false);
 template <class T>
 void attention_backward_naive(const T* dout, const T* q, const T* k, const T* v, const T* weights,
                               T* dq, T* dk, T* dv, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
@@ -38,7 +41,7 @@ void attention_backward_naive(const T* dout, const T* q, const T* k, const T* v,
 
 void attention_forward(const float* q, const float* k, const float* v, const uint8_t* key_valid,
                        float* out, float* weights, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
-                       int64_t D);
+                       int64_t D, bool per_query = false);
 void attention_backward(const float* dout, const float* q, const float* k, const float* v,
                         const float* weights, float* dq, float* dk, float* dv, int64_t B, int64_t H,
                         int64_t Lq, int64_t Lk, int64_t D);

@@ -160,13 +160,14 @@ void layer_norm_bwd(const double* g, const double* x, const double* w, const dou
 }
 
 void attention_fwd(const float* q, const float* k, const float* v, const uint8_t* valid, float* out,
-                   float* weights, int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D) {
-  kernels::attention_forward(q, k, v, valid, out, weights, B, H, Lq, Lk, D);
+                   float* weights, int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D,
+                   bool per_query) {
+  kernels::attention_forward(q, k, v, valid, out, weights, B, H, Lq, Lk, D, per_query);
 }
 void attention_fwd(const double* q, const double* k, const double* v, const uint8_t* valid,
                    double* out, double* weights, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
-                   int64_t D) {
-  kernels::attention_forward_naive(q, k, v, valid, out, weights, B, H, Lq, Lk, D);
+                   int64_t D, bool per_query) {
+  kernels::attention_forward_naive(q, k, v, valid, out, weights, B, H, Lq, Lk, D, per_query);
 }
 void attention_bwd(const float* g, const float* q, const float* k, const float* v,
                    const float* weights, float* dq, float* dk, float* dv, int64_t B, int64_t H,
@@ -515,11 +516,14 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   INK_CHECK(k.dtype() == q.dtype() && v.dtype() == q.dtype(), "{}: q, k and v are {}, {} and {}",
             op, dtype_name(q.dtype()), dtype_name(k.dtype()), dtype_name(v.dtype()));
   std::vector<uint8_t> valid;
+  const bool per_query = key_mask.defined() && key_mask.dim() == 3;
   if (key_mask.defined()) {
-    INK_CHECK(key_mask.dim() == 2 && key_mask.size(0) == B && key_mask.size(1) == Lk,
-              "{}: key_mask must be [{}, {}] for k {}, got {}", op, B, Lk, shape_str(k.shape()),
-              shape_str(key_mask.shape()));
-    valid.resize(static_cast<size_t>(B * Lk));
+    INK_CHECK((key_mask.dim() == 2 && key_mask.size(0) == B && key_mask.size(1) == Lk) ||
+                  (per_query && key_mask.size(0) == B && key_mask.size(1) == Lq &&
+                   key_mask.size(2) == Lk),
+              "{}: key_mask must be [{}, {}] or [{}, {}, {}] for q {} and k {}, got {}", op, B, Lk,
+              B, Lq, Lk, shape_str(q.shape()), shape_str(k.shape()), shape_str(key_mask.shape()));
+    valid.resize(static_cast<size_t>(key_mask.numel()));
     if (key_mask.dtype() == DType::Int64) {
       const int64_t* m = key_mask.data_i64();
       for (size_t i = 0; i < valid.size(); ++i) valid[i] = m[i] != 0;
@@ -536,15 +540,15 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   with_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     attention_fwd(read<T>(q), read<T>(k), read<T>(v), valid.empty() ? nullptr : valid.data(),
-                  write<T>(out), write<T>(weights), B, H, Lq, Lk, D);
+                  write<T>(out), write<T>(weights), B, H, Lq, Lk, D, per_query);
   });
   // dv = P^T g;  dS = P * (g v^T - rowsum(g v^T * P));  dq = dS k / sqrt(d);  dk = dS^T q / sqrt(d)
   // P is not kept: backward runs the forward kernel again for it (the same bits), which costs
   // little next to the convolutions and saves [B, h, Lq, Lk] per attention until backward.
   return record_op(
       out, op, {q, k, v},
-      [qs = SavedTensor(q), ks = SavedTensor(k), vs = SavedTensor(v), valid = std::move(valid), B,
-       H, Lq, Lk, D](const Tensor& g, const GradMask& needs) {
+      [qs = SavedTensor(q), ks = SavedTensor(k), vs = SavedTensor(v), valid = std::move(valid),
+       per_query, B, H, Lq, Lk, D](const Tensor& g, const GradMask& needs) {
         const Tensor qv = qs.get();
         const Tensor kv = ks.get();
         const Tensor vv = vs.get();
@@ -558,7 +562,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
             Tensor scratch_out = empty(qv.shape(), qv.dtype());
             attention_fwd(read<T>(qv), read<T>(kv), read<T>(vv),
                           valid.empty() ? nullptr : valid.data(), write<T>(scratch_out),
-                          write<T>(probs), B, H, Lq, Lk, D);
+                          write<T>(probs), B, H, Lq, Lk, D, per_query);
           }
           attention_bwd(read<T>(g), read<T>(qv), read<T>(kv), read<T>(vv), read<T>(probs),
                         write<T>(dq), write<T>(dk), write<T>(dv), B, H, Lq, Lk, D);
