@@ -84,6 +84,11 @@ void TrainConfig::validate(const FieldName& field_name) const {
   INK_CHECK(model != "mlp" || dataset == "shapes",
             "{}the mlp model trains only on the shapes dataset, not {}", prefix,
             quoted_text(dataset));
+  // Checked here as well as in DiffusionConfig::validate, so that a new run is refused before
+  // its folder is prepared (with --force, before the previous run's files are removed).
+  INK_CHECK(!phrase_attention || dataset == "scenes",
+            "{}{} needs the scenes dataset (its phrases are joined by the word \"and\"), not {}",
+            prefix, name("phrase_attention"), quoted_text(dataset));
   INK_CHECK(model_config == "tiny" || model_config == "small" || model_config == "base",
             "{}{} must be tiny, small or base, got {}", prefix, name("model_config"),
             quoted_text(model_config));

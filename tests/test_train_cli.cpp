@@ -217,9 +217,9 @@ TEST_F(TrainCli, TextLayersAndQueryPositionsAreRecordedAndKeptByAResume) {
 
 TEST_F(TrainCli, PhraseAttentionIsRecordedAndNeedsTheScenes) {
   const std::string dir = path("phrases");
-  const Result first =
-      run({"train", "--dataset", "scenes", "--images", "16", "--phrase-attention", "--eval-samples",
-           "0", "--preview-every", "0", "--sample-steps", "2", "--out", dir});
+  const Result first = run({"train", "--dataset", "scenes", "--samples-per-prompt", "2", "--images",
+                            "18", "--phrase-attention", "--eval-samples", "0", "--preview-every",
+                            "0", "--sample-steps", "2", "--out", dir});
   ASSERT_EQ(first.code, 0) << first.err;
   EXPECT_THAT(first.out, HasSubstr(", phrase attention, seed"));
   EXPECT_TRUE(read_run_record(dir).config.phrase_attention);
@@ -227,12 +227,15 @@ TEST_F(TrainCli, PhraseAttentionIsRecordedAndNeedsTheScenes) {
   const Result combined = run({"train", "--resume", dir, "--phrase-attention"});
   EXPECT_EQ(combined.code, 1);
   EXPECT_THAT(combined.err, HasSubstr("--phrase-attention cannot be combined with --resume"));
-  // The nine prompts have no phrases: refused before anything is written.
-  const std::string shapes = path("phrases_shapes");
-  const Result refused = run({"train", "--images", "16", "--phrase-attention", "--out", shapes});
+  // The nine prompts have no phrases: refused before the run folder is touched, even with
+  // --force over an existing run.
+  const Result refused =
+      run({"train", "--images", "16", "--phrase-attention", "--force", "--out", dir});
   EXPECT_EQ(refused.code, 1);
-  EXPECT_THAT(refused.err, HasSubstr("phrase_attention needs the word tokenizer"));
-  EXPECT_FALSE(std::filesystem::exists(shapes + "/model.safetensors"));
+  EXPECT_THAT(refused.err, HasSubstr("--phrase-attention needs the scenes dataset (its phrases "
+                                     "are joined by the word \"and\"), not \"shapes\""));
+  EXPECT_TRUE(read_run_record(dir).config.phrase_attention) << "the run was replaced";
+  EXPECT_TRUE(std::filesystem::exists(dir + "/model.safetensors"));
 }
 
 TEST_F(TrainCli, ResumeRefusesAConfigJsonThatDisagreesWithTheSavedState) {
