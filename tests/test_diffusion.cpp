@@ -379,6 +379,12 @@ TEST(DiffusionModel, PhraseMaskSplitsThePromptAtAnd) {
       EXPECT_EQ(m[static_cast<size_t>(i * 9 + j)], want ? 1.0f : 0.0f) << i << ", " << j;
     }
   }
+  expect_error(
+      [&] {
+        DiffusionTextEncoder::phrase_mask(tokens, zeros({1, 8}), and_id);
+      },
+      "phrase_mask: expected Int64 tokens [B, T] and a Float32 key mask [B, T+1], got "
+      "[1, 8] and [1, 8]");
 }
 
 // With phrase_attention a word of the second object is encoded without the first object's words:

@@ -271,6 +271,13 @@ DiffusionTextEncoder::DiffusionTextEncoder(const DiffusionConfig& config, Genera
 
 Tensor DiffusionTextEncoder::phrase_mask(const Tensor& tokens, const Tensor& key_mask,
                                          int64_t and_id) {
+  INK_CHECK(tokens.defined() && tokens.dtype() == DType::Int64 && tokens.dim() == 2 &&
+                key_mask.defined() && key_mask.dtype() == DType::Float32 && key_mask.dim() == 2 &&
+                key_mask.size(0) == tokens.size(0) && key_mask.size(1) == tokens.size(1) + 1,
+            "phrase_mask: expected Int64 tokens [B, T] and a Float32 key mask [B, T+1], got {} "
+            "and {}",
+            tokens.defined() ? shape_str(tokens.shape()) : std::string("an undefined tensor"),
+            key_mask.defined() ? shape_str(key_mask.shape()) : std::string("an undefined tensor"));
   const int64_t b = tokens.size(0), t = tokens.size(1), l = t + 1;
   Tensor mask = empty({b, l, l});
   const int64_t* ids = std::as_const(tokens).data_i64();
