@@ -78,6 +78,8 @@ struct TrainFlags {
   CLI::Option* config_option = nullptr;
   CLI::Option* lr_decay_option = nullptr;
   CLI::Option* timesteps_option = nullptr;
+  CLI::Option* query_positions_option = nullptr;
+  CLI::Option* phrase_attention_option = nullptr;
   int threads = 0;
   std::string out = "runs/latest";
   std::string resume;
@@ -329,6 +331,12 @@ int run_train(TrainFlags& flags) {
       if (flags.batch_option->count() == 0) config.batch_size = kDefaultDiffusionBatch;
       if (flags.config_option->count() == 0) config.model_config = kDefaultDiffusionConfig;
       if (flags.timesteps_option->count() == 0) config.timesteps = kDefaultDiffusionTimesteps;
+      // The scenes recipe binds each object's words to its place (README, issue 13): on unless
+      // --no-query-positions / --no-phrase-attention say otherwise.
+      if (config.dataset == "scenes") {
+        if (flags.query_positions_option->count() == 0) config.query_positions = true;
+        if (flags.phrase_attention_option->count() == 0) config.phrase_attention = true;
+      }
       INK_CHECK(flags.images_option->count() == 0 || flags.epochs_option->count() == 0,
                 "--images and --epochs both set the length of the run; give one of them");
       const bool images_given = flags.images_option->count() > 0;
@@ -694,14 +702,16 @@ Command add_train_command(CLI::App& app) {
                       "diffusion: transformer layers of the text encoder, 1 to 8; the checkpoint "
                       "records it")
           ->capture_default_str(),
-      sub->add_flag("--query-positions", c.query_positions,
-                    "diffusion: add a fixed 2-D position code to the cross-attention queries (each "
-                    "place in the picture can then ask for the words that name it); the "
-                    "checkpoint records it"),
-      sub->add_flag("--phrase-attention", c.phrase_attention,
-                    "diffusion: the text encoder attends only within each phrase joined by "
-                    "\"and\" (each object's words see each other, not the other object's); "
-                    "needs --dataset scenes; the checkpoint records it"),
+      flags->query_positions_option = sub->add_flag(
+          "--query-positions,!--no-query-positions", c.query_positions,
+          "diffusion: add a fixed 2-D position code to the cross-attention queries (each place "
+          "in the picture can then ask for the words that name it); on by default with --dataset "
+          "scenes; the checkpoint records it"),
+      flags->phrase_attention_option = sub->add_flag(
+          "--phrase-attention,!--no-phrase-attention", c.phrase_attention,
+          "diffusion: the text encoder attends only within each phrase joined by \"and\" (each "
+          "object's words see each other, not the other object's); scenes only, and on by "
+          "default there; the checkpoint records it"),
       flags->images_option = sub->add_option(
           "--images", flags->images,
           fmt::format("diffusion: train on this many images (rounded up to whole epochs; default "

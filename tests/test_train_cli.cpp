@@ -216,14 +216,29 @@ TEST_F(TrainCli, TextLayersAndQueryPositionsAreRecordedAndKeptByAResume) {
 }
 
 TEST_F(TrainCli, PhraseAttentionIsRecordedAndNeedsTheScenes) {
+  // On by default on the scenes, with the query positions.
   const std::string dir = path("phrases");
-  const Result first = run({"train", "--dataset", "scenes", "--samples-per-prompt", "2", "--images",
-                            "18", "--phrase-attention", "--eval-samples", "0", "--preview-every",
-                            "0", "--sample-steps", "2", "--out", dir});
+  const std::vector<std::string> scenes = {
+      "train", "--dataset",      "scenes", "--samples-per-prompt", "2", "--images",
+      "18",    "--eval-samples", "0",      "--preview-every",      "0", "--sample-steps",
+      "2"};
+  std::vector<std::string> args = scenes;
+  args.insert(args.end(), {"--out", dir});
+  const Result first = run(args);
   ASSERT_EQ(first.code, 0) << first.err;
-  EXPECT_THAT(first.out, HasSubstr(", phrase attention, seed"));
+  EXPECT_THAT(first.out, HasSubstr(", query positions, phrase attention, seed"));
   EXPECT_TRUE(read_run_record(dir).config.phrase_attention);
+  EXPECT_TRUE(read_run_record(dir).config.query_positions);
   EXPECT_THAT(read_text(dir + "/model.safetensors"), HasSubstr(R"(\"phrase_attention\":true)"));
+  // Both can be turned off.
+  const std::string plain = path("phrases_off");
+  args = scenes;
+  args.insert(args.end(), {"--no-phrase-attention", "--no-query-positions", "--out", plain});
+  const Result off = run(args);
+  ASSERT_EQ(off.code, 0) << off.err;
+  EXPECT_FALSE(read_run_record(plain).config.phrase_attention);
+  EXPECT_FALSE(read_run_record(plain).config.query_positions);
+  EXPECT_EQ(read_text(plain + "/model.safetensors").find("phrase_attention"), std::string::npos);
   const Result combined = run({"train", "--resume", dir, "--phrase-attention"});
   EXPECT_EQ(combined.code, 1);
   EXPECT_THAT(combined.err, HasSubstr("--phrase-attention cannot be combined with --resume"));
