@@ -83,7 +83,7 @@ TEST(AttentionWeights, ReproduceForwardsOutputAndRespectTheMask) {
   EXPECT_THAT(error_of([&] {
                 attention.attention_weights(x, context, ones({2, 3}));
               }),
-              HasSubstr("key_mask must be [2, 4], got [2, 3]"));
+              HasSubstr("key_mask must be [2, 4] or [2, 5, 4], got [2, 3]"));
 }
 
 TEST(AttentionObserver, SeesOnlyTheLayersItWantsOnItsOwnThreadWhileInstalled) {
