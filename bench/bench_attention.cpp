@@ -125,6 +125,33 @@ std::vector<Case> attention_cases() {
          },
          [=] { k::attention_backward(dout, q, kk, v, w, dq, dk, dv, s.B, s.H, s.Lq, s.Lk, s.D); }});
   }
+  // The scenes text encoder's self-attention with phrase_attention: a mask for each query
+  // [B, Lq, Lk] (B 32 = a batch of 16 and its CFG half, L = 21 tokens, D = 64 / 4 heads): the
+  // null token alone, then two phrases of 7 and 6 words, then padding.
+  {
+    const int64_t B = 32, H = 4, L = 21, D = 16;
+    const int64_t n = B * H * L * D;
+    float* q = keep(random_vector(n, 7)).data();
+    float* kk = keep(random_vector(n, 8)).data();
+    float* v = keep(random_vector(n, 9)).data();
+    float* out = keep(std::vector<float>(n)).data();
+    float* w = keep(std::vector<float>(B * H * L * L)).data();
+    static std::vector<uint8_t> phrases(static_cast<size_t>(B * L * L));
+    const auto phrase = [](int64_t i) { return i == 0 ? -1 : i <= 7 ? 0 : i <= 13 ? 1 : 2; };
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t i = 0; i < L; ++i) {
+        for (int64_t j = 0; j < L; ++j) {
+          phrases[static_cast<size_t>((b * L + i) * L + j)] =
+              j <= 13 && (j == 0 || phrase(i) == phrase(j));
+        }
+      }
+    }
+    const uint8_t* mask = phrases.data();
+    cases.push_back(
+        {"attention_fwd_query_mask/B32.H4.Lq21.Lk21.D16", true, 2 * 2.0 * B * H * L * L * D,
+         [=] { k::attention_forward_naive(q, kk, v, mask, out, w, B, H, L, L, D, true); },
+         [=] { k::attention_forward(q, kk, v, mask, out, w, B, H, L, L, D, true); }});
+  }
   return cases;
 }
 
